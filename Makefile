@@ -1,0 +1,40 @@
+# trustseg: two commands do everything on a fresh machine.
+#   make demo   -> venv + install + synthetic data + train + predict + evaluate + report
+#   make test   -> venv + install + ruff (lint, format check) + the whole test suite
+# TORCH_SPEC pins the CPU build that this project's machines carry on disk; override it to get yours,
+# e.g. `make demo TORCH_SPEC=torch` (the package itself only asks for torch>=2.2).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= runs/demo
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.trustseg-installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/trustseg demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: lint
+	$(PY) -m pytest -n 2 -q tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
