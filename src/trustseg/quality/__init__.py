@@ -1,0 +1,1 @@
+"""trustseg.quality."""
