@@ -1,0 +1,39 @@
+import json
+import math
+
+import pytest
+import torch
+
+from trustseg.core.atomic import atomic_dir, atomic_torch_save, atomic_write_json, atomic_write_text
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        from trustseg.core.atomic import atomic_path
+
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_dir_replaces_whole_or_nothing(tmp_path):
+    out = tmp_path / "ds"
+    with atomic_dir(out) as d:
+        (d / "x").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(out) as d:
+            (d / "y").write_text("2")
+            raise ValueError("fail")
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_json_nan_becomes_null_and_torch_save(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"a": math.nan, "b": torch.tensor([1.0, 2.0]), "c": (1, 2)})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, 2.0], "c": [1, 2]}
+    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "ck.pt")
+    assert torch.equal(torch.load(tmp_path / "ck.pt", weights_only=True)["w"], torch.ones(2))
