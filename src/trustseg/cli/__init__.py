@@ -1,1 +1,1 @@
-"""trustseg.cli."""
+"""The ``trustseg`` command line: thin wrappers over the same functions the Python API exposes."""

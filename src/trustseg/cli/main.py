@@ -1,0 +1,274 @@
+"""``trustseg`` command-line entry point.
+
+Every subcommand is a thin wrapper over a Python function (named in its help) so the CLI and the API never
+drift apart. Errors trustseg raises on purpose (bad data, bad config, unknown names) are printed as one clear
+line and exit with status 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trustseg import __version__
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic multi-rater dataset (trustseg.data.synthetic)")
+    p.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    p.add_argument("--cases", type=int, default=40, help="number of cases (default 40)")
+    p.add_argument("--raters", type=int, default=4, help="raters per case (default 4)")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D images or 3D volumes")
+    p.add_argument("--size", type=int, default=64, help="image side length in pixels (default 64)")
+    p.add_argument("--classes", type=int, default=3, help="classes including background (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--ext", default=".nii.gz", help="file format of the written images (default .nii.gz)")
+    p.set_defaults(func=cmd_synth)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert a users' layout into a trustseg dataset (trustseg.data.importers)")
+    p.add_argument("kind", help="lidc, qubiq, nnunet or folder")
+    p.add_argument("src", type=Path, help="source folder in its original layout")
+    p.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    p.add_argument("--limit-patients", type=int, default=None, help="lidc: only the first N patients")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra importer option (repeatable)")
+    p.set_defaults(func=cmd_import)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a method on a dataset (trustseg.engine.train.train)")
+    p.add_argument("--data", type=Path, help="trustseg dataset folder (overrides the config's data)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, config.yaml, history)")
+    p.add_argument("--config", type=Path, help="YAML/TOML run config (see docs/engine.md)")
+    p.add_argument("--method", help="method name (see `trustseg methods`)")
+    p.add_argument("--epochs", type=int, help="epochs")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoints")
+    p.add_argument("--workers", type=int, default=1, help="ensemble members trained in parallel processes")
+    p.add_argument("--calibrate", action="store_true", help="fit a post-hoc temperature on validation data")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, dotted (e.g. train.lr=1e-3, net.channels=[8,16,32], method.params.samples=5)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict probabilities and uncertainty maps (trustseg.engine.predict)")
+    p.add_argument("--run", required=True, type=Path, help="trained run folder")
+    p.add_argument("--input", required=True, nargs="+", type=Path, help="image folder, files, or a dataset folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--split", default=None, help="with a dataset folder: predict only this split (e.g. test)")
+    p.add_argument("--measures", default=None, help="comma-separated measures (default: all the method supports)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.engine.evaluate)")
+    p.add_argument("--pred", required=True, type=Path, help="prediction folder written by `trustseg predict`")
+    p.add_argument("--data", required=True, type=Path, help="trustseg dataset folder with the rater labels")
+    p.add_argument("--out", required=True, type=Path, help="results JSON (a per-case CSV is written beside it)")
+    p.add_argument("--split", default=None, help="only cases of this split")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_lists(sub: argparse._SubParsersAction) -> None:
+    for name, what in (
+        ("methods", "uncertainty methods"),
+        ("measures", "uncertainty measures"),
+        ("metrics", "evaluation metrics"),
+        ("distortions", "graded distortions"),
+    ):
+        p = sub.add_parser(name, help=f"list the registered {what}")
+        p.set_defaults(func=cmd_list, registry=name)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="synthetic data -> train -> predict -> evaluate -> report, in a few minutes")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and the tests)."""
+    parser = argparse.ArgumentParser(
+        prog="trustseg",
+        description="Trustworthy medical image segmentation: uncertainty maps, calibrated probabilities and "
+        "quality scores, all measured.",
+    )
+    parser.add_argument("--version", action="version", version=f"trustseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_synth, _add_import, _add_train, _add_predict, _add_evaluate, _add_lists, _add_demo):
+        add(sub)
+    return parser
+
+
+# -- commands --------------------------------------------------------------------------------------------------
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def _parse_kv(pairs: Sequence[str], what: str) -> dict:
+    import yaml
+
+    from trustseg.core.errors import ConfigError
+
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
+
+    cfg = SynthConfig(
+        cases=args.cases,
+        raters=args.raters,
+        dims=args.dims,
+        size=args.size,
+        num_classes=args.classes,
+        seed=args.seed,
+    )
+    path = make_synthetic_dataset(args.out, cfg, ext=args.ext, progress=True)
+    _console().print(f"wrote synthetic dataset: [bold]{path}[/]")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from trustseg.data.importers import import_dataset
+
+    opts = _parse_kv(args.opt, "--opt")
+    if args.limit_patients is not None:
+        opts["limit_patients"] = args.limit_patients
+    path = import_dataset(args.kind, args.src, args.out, progress=True, **opts)
+    _console().print(f"wrote dataset: [bold]{path}[/]")
+    return 0
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """Compose the run config: defaults < ``--config`` file < ``--set`` overrides < dedicated flags."""
+    from trustseg.core.config import load_config, replace
+    from trustseg.engine.config import RunConfig
+
+    cfg = load_config(RunConfig, args.config) if args.config else RunConfig()
+    changes = _parse_kv(args.set, "--set")
+    if args.data is not None:
+        changes["data"] = str(args.data)
+    if args.method is not None:
+        changes["method.name"] = args.method
+    if args.epochs is not None:
+        changes["train.epochs"] = args.epochs
+    if args.seed is not None:
+        changes["train.seed"] = args.seed
+    params = {k.removeprefix("method.params."): v for k, v in changes.items() if k.startswith("method.params.")}
+    changes = {k: v for k, v in changes.items() if not k.startswith("method.params.")}
+    if params:
+        changes["method.params"] = {**dict(cfg.method.params), **params}
+    return replace(cfg, **changes) if changes else cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trustseg.core.errors import ConfigError
+    from trustseg.engine.train import train
+    from trustseg.methods import METHODS
+
+    cfg = run_config_from_args(args)
+    if not cfg.data:
+        raise ConfigError("no dataset: pass --data DIR or set `data:` in the config")
+    METHODS.get(cfg.method.name)  # unknown names fail before any work, with a suggestion
+    summary = train(
+        cfg, args.out, resume=args.resume, progress=not args.no_progress, workers=args.workers, calibrate=args.calibrate
+    )
+    _console().print(f"run written to [bold]{args.out}[/]")
+    _console().print(summary)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from trustseg.engine.predict import predict_folder
+
+    measures = [m.strip() for m in args.measures.split(",")] if args.measures else None
+    inputs = args.input[0] if len(args.input) == 1 else list(args.input)
+    out = predict_folder(args.run, inputs, args.out, measures=measures, split=args.split, progress=not args.no_progress)
+    _console().print(f"predictions written to [bold]{out}[/]")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trustseg.engine.evaluate import evaluate_predictions
+
+    results = evaluate_predictions(args.pred, args.data, args.out, split=args.split)
+    _console().print(f"results written to [bold]{args.out}[/]")
+    summary = results.get("summary", {})
+    for key, value in summary.items():
+        if isinstance(value, float):
+            _console().print(f"  {key}: {value:.4f}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    if args.registry == "methods":
+        from trustseg.methods import METHODS as reg
+    elif args.registry == "measures":
+        from trustseg.measures import MEASURES as reg
+    elif args.registry == "metrics":
+        from trustseg.metrics import METRICS as reg
+    else:
+        from trustseg.data.distortions import DISTORTIONS as reg
+    table = Table(title=f"trustseg {args.registry}")
+    table.add_column("name", style="bold")
+    table.add_column("what it is")
+    for entry in reg:
+        table.add_row(entry.name, entry.doc)
+    _console().print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trustseg.cli.demo import run_demo
+
+    report = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    _console().print(f"\n[bold green]demo finished[/]: open [bold]{report}[/]")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 for a usage/data/config error)."""
+    from trustseg.core.errors import TrustsegError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TrustsegError as e:
+        print(f"trustseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"trustseg {args.command}: interrupted (finished outputs are kept; train --resume continues)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
