@@ -1,0 +1,185 @@
+"""The comparison report of several evaluated runs (what ``trustseg demo`` ends with).
+
+Input: for each method, its run folder, its prediction folder and its evaluation ``results.json`` (written by
+:func:`trustseg.engine.evaluate.evaluate_predictions`). Output folder: ``index.html``, ``comparison.csv`` and
+``comparison.json`` (one row per method), ``overview_<method>.png`` (images, raters, disagreement, prediction,
+uncertainty), ``reliability.png`` and ``quality_control.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustseg.core.atomic import atomic_write_json, atomic_write_text
+from trustseg.reports.html import Section, write_html_report
+
+#: The uncertainty map each method is best read by (its own signal); others fall back to entropy.
+PRIMARY_MEASURE = {"edue": "predicted_variance", "evidential": "vacuity", "sure": "vacuity"}
+
+COLUMNS = {
+    "dice_majority": "Dice vs majority vote (mean fg class)",
+    "dice_consensus": "Dice on consensus regions",
+    "hd95_majority": "HD95 vs majority (px/mm)",
+    "ece_toplabel_majority": "top-label ECE vs majority",
+    "nll_soft": "NLL vs soft label",
+    "brier_soft": "Brier vs soft label",
+}
+
+
+def primary_measure(method: str, results: dict[str, Any]) -> str | None:
+    """The measure used to summarise a method's uncertainty (present in its results)."""
+    available = list(results.get("uncertainty", {}))
+    first = PRIMARY_MEASURE.get(method)
+    if first in available:
+        return first
+    for name in ("mi", "entropy"):
+        if name in available:
+            return name
+    return available[0] if available else None
+
+
+def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
+    """One table row: segmentation, calibration and uncertainty-quality headline numbers."""
+    s = results.get("summary", {})
+    row: dict[str, Any] = {"method": method}
+    for key in COLUMNS:
+        row[key] = s.get(key)
+    m = primary_measure(method, results)
+    row["uncertainty map"] = m
+    if m is not None:
+        u = results["uncertainty"][m]
+        row["pixel r (vs rater disagreement)"] = u.get("pixel_pearson_mean")
+        row["image ρ (vs rater disagreement)"] = u.get("image_spearman")
+        row["error AUROC"] = u.get("error_auroc")
+        row["UEO"] = u.get("ueo")
+        qc = results.get("quality_control", {}).get(f"{m}:mean", {})
+        row["QC d-AUC"] = qc.get("d_auc")
+        row["E-AURC"] = qc.get("eaurc")
+    return row
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _overview(out: Path, method: str, pred_dir: Path, dataset, measure: str | None, n: int = 4) -> str | None:
+    from trustseg.engine.predict import load_prediction
+    from trustseg.reports.overview import OverviewRow, render_overview
+
+    index = json.loads((pred_dir / "predictions.json").read_text())
+    ids = [c["case"] for c in index["cases"]][:n]
+    rows = []
+    for cid in ids:
+        case = dataset[cid]
+        pred = load_prediction(pred_dir, cid)
+        maps = {k: v for k, v in pred["maps"].items() if k in {measure, "entropy"}}
+        rows.append(OverviewRow(cid, case.image, case.labels, pred["seg"], maps))
+    if not rows:
+        return None
+    name = f"overview_{method}.png"
+    render_overview(rows, out / name, title=f"{method}: test cases")
+    return name
+
+
+def build_report(
+    out: str | Path, entries: Sequence[tuple[str, Path, Path, Path]], data_root: str | Path, title: str
+) -> Path:
+    """Write the comparison report; returns the path of ``index.html``.
+
+    Args:
+        out: Report folder.
+        entries: ``(method, run_dir, pred_dir, results_json)`` per method.
+        data_root: The dataset the runs were evaluated on.
+        title: Page title.
+    """
+    from trustseg.data.dataset import load_dataset
+    from trustseg.reports.plots import qc_plot, reliability_plot
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(data_root)
+    rows, rel, qc, images, per_measure = [], {}, {}, [], []
+    for method, _run, pred_dir, res_path in entries:
+        res = json.loads(Path(res_path).read_text())
+        rows.append(comparison_row(method, res))
+        cal = res.get("calibration", {}).get("majority", {}).get("reliability")
+        if cal:
+            rel[method] = cal
+        m = primary_measure(method, res)
+        curve = res.get("quality_control", {}).get(f"{m}:mean", {}).get("curve")
+        if curve:
+            qc[f"{method} ({m})"] = curve
+        for name, u in res.get("uncertainty", {}).items():
+            per_measure.append(
+                {
+                    "method": method,
+                    "measure": name,
+                    "pixel r": u.get("pixel_pearson_mean"),
+                    "pixel ρ": u.get("pixel_spearman_mean"),
+                    "image r": u.get("image_pearson"),
+                    "image ρ": u.get("image_spearman"),
+                    "error AUROC": u.get("error_auroc"),
+                    "error AUPRC": u.get("error_auprc"),
+                    "UEO": u.get("ueo"),
+                }
+            )
+        img = _overview(out, method, Path(pred_dir), dataset, m)
+        if img:
+            images.append(img)
+    figs = []
+    if rel:
+        figs.append(reliability_plot(rel, out / "reliability.png", "reliability vs majority vote").name)
+    if qc:
+        figs.append(qc_plot(qc, out / "quality_control.png", "referral by image-level uncertainty").name)
+    atomic_write_text(out / "comparison.csv", _csv(rows))
+    atomic_write_json(out / "comparison.json", rows)
+    best = max(rows, key=lambda r: r.get("pixel r (vs rater disagreement)") or -np.inf)
+    headline = {
+        "methods": len(rows),
+        "test cases": len(json.loads(Path(entries[0][3]).read_text()).get("cases", [])) if entries else 0,
+        "best Dice (majority)": max((r.get("dice_majority") or float("nan")) for r in rows),
+        f"best pixel r vs raters ({best['method']})": best.get("pixel r (vs rater disagreement)"),
+    }
+    sections = [
+        Section(
+            "Methods side by side",
+            "Segmentation, calibration and uncertainty quality on the test split. "
+            "Uncertainty columns use each method's own map (EDUE: predicted rater variance; evidential: "
+            "vacuity; otherwise mutual information or entropy).",
+            rows,
+        ),
+        Section(
+            "Every uncertainty map against rater disagreement",
+            "Pearson r / Spearman ρ per image then "
+            "averaged (pixel) and across images (image level, map mean vs Σ rater variance); error "
+            "AUROC/AUPRC: the map as a detector of pixels where the prediction differs from the majority "
+            "vote; UEO: best Dice between the thresholded map and the error mask.",
+            per_measure,
+        ),
+        Section("Calibration and quality control", images=figs),
+        Section(
+            "Test cases",
+            "Columns: image, each rater, rater disagreement Σ_k ȳ_k(1−ȳ_k), prediction, uncertainty maps.",
+            images=images,
+        ),
+    ]
+    return write_html_report(
+        out / "index.html",
+        title,
+        headline,
+        sections,
+        footer=f"Data: {data_root}. Every number is also in comparison.json and in each "
+        "method's evaluation/results.json.",
+    )
