@@ -1,0 +1,379 @@
+"""How good is an uncertainty map? Correlation with rater disagreement, SURE's metrics, error detection.
+
+Conventions (all documented choices):
+
+* Correlations are in float64. Spearman = Pearson of average ranks (ties share their mean rank, as scipy).
+  A constant input (or fewer than 2 pixels) has no correlation: NaN, and NaNs are skipped in averages.
+* NaN or infinite values in an uncertainty map or a target are an error (:class:`DataError`), never silently
+  dropped: a method producing NaN must be fixed, not scored.
+* SURE's metrics are per image (``(*spatial)`` maps), with ``d`` the distance to the ground-truth boundary
+  (union of class boundaries, full ``3^ndim`` neighbourhood by default as in the SURE training loss;
+  :mod:`trustseg.metrics.geometry`) and ``g`` the image gradient magnitude:
+
+  - ``ucc_gradient``: Spearman(g, u) over the band ``d ≤ band`` (principle 1: expected negative);
+  - ``ucc_distance``: Spearman(d, u_high − u_low) over ``d ≤ max_distance`` (principle 2: expected negative);
+  - ``ur_gradient`` / ``ur_distance``: the fraction of pixel pairs ordered as the principle predicts, i.e.
+    ``sign(ref_i − ref_j) = −sign(u_i − u_j)``; pairs with equal reference are skipped, pairs with equal ``u``
+    count ``tie`` (default 0: a flat map does not follow the principle). All pairs when there are at most
+    ``max_pairs`` of them, otherwise ``max_pairs`` pairs drawn uniformly (``i ≠ j``) with a seeded generator;
+  - ``ur_mu``: the fraction of near-boundary pixels (``d ≤ max_distance``) with ``u_high > u_low``.
+
+* Error detection pools all pixels given (call per image for per-image values); error = hard prediction ≠ label.
+  ``ueo``: ``max_t Dice(error, u > t)``, thresholds evenly spaced over ``[min u, max u]`` by default; an empty
+  error mask gives ``empty_error`` (default NaN). AUROC and average precision treat ties exactly as scikit-learn's
+  ``roc_auc_score`` and ``average_precision_score``; a single-class error mask gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from trustseg.core.errors import ConfigError, DataError
+from trustseg.measures.aggregate import average_ranks
+from trustseg.measures.pixel import rater_disagreement
+from trustseg.metrics.geometry import boundary_distance, gradient_magnitude
+from trustseg.metrics.registry import METRICS
+
+_NAN = torch.tensor(math.nan, dtype=torch.float64)
+
+
+def _finite(t: Tensor, what: str) -> Tensor:
+    x = t if t.is_floating_point() else t.to(torch.float64)
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        raise DataError(f"{what} has {int(bad.sum())} NaN or infinite values of {x.numel()}; fix the map first")
+    return x.to(torch.float64)
+
+
+def _same_shape(a: Tensor, b: Tensor, what: str) -> None:
+    if a.shape != b.shape:
+        raise DataError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
+
+
+# -- correlation -----------------------------------------------------------------------------------------------
+def pearson(x: Tensor, y: Tensor) -> Tensor:
+    """Pearson correlation of two 1-D tensors (float64 scalar); NaN when either is constant or ``n < 2``."""
+    x, y = x.flatten().to(torch.float64), y.flatten().to(torch.float64)
+    if x.numel() < 2 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
+        return _NAN.clone()
+    xc, yc = x - x.mean(), y - y.mean()
+    r = (xc * yc).sum() / torch.sqrt((xc * xc).sum() * (yc * yc).sum())
+    return r.clamp(-1, 1)
+
+
+def spearman(x: Tensor, y: Tensor) -> Tensor:
+    """Spearman rank correlation (Pearson of average ranks); NaN when either input is constant."""
+    x, y = x.flatten(), y.flatten()
+    if x.numel() < 2:
+        return _NAN.clone()
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+_CORR = {"pearson": pearson, "spearman": spearman}
+
+
+def _corr_fn(method: str):
+    if method not in _CORR:
+        raise ConfigError(f"unknown correlation {method!r}; use 'pearson' or 'spearman'")
+    return _CORR[method]
+
+
+@METRICS.register("uq_pixel_correlation", doc="pixel-level Pearson/Spearman of uncertainty vs rater disagreement")
+def pixel_correlation(
+    umap: Tensor, target: Tensor, mask: Tensor | None = None, method: str = "pearson"
+) -> dict[str, Tensor]:
+    """Pixel-level correlation between an uncertainty map and a target map (usually rater disagreement).
+
+    Args:
+        umap: ``(B, *spatial)`` uncertainty (higher = more uncertain).
+        target: ``(B, *spatial)``, e.g. :func:`~trustseg.measures.pixel.rater_disagreement`.
+        mask: Optional ``(B, *spatial)`` restricting the pixels used (e.g. a dilated foreground).
+        method: ``"pearson"`` or ``"spearman"``.
+
+    Returns:
+        ``{"per_image": (B,), "mean": nan-mean over images, "pooled": over all pixels of all images,
+        "n_images": images with a defined correlation}`` (float64; NaN where undefined).
+    """
+    fn = _corr_fn(method)
+    _same_shape(umap, target, "uncertainty map vs target")
+    u, t = _finite(umap, "uncertainty map"), _finite(target, "target map")
+    m = torch.ones_like(u, dtype=torch.bool) if mask is None else mask.bool()
+    _same_shape(u, m, "uncertainty map vs mask")
+    per = torch.stack([fn(u[b][m[b]], t[b][m[b]]) for b in range(u.shape[0])])
+    ok = ~torch.isnan(per)
+    mean = per[ok].mean() if ok.any() else _NAN.clone()
+    return {"per_image": per, "mean": mean, "pooled": fn(u[m], t[m]), "n_images": ok.sum()}
+
+
+@METRICS.register("uq_image_correlation", doc="image-level correlation of a score (N,) with Σ rater variance (N,)")
+def image_correlation(scores: Tensor, target: Tensor, method: str = "pearson") -> Tensor:
+    """Correlation across images between an image-level score ``(N,)`` and a target ``(N,)``.
+
+    The usual target is :func:`image_disagreement`, the sum over pixels of the rater disagreement map.
+    Returns a float64 scalar (NaN when either input is constant).
+    """
+    _same_shape(scores.flatten(), target.flatten(), "scores vs target")
+    return _corr_fn(method)(_finite(scores, "image scores"), _finite(target, "image target"))
+
+
+def image_disagreement(labels: Tensor, num_classes: int, spatial_dims: int | None = None) -> Tensor:
+    """Image-level rater disagreement ``Σ_pixels Σ_k ȳ_k (1 − ȳ_k)``: ``(B, R, *spatial)`` -> ``(B,)``."""
+    return rater_disagreement(labels, num_classes, spatial_dims=spatial_dims).flatten(1).sum(1)
+
+
+# -- SURE: UCC, UR, UR_mu --------------------------------------------------------------------------------------
+def pair_order_rate(reference: Tensor, u: Tensor, max_pairs: int = 200_000, seed: int = 0, tie: float = 0.0) -> Tensor:
+    """Fraction of pixel pairs with ``sign(ref_i − ref_j) = −sign(u_i − u_j)`` (opposite order).
+
+    Pairs with ``ref_i = ref_j`` are skipped; pairs with ``u_i = u_j`` count ``tie``. All ``n(n−1)/2`` pairs
+    when that is at most ``max_pairs``, else ``max_pairs`` pairs drawn uniformly with ``i ≠ j`` (seeded).
+
+    Returns:
+        float64 scalar in ``[0, 1]``; NaN when no pair has distinct references.
+    """
+    r, v = reference.flatten().to(torch.float64), u.flatten().to(torch.float64)
+    n = r.numel()
+    if n < 2:
+        return _NAN.clone()
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = torch.triu_indices(n, n, 1)
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        i = torch.randint(0, n, (max_pairs,), generator=gen)
+        j = torch.randint(0, n - 1, (max_pairs,), generator=gen)
+        j = j + (j >= i).long()
+    s = -torch.sign(r[i] - r[j]) * torch.sign(v[i] - v[j])
+    valid = r[i] != r[j]
+    if not valid.any():
+        return _NAN.clone()
+    score = (s > 0).to(torch.float64) + tie * (s == 0).to(torch.float64)
+    return score[valid].mean()
+
+
+def _sure_inputs(umap: Tensor, labels: Tensor, spacing, connectivity: str) -> tuple[Tensor, Tensor]:
+    _same_shape(umap, labels, "uncertainty map vs labels")
+    return _finite(umap, "uncertainty map"), boundary_distance(labels, spacing, connectivity)
+
+
+@METRICS.register("ucc_gradient", doc="SURE UCC: Spearman(|∇x|, u) on the boundary band d ≤ 1 (expect < 0)")
+def ucc_gradient(
+    umap: Tensor,
+    image: Tensor,
+    labels: Tensor,
+    band: float = 1.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """Spearman correlation between gradient magnitude and uncertainty inside the band ``d ≤ band``.
+
+    Args:
+        umap: ``(*spatial)`` uncertainty of one image.
+        image: ``(C, *spatial)`` the input image.
+        labels: ``(*spatial)`` ground-truth class map.
+        band: Band half-width around the boundary.
+        spacing: Pixel size (for ``d`` and the gradient).
+        connectivity: Boundary-pixel neighbourhood, ``"full"`` (3^ndim cube) or ``"face"``.
+
+    Returns:
+        float64 scalar; SURE's principle 1 predicts a negative value.
+    """
+    u, d = _sure_inputs(umap, labels, spacing, connectivity)
+    near = d <= band
+    return spearman(gradient_magnitude(image, spacing).to(torch.float64)[near], u[near])
+
+
+@METRICS.register("ucc_distance", doc="SURE UCC: Spearman(d, Δu under noise) near the boundary (expect < 0)")
+def ucc_distance(
+    u_low: Tensor,
+    u_high: Tensor,
+    labels: Tensor,
+    max_distance: float | None = 4.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """Spearman correlation between boundary distance ``d`` and the uncertainty increase ``u_high − u_low``.
+
+    Args:
+        u_low: ``(*spatial)`` uncertainty at the low noise level (e.g. μ = 0.1).
+        u_high: ``(*spatial)`` uncertainty at the high noise level (e.g. μ = 0.9).
+        labels: ``(*spatial)`` ground truth.
+        max_distance: Only pixels with ``d ≤ max_distance`` (SURE's near-boundary zone, 4); ``None`` = all.
+
+    Returns:
+        float64 scalar; principle 2 predicts a negative value.
+    """
+    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
+    hi = _finite(u_high, "uncertainty map (high noise)")
+    _same_shape(lo, hi, "low- vs high-noise maps")
+    near = torch.isfinite(d) if max_distance is None else d <= max_distance
+    return spearman(d[near], (hi - lo)[near])
+
+
+@METRICS.register("ur_gradient", doc="SURE UR: fraction of band pixel pairs with sharper edge -> lower u")
+def ur_gradient(
+    umap: Tensor,
+    image: Tensor,
+    labels: Tensor,
+    band: float = 1.0,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    tie: float = 0.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """UR, gradient variant: among pixel pairs in the band, the fraction where the higher gradient has lower ``u``.
+
+    See :func:`pair_order_rate` for ties and pair sampling. Returns a float64 scalar in ``[0, 1]``.
+    """
+    u, d = _sure_inputs(umap, labels, spacing, connectivity)
+    near = d <= band
+    g = gradient_magnitude(image, spacing).to(torch.float64)
+    return pair_order_rate(g[near], u[near], max_pairs=max_pairs, seed=seed, tie=tie)
+
+
+@METRICS.register("ur_distance", doc="SURE UR: fraction of near-boundary pairs where nearer -> larger Δu")
+def ur_distance(
+    u_low: Tensor,
+    u_high: Tensor,
+    labels: Tensor,
+    max_distance: float | None = 4.0,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    tie: float = 0.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """UR, distance variant: among pixel pairs with ``d ≤ max_distance``, the fraction where the pixel nearer the
+    boundary gained more uncertainty from ``u_low`` to ``u_high``. Returns a float64 scalar in ``[0, 1]``."""
+    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
+    hi = _finite(u_high, "uncertainty map (high noise)")
+    _same_shape(lo, hi, "low- vs high-noise maps")
+    near = torch.isfinite(d) if max_distance is None else d <= max_distance
+    return pair_order_rate(d[near], (hi - lo)[near], max_pairs=max_pairs, seed=seed, tie=tie)
+
+
+@METRICS.register("ur_mu", doc="SURE UR_μ: fraction of near-boundary pixels whose u rises from noise 0.1 to 0.9")
+def ur_mu(
+    u_low: Tensor,
+    u_high: Tensor,
+    labels: Tensor,
+    max_distance: float = 4.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """Fraction of pixels with ``d ≤ max_distance`` where ``u_high > u_low`` (strictly).
+
+    Returns:
+        float64 scalar; NaN when there is no near-boundary pixel (a single-class label map).
+    """
+    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
+    hi = _finite(u_high, "uncertainty map (high noise)")
+    _same_shape(lo, hi, "low- vs high-noise maps")
+    near = d <= max_distance
+    if not near.any():
+        return _NAN.clone()
+    return (hi[near] > lo[near]).to(torch.float64).mean()
+
+
+# -- error detection -------------------------------------------------------------------------------------------
+def error_mask(hard: Tensor, labels: Tensor) -> Tensor:
+    """Pixels where the hard prediction differs from the label (bool, same shape)."""
+    _same_shape(hard, labels, "prediction vs label")
+    return hard != labels
+
+
+def _pool(umap: Tensor, error: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    _same_shape(umap, error, "uncertainty map vs error mask")
+    u, e = _finite(umap, "uncertainty map"), error.bool()
+    if mask is not None:
+        _same_shape(u, mask, "uncertainty map vs mask")
+        return u[mask.bool()], e[mask.bool()]
+    return u.flatten(), e.flatten()
+
+
+@METRICS.register("ueo", doc="uncertainty-error overlap: max_t Dice(error, u > t), and the best t")
+def ueo(
+    umap: Tensor,
+    error: Tensor,
+    thresholds: int | Tensor = 100,
+    mask: Tensor | None = None,
+    empty_error: float = math.nan,
+) -> tuple[Tensor, Tensor]:
+    """Uncertainty-error overlap ``max_t Dice(error, u > t)``.
+
+    Args:
+        umap: Uncertainty, any shape (all pixels pooled).
+        error: Bool error mask of the same shape (see :func:`error_mask`).
+        thresholds: Number of thresholds evenly spaced over ``[min u, max u]`` (inclusive), or explicit ones.
+        mask: Optional pixels to use.
+        empty_error: Value returned when the error mask is empty (default NaN, skipped in averages).
+
+    Returns:
+        ``(ueo, best_t)`` float64 scalars; the lowest threshold wins ties. ``best_t`` is NaN for an empty error.
+    """
+    u, e = _pool(umap, error, mask)
+    n_err = int(e.sum())
+    if n_err == 0 or u.numel() == 0:
+        return torch.tensor(float(empty_error), dtype=torch.float64), _NAN.clone()
+    if isinstance(thresholds, int):
+        if thresholds < 1:
+            raise ConfigError(f"thresholds must be >= 1, got {thresholds}")
+        t = torch.linspace(float(u.min()), float(u.max()), thresholds, dtype=torch.float64)
+    else:
+        t = thresholds.to(torch.float64).flatten()
+    su = torch.sort(u).values
+    se = torch.sort(u[e]).values
+    n_pred = u.numel() - torch.searchsorted(su, t, right=True)
+    tp = n_err - torch.searchsorted(se, t, right=True)
+    dice = 2 * tp.to(torch.float64) / (n_pred + n_err).to(torch.float64)
+    best = int(torch.argmax(dice))
+    return dice[best], t[best]
+
+
+def binary_auroc(scores: Tensor, positives: Tensor) -> Tensor:
+    """Area under the ROC curve (Mann-Whitney with average ranks; equals ``sklearn.metrics.roc_auc_score``).
+
+    Returns:
+        float64 scalar; NaN when only one class is present.
+    """
+    s, y = scores.flatten().to(torch.float64), positives.flatten().bool()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return _NAN.clone()
+    r = average_ranks(s)
+    return (r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def average_precision(scores: Tensor, positives: Tensor) -> Tensor:
+    """Average precision ``Σ_n (R_n − R_{n−1}) P_n`` over distinct score thresholds, high to low (as
+    ``sklearn.metrics.average_precision_score``, tied scores form one threshold). NaN without positives."""
+    s, y = scores.flatten().to(torch.float64), positives.flatten().bool()
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return _NAN.clone()
+    order = torch.argsort(s, descending=True, stable=True)
+    _, counts = torch.unique_consecutive(s[order], return_counts=True)
+    last = torch.cumsum(counts, 0) - 1
+    tps = torch.cumsum(y[order].to(torch.float64), 0)[last]
+    precision = tps / (last + 1).to(torch.float64)
+    recall = tps / n_pos
+    d_recall = torch.diff(recall, prepend=recall.new_zeros(1))
+    return (d_recall * precision).sum()
+
+
+@METRICS.register("uncertainty_error_auroc", doc="AUROC of uncertainty separating error pixels (pred ≠ label)")
+def uncertainty_error_auroc(umap: Tensor, error: Tensor, mask: Tensor | None = None) -> Tensor:
+    """AUROC of ``umap`` as a detector of ``error`` pixels (pooled; ties as scikit-learn). NaN if one class."""
+    u, e = _pool(umap, error, mask)
+    return binary_auroc(u, e)
+
+
+@METRICS.register("uncertainty_error_auprc", doc="average precision of uncertainty detecting error pixels")
+def uncertainty_error_auprc(umap: Tensor, error: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Average precision of ``umap`` detecting ``error`` pixels (pooled; ties as scikit-learn). NaN if no error."""
+    u, e = _pool(umap, error, mask)
+    return average_precision(u, e)
