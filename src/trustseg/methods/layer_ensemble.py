@@ -1,0 +1,118 @@
+"""Layer ensembles: one segmentation head per decoder depth, one pass, and AULA.
+
+The U-Net is built with ``deep_heads`` (forced): ``H = len(net.channels)`` heads, the bottleneck's and every
+decoder depth's, each a 1x1 conv upsampled to full size, coarse -> fine, the finest being the usual output.
+Training: the sum over all H heads of Dice + CE against the target. Prediction: the heads after skipping the
+``skip`` coarsest ones are the M = H − skip samples (so the predictive mean is the mean of the kept heads and the
+sample-based measures, MI, EPKL, variance, apply).
+
+AULA (area under layer agreement, :func:`layer_agreement`) scores how much consecutive heads agree; higher = more
+reliable. Heads are binarised properly, by argmax over K (the authors' code thresholds soft maps at p > 0,
+which marks every pixel as foreground).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from trustseg.core.errors import ConfigError
+from trustseg.methods.base import METHODS, Batch, TrainContext
+from trustseg.methods.losses import dice_ce_loss
+from trustseg.methods.softmax import LogitMethod, SegTarget
+from trustseg.models.factory import build_network
+
+
+@dataclass(frozen=True)
+class LayerEnsembleParams:
+    """Parameters of ``layer-ensemble``.
+
+    Attributes:
+        skip: Number T of coarsest heads left out of the prediction (they still train).
+        target: Training target (``soft``, ``random_rater`` or ``majority``).
+    """
+
+    skip: int = 1
+    target: SegTarget = "soft"
+
+
+def pair_dice(a: Tensor, b: Tensor) -> Tensor:
+    """Foreground Dice of two hard masks ``(B, *spatial)``, pooled over the classes ``1 .. K−1``.
+
+    ``D = 2 Σ_{k≥1} |A_k ∩ B_k| / Σ_{k≥1} (|A_k| + |B_k|)``, with ``D = 1`` when both masks are all background.
+    For K = 2 this is the usual foreground Dice. Returns ``(B,)``.
+    """
+    dims = tuple(range(1, a.dim()))
+    fg_a, fg_b = a > 0, b > 0
+    inter = ((a == b) & fg_a).sum(dims).double()
+    denom = (fg_a.sum(dims) + fg_b.sum(dims)).double()
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+
+
+def layer_agreement(head_probs: Tensor) -> Tensor:
+    """AULA, the area under the layer-agreement curve, per image.
+
+    With hard masks ``h_i = argmax_k p^(i)`` of heads ``i = 1..H`` (coarse -> fine) and the agreement curve
+    ``d_i = Dice(h_i, h_{i+1})`` (:func:`pair_dice`), ``i = 1..H−1``, AULA is the trapezoid area under ``d`` with
+    x-spacing ``1/(H−2)`` (the curve spans x ∈ [0, 1]), so AULA ∈ [0, 1] and equals 1 when all heads agree. With
+    H = 2 it is the single Dice ``d_1``.
+
+    Args:
+        head_probs: ``(H, B, K, *spatial)`` per-head probabilities (or logits), ``H >= 2``.
+
+    Returns:
+        ``(B,)`` AULA (float64).
+    """
+    if head_probs.dim() < 4:
+        raise ValueError(f"expected (H, B, K, *spatial), got {tuple(head_probs.shape)}")
+    h = head_probs.shape[0]
+    if h < 2:
+        raise ValueError(f"AULA needs at least two heads, got {h}")
+    masks = head_probs.argmax(2)  # (H, B, *spatial)
+    d = torch.stack([pair_dice(masks[i], masks[i + 1]) for i in range(h - 1)], 0)  # (H-1, B)
+    if h == 2:
+        return d[0]
+    return torch.trapezoid(d, dx=1.0 / (h - 2), dim=0)
+
+
+@METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")
+class LayerEnsemble(LogitMethod):
+    """Layer ensemble: heads on the bottleneck and every decoder depth, mean of the heads after the first T."""
+
+    name = "layer-ensemble"
+    Params = LayerEnsembleParams
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        heads = len(self.net.channels)
+        if not 0 <= self.params.skip < heads:
+            raise ConfigError(
+                f"method.layer-ensemble.skip must be in 0..{heads - 1} (the network has {heads} heads), "
+                f"got {self.params.skip}"
+            )
+
+    def build_model(self, member: int = 0) -> nn.Module:
+        """A U-Net with ``deep_heads=True``."""
+        net = dataclasses.replace(self.net, deep_heads=True)
+        return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
+        """``Σ_heads Dice + CE(head logits, target)``; logs the total and each head's term."""
+        target = batch.target(self.target, ctx.generator)
+        terms = [dice_ce_loss(z, target) for z in model.forward_all(batch.image)["heads"]]
+        loss = torch.stack(terms).sum()
+        logs = {"loss": float(loss.detach())}
+        logs.update({f"head{i}": float(t.detach()) for i, t in enumerate(terms)})
+        return loss, logs
+
+    def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
+        """Logits of the kept heads ``(H − skip, B, K, *spatial)``, coarse -> fine."""
+        return self.head_logits(models, x)[self.params.skip :]
+
+    def head_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
+        """Logits of all H heads ``(H, B, K, *spatial)`` (for AULA over every head)."""
+        return torch.stack(models[0].forward_all(x)["heads"], 0)
