@@ -146,7 +146,7 @@ class Method(abc.ABC):
             self.params = from_dict(self.Params, dict(params or {}), where=f"method.{self.name}")
         else:
             self.params = params
-        #: Post-hoc temperature (1 = none); set by :func:`trustseg.methods.calibration.fit_temperature`.
+        #: Post-hoc temperature (1 = none); set by :func:`trustseg.methods.temperature.fit_method_temperature`.
         self.temperature: float = 1.0
 
     def params_dict(self) -> dict[str, Any]:
