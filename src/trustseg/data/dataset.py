@@ -1,0 +1,395 @@
+"""The trustseg dataset layout: writing it (atomically) and reading it back lazily.
+
+Layout::
+
+    ROOT/dataset.json
+    ROOT/images/<case>.<ext>              image (C, *spatial)
+    ROOT/labels/<case>/<rater>.<ext>      one integer class map (*spatial) per rater
+
+``dataset.json`` (``format_version`` 1)::
+
+    {"name": str, "format_version": 1,
+     "classes": ["background", ...],          # K names, background first
+     "raters": ["rater0", ...],               # R ids, the same for every case
+     "spatial_dims": 2 | 3, "channels": C, "file_ext": ".nii.gz",
+     "cases": [{"id", "group", "image": "images/<id><ext>", "labels": {rater: "labels/<id>/<rater><ext>"},
+                "shape": [...spatial], "spacing": [...], "origin": [...]}, ...],
+     "splits": {"fixed": {"train": [...], "val": [...], "test": [...]},
+                "kfold": {"k": 5, "folds": [[ids], ...]}}}
+
+The k folds partition the cases outside the fixed test set (the test set never enters cross-validation).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustseg.core.atomic import atomic_dir, atomic_write_json
+from trustseg.core.errors import DataError, UnknownNameError
+from trustseg.data.case import Case
+from trustseg.data.io import EXTENSIONS, read_image, read_label, write_image, write_label
+from trustseg.data.splits import PARTS, fixed_split, kfold_split
+from trustseg.data.validate import check_case_id, check_unique_ids, validate_case
+
+FORMAT_VERSION = 1
+DATASET_JSON = "dataset.json"
+
+
+def _progress(total: int | None, description: str, enabled: bool):
+    """A rich progress bar (or a no-op stand-in) with ``.advance()``; use as a context manager."""
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(lambda n=1: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Bar:
+        def __enter__(self):
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.p.__enter__()
+            task = self.p.add_task(description, total=total)
+            return lambda n=1: self.p.advance(task, n)
+
+        def __exit__(self, *exc):
+            return self.p.__exit__(*exc)
+
+    return _Bar()
+
+
+def _case_raters(case: Case) -> list[str]:
+    raters = case.meta.get("raters") if case.meta else None
+    if raters is None:
+        return [f"rater{r}" for r in range(case.num_raters)]
+    raters = [str(r) for r in raters]
+    if len(raters) != case.num_raters or len(set(raters)) != len(raters):
+        raise DataError(
+            f"meta['raters'] {raters} must name each of the {case.num_raters} raters once", f"case {case.case_id!r}"
+        )
+    return raters
+
+
+def default_splits(ids: Sequence[str], groups: Sequence[str], seed: int = 0, k: int = 5) -> dict[str, Any]:
+    """Fixed 70/15/15 split by group, and ``min(k, groups)``-fold split by group of the non-test cases."""
+    fixed = fixed_split(ids, groups, (0.7, 0.15, 0.15), seed)
+    return {"fixed": fixed} | _kfold(ids, groups, fixed, seed, k)
+
+
+def _kfold(ids, groups, fixed, seed, k=5) -> dict[str, Any]:
+    test = set(fixed["test"]) if fixed else set()
+    rest = [(i, g) for i, g in zip(ids, groups) if i not in test]
+    n_groups = len({g for _, g in rest})
+    k = min(k, n_groups)
+    if k < 2:
+        return {"kfold": {"k": 0, "folds": []}}
+    return {"kfold": {"k": k, "folds": kfold_split([i for i, _ in rest], [g for _, g in rest], k, seed)}}
+
+
+def _check_splits(splits: dict[str, Any], ids: Sequence[str], where) -> dict[str, Any]:
+    known = set(ids)
+    fixed = splits.get("fixed")
+    if not isinstance(fixed, dict) or set(fixed) - set(PARTS):
+        raise DataError(f"splits['fixed'] must map {PARTS} to id lists", where)
+    fixed = {p: [str(i) for i in fixed.get(p, [])] for p in PARTS}
+    seen: list[str] = [i for p in PARTS for i in fixed[p]]
+    unknown = sorted(set(seen) - known)
+    if unknown:
+        raise DataError(f"splits name unknown case ids: {unknown[:5]}", where)
+    if len(seen) != len(set(seen)) or set(seen) != known:
+        raise DataError("splits['fixed'] must put every case in exactly one of train/val/test", where)
+    kf = splits.get("kfold", {"k": 0, "folds": []})
+    folds = [[str(i) for i in f] for f in kf.get("folds", [])]
+    flat = [i for f in folds for i in f]
+    if len(flat) != len(set(flat)) or set(flat) - known or set(flat) & set(fixed["test"]):
+        raise DataError("splits['kfold'] folds must be disjoint, known, non-test case ids", where)
+    return {"fixed": fixed, "kfold": {"k": len(folds), "folds": folds}}
+
+
+def write_dataset(
+    cases: Iterable[Case],
+    out: str | Path,
+    classes: Sequence[str],
+    name: str = "dataset",
+    ext: str = ".nii.gz",
+    splits: dict | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
+    """Write cases into the trustseg layout, atomically.
+
+    The dataset is built in a temporary folder beside ``out`` (:func:`trustseg.core.atomic.atomic_dir`) and
+    swapped in only when complete: a failure leaves nothing behind and an existing dataset at ``out`` intact.
+    Cases are streamed (one in memory at a time).
+
+    Args:
+        cases: The cases; every one is validated (:func:`validate_case`). Rater ids come from
+            ``case.meta["raters"]`` when present, else ``rater0 .. rater{R-1}``; all cases must have the same ids.
+        out: Dataset root folder.
+        classes: K class names, background first.
+        name: Dataset name.
+        ext: File extension for images and labels (one of :data:`trustseg.data.io.EXTENSIONS`).
+        splits: ``{"fixed": {...}, "kfold": {...}}``; a missing entry is computed (:func:`default_splits`).
+        seed: Seed of the default splits.
+        progress: Show a rich progress bar.
+
+    Returns:
+        ``out`` as a :class:`Path`.
+
+    Raises:
+        DataError: invalid case (shape, labels, NaN, no rater), raters or channel count differing between cases,
+            duplicate ids, empty dataset, bad splits.
+    """
+    out = Path(out)
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if ext.lower() not in EXTENSIONS:
+        raise DataError(f"unsupported dataset file extension {ext!r}; use one of {', '.join(EXTENSIONS)}", out)
+    classes = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise DataError(f"need at least 2 classes (background first), got {classes}", out)
+    records: list[dict[str, Any]] = []
+    raters: list[str] | None = None
+    sdims = channels = None
+    total = len(cases) if hasattr(cases, "__len__") else None  # type: ignore[arg-type]
+    with atomic_dir(out) as tmp, _progress(total, f"writing {out.name}", progress) as advance:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        seen: set[str] = set()
+        for case in cases:
+            where = f"case {case.case_id!r}"
+            validate_case(case, len(classes), where)
+            if case.case_id in seen:
+                raise DataError(f"duplicate case id {case.case_id!r}", out)
+            seen.add(case.case_id)
+            ids = _case_raters(case)
+            if raters is None:
+                raters, sdims, channels = ids, case.spatial_dims, int(case.image.shape[0])
+            elif ids != raters:
+                missing = sorted(set(raters) - set(ids))
+                raise DataError(
+                    f"raters {ids} differ from the dataset's {raters}" + (f" (missing {missing})" if missing else ""),
+                    where,
+                )
+            elif case.spatial_dims != sdims or case.image.shape[0] != channels:
+                raise DataError(
+                    f"image {case.image.shape} differs from the dataset's {sdims}D, {channels}-channel images", where
+                )
+            rec = _write_case(tmp, case, raters, ext)
+            records.append(rec)
+            advance(1)
+        ids = check_unique_ids([r["id"] for r in records], out)
+        groups = [r["group"] for r in records]
+        splits = dict(splits or {})
+        if "fixed" not in splits:
+            splits = default_splits(ids, groups, seed) | splits
+        elif "kfold" not in splits:
+            splits |= _kfold(ids, groups, splits["fixed"], seed)
+        splits = _check_splits(splits, ids, out)
+        meta = {
+            "name": name,
+            "format_version": FORMAT_VERSION,
+            "classes": classes,
+            "raters": raters,
+            "spatial_dims": sdims,
+            "channels": channels,
+            "file_ext": ext,
+            "cases": records,
+            "splits": splits,
+        }
+        atomic_write_json(tmp / DATASET_JSON, meta)
+    return out
+
+
+def _write_case(root: Path, case: Case, raters: list[str], ext: str) -> dict[str, Any]:
+    cid = case.case_id
+    image_rel = f"images/{cid}{ext}"
+    try:
+        write_image(root / image_rel, np.asarray(case.image), case.spacing, case.origin, spatial_dims=case.spatial_dims)
+    except DataError as e:
+        raise DataError(f"cannot store the image as {ext}: {e.problem}", f"case {cid!r}") from None
+    (root / "labels" / cid).mkdir()
+    labels = {}
+    for r, rater in enumerate(raters):
+        rel = f"labels/{cid}/{rater}{ext}"
+        write_label(root / rel, np.asarray(case.labels[r]), case.spacing, case.origin)
+        labels[rater] = rel
+    simple = {k: v for k, v in (case.meta or {}).items() if k != "raters" and isinstance(v, (str, int, float, bool))}
+    rec = {
+        "id": cid,
+        "group": str(case.group),
+        "image": image_rel,
+        "labels": labels,
+        "shape": list(case.spatial_shape),
+        "spacing": [float(s) for s in case.spacing],
+        "origin": [float(o) for o in case.origin],
+    }
+    if simple:
+        rec["meta"] = simple
+    return rec
+
+
+class Dataset:
+    """A trustseg dataset on disk (or a view on some of its cases); cases are read lazily and validated on read.
+
+    Args:
+        root: Dataset root (holds ``dataset.json``).
+        meta: The parsed ``dataset.json`` (read from ``root`` when ``None``).
+        ids: Restrict to these case ids (a view; ``None`` for all).
+    """
+
+    def __init__(self, root: str | Path, meta: dict[str, Any] | None = None, ids: Sequence[str] | None = None):
+        self.root = Path(root)
+        self._meta = meta if meta is not None else _read_meta(self.root)
+        self._records = {c["id"]: c for c in self._meta["cases"]}
+        if ids is None:
+            self._ids = [c["id"] for c in self._meta["cases"]]
+        else:
+            unknown = [i for i in ids if i not in self._records]
+            if unknown:
+                raise DataError(f"unknown case ids {unknown[:5]}", self.root / DATASET_JSON)
+            if len(set(ids)) != len(ids):
+                raise DataError("a dataset view cannot repeat case ids", self.root / DATASET_JSON)
+            self._ids = list(ids)
+        self._idset = set(self._ids)
+
+    # -- description --------------------------------------------------------------------------------------------
+    name = property(lambda self: str(self._meta["name"]), doc="Dataset name.")
+    classes = property(lambda self: list(self._meta["classes"]), doc="K class names, background first.")
+    num_classes = property(lambda self: len(self._meta["classes"]), doc="K.")
+    raters = property(lambda self: list(self._meta["raters"]), doc="R rater ids.")
+    num_raters = property(lambda self: len(self._meta["raters"]), doc="R.")
+    spatial_dims = property(lambda self: int(self._meta["spatial_dims"]), doc="2 or 3.")
+    channels = property(lambda self: int(self._meta["channels"]), doc="Image channels C.")
+    file_ext = property(lambda self: str(self._meta["file_ext"]), doc="Extension of the stored files.")
+    ids = property(lambda self: list(self._ids), doc="Case ids of this dataset (or view), in order.")
+    groups = property(lambda self: [self._records[i]["group"] for i in self._ids], doc="Group of each case.")
+    meta = property(lambda self: self._meta, doc="The parsed dataset.json.")
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[Case]:
+        return (self[i] for i in self._ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, {len(self)} cases, {self.spatial_dims}D, C={self.channels}, "
+            f"K={self.num_classes}, R={self.num_raters}, root={str(self.root)!r})"
+        )
+
+    # -- cases --------------------------------------------------------------------------------------------------
+    def __getitem__(self, key: int | str) -> Case:
+        """The case at position ``key`` or with id ``key``, read from disk and validated."""
+        if isinstance(key, (int, np.integer)):
+            cid = self._ids[key]
+        elif key in self._idset:
+            cid = key
+        else:
+            close = difflib.get_close_matches(str(key), self._ids, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(f"no case {key!r} in {self.name}{hint}")
+        rec = self._records[cid]
+        img_path = self.root / rec["image"]
+        img = read_image(img_path)
+        maps = []
+        for rater in self._meta["raters"]:
+            rel = rec["labels"].get(rater)
+            if rel is None:
+                raise DataError(f"case {cid!r} has no label entry for rater {rater!r}", self.root / DATASET_JSON)
+            lab, _, _ = read_label(self.root / rel)
+            if lab.shape != img.array.shape[1:]:
+                raise DataError(f"label shape {lab.shape} does not match image {img.array.shape[1:]}", self.root / rel)
+            if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
+                bad = sorted(int(v) for v in np.unique(lab[(lab < 0) | (lab >= self.num_classes)])[:5])
+                raise DataError(
+                    f"label values {bad} outside the declared classes [0, {self.num_classes}) {self.classes}",
+                    self.root / rel,
+                )
+            maps.append(lab)
+        case = Case(
+            case_id=cid,
+            image=img.array,
+            labels=np.stack(maps, 0),
+            spacing=tuple(rec.get("spacing") or img.spacing),
+            origin=tuple(rec.get("origin") or img.origin),
+            group=rec.get("group", cid),
+            meta={"image": str(img_path), "affine": img.affine, "raters": self.raters, **rec.get("meta", {})},
+        )
+        validate_case(case, self.num_classes, img_path)
+        return case
+
+    # -- splits -------------------------------------------------------------------------------------------------
+    def split(self, name: str) -> list[str]:
+        """Ids of the fixed split part ``name`` (``train``/``val``/``test``) that are in this view."""
+        fixed = self._meta["splits"]["fixed"]
+        if name not in fixed:
+            close = difflib.get_close_matches(name, list(fixed), n=1)
+            raise DataError(
+                f"unknown split {name!r}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" Known: {', '.join(fixed)}",
+                self.root / DATASET_JSON,
+            )
+        return [i for i in fixed[name] if i in self._idset]
+
+    @property
+    def num_folds(self) -> int:
+        """k of the stored k-fold split (0 when there is none)."""
+        return len(self._meta["splits"]["kfold"]["folds"])
+
+    def fold(self, k: int) -> tuple[list[str], list[str]]:
+        """``(train_ids, val_ids)`` of cross-validation round ``k``: val = fold ``k``, train = the other folds."""
+        folds = self._meta["splits"]["kfold"]["folds"]
+        if not 0 <= k < len(folds):
+            raise DataError(f"fold {k} out of range: this dataset has {len(folds)} folds", self.root / DATASET_JSON)
+        val = [i for i in folds[k] if i in self._idset]
+        train = [i for j, f in enumerate(folds) if j != k for i in f if i in self._idset]
+        return train, val
+
+    def subset(self, ids: Sequence[str]) -> Dataset:
+        """A view on the cases ``ids`` (same files, same splits restricted to them)."""
+        return Dataset(self.root, self._meta, list(ids))
+
+
+def _read_meta(root: Path) -> dict[str, Any]:
+    path = root / DATASET_JSON
+    if not path.is_file():
+        raise DataError("dataset.json not found (not a trustseg dataset? see `trustseg import`)", path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot parse dataset.json: {e}", path) from None
+    if not isinstance(meta, dict):
+        raise DataError("dataset.json must hold a JSON object", path)
+    required = ("name", "format_version", "classes", "raters", "spatial_dims", "channels", "cases", "splits")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise DataError(f"dataset.json lacks the keys {missing}", path)
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DataError(f"unsupported format_version {meta['format_version']} (this trustseg reads 1)", path)
+    if not meta["raters"]:
+        raise DataError("dataset.json declares no raters", path)
+    try:
+        ids = [str(c["id"]) for c in meta["cases"]]
+        for c in meta["cases"]:
+            check_case_id(c["id"], path)
+            c["image"], c["labels"]  # noqa: B018 - presence check
+    except (KeyError, TypeError) as e:
+        raise DataError(f"malformed case entry in dataset.json (missing {e})", path) from None
+    check_unique_ids(ids, path)
+    meta["splits"] = _check_splits(meta["splits"], ids, path)
+    return meta
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Open the trustseg dataset at ``root`` (files are read when a case is accessed).
+
+    Raises:
+        DataError: missing or corrupt ``dataset.json``, duplicate ids, empty dataset, bad splits; missing or
+            corrupt image/label files are reported when their case is read.
+    """
+    return Dataset(root)

@@ -1,0 +1,147 @@
+"""A generic folder of images and per-rater labels.
+
+Source layout::
+
+    SRC/images/<case>.<ext>
+
+and the labels in one of three patterns (detected from the folder names):
+
+* case-major: ``SRC/labels/<case>/<rater>.<ext>`` (every sub-folder of ``labels`` is a case id);
+* rater-major: ``SRC/labels/<rater>/<case>.<ext>`` (no sub-folder is a case id: each one is a rater);
+* single rater: ``SRC/labels/<case>.<ext>`` files (rater ``rater0``).
+
+Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY/NPZ) and images and labels may differ in type. Classes
+come from the ``classes`` option, else ``background, class1 .. class{max}`` from the largest label value (read
+in a first pass). Each case is its own group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from trustseg.core.errors import DataError
+from trustseg.data.case import Case
+from trustseg.data.dataset import write_dataset
+from trustseg.data.importers import IMPORTERS
+from trustseg.data.io import has_known_ext, read_image, read_label, split_ext
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and has_known_ext(f):
+            stem = split_ext(f)[0]
+            if stem in out:
+                raise DataError(f"two files for {stem!r} ({out[stem].name}, {f.name})", folder)
+            out[stem] = f
+    return out
+
+
+def scan_folder(src: Path) -> tuple[dict[str, Path], list[str], dict[str, dict[str, Path]]]:
+    """Images by case id, rater ids, and case id -> rater -> label file."""
+    img_dir, lab_dir = src / "images", src / "labels"
+    if not img_dir.is_dir():
+        raise DataError("no images/ folder", src)
+    if not lab_dir.is_dir():
+        raise DataError("no labels/ folder", src)
+    images = _by_stem(img_dir)
+    if not images:
+        raise DataError("empty dataset: no images", img_dir)
+    subdirs = sorted(d for d in lab_dir.iterdir() if d.is_dir())
+    table: dict[str, dict[str, Path]] = {c: {} for c in images}
+    if not subdirs:
+        raters = ["rater0"]
+        for stem, f in _by_stem(lab_dir).items():
+            if stem in table:
+                table[stem]["rater0"] = f
+    elif any(d.name in images for d in subdirs):
+        found = set()
+        for d in subdirs:
+            if d.name in table:
+                table[d.name] = _by_stem(d)
+                found.update(table[d.name])
+        raters = sorted(found)
+    else:
+        raters = [d.name for d in subdirs]
+        for d in subdirs:
+            for stem, f in _by_stem(d).items():
+                if stem in table:
+                    table[stem][d.name] = f
+    for cid, labs in table.items():
+        if not labs:
+            raise DataError(f"case {cid!r} has no rater label under labels/", images[cid])
+        missing = [r for r in raters if r not in labs]
+        if missing:
+            raise DataError(f"case {cid!r} has no label for raters {missing}", lab_dir)
+    return images, raters, table
+
+
+class _Cases:
+    def __init__(self, images, raters, table):
+        self.images, self.raters, self.table = images, raters, table
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[Case]:
+        for cid, path in self.images.items():
+            img = read_image(path)
+            maps = []
+            for r in self.raters:
+                lab, _, _ = read_label(self.table[cid][r])
+                if lab.shape != img.array.shape[1:]:
+                    raise DataError(
+                        f"label shape {lab.shape} does not match image {img.array.shape[1:]} ({path})",
+                        self.table[cid][r],
+                    )
+                maps.append(lab)
+            yield Case(
+                cid,
+                img.array,
+                np.stack(maps, 0),
+                img.spacing,
+                img.origin,
+                meta={"raters": self.raters, "source": str(path)},
+            )
+
+
+@IMPORTERS.register("folder", doc="generic: images/<case>.<ext> + labels/<case>/<rater>.<ext> or labels/<rater>/")
+def import_folder(
+    src: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    classes: Sequence[str] | None = None,
+    ext: str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
+    """Convert a generic image/label folder into a trustseg dataset (see the module docstring).
+
+    Args:
+        src: Folder holding ``images/`` and ``labels/``.
+        out: Output dataset root.
+        name: Dataset name (default: the folder name).
+        classes: Class names, background first (default: from the largest label value).
+        ext: Output file type (default: the first image's).
+        seed: Seed of the default splits.
+        progress: Show a progress bar.
+    """
+    src = Path(src)
+    images, raters, table = scan_folder(src)
+    if classes is None:
+        top = max(int(read_label(f)[0].max(initial=0)) for labs in table.values() for f in labs.values())
+        classes = ["background"] + [f"class{k}" for k in range(1, max(top, 1) + 1)]
+    ext = ext or split_ext(next(iter(images.values())))[1]
+    return write_dataset(
+        _Cases(images, raters, table),
+        out,
+        classes=classes,
+        name=name or src.name,
+        ext=ext,
+        seed=seed,
+        progress=progress,
+    )
