@@ -1,0 +1,285 @@
+"""Overlap metrics for integer class maps: Dice and IoU per class, a streaming confusion-count accumulator, and
+Dice against several raters (each rater, majority vote, CURVAS consensus regions).
+
+Conventions (see ``docs/metrics_segmentation.md``):
+
+- Per class k (one-vs-rest), with TP/FP/FN counted over all voxels:
+  ``Dice_k = 2 TP / (2 TP + FP + FN)`` and ``IoU_k = TP / (TP + FP + FN)``.
+- **Empty policy**, when a class is absent from both prediction and target (``TP + FP + FN = 0``):
+  ``"one"`` -> 1 (perfect agreement, the default), ``"nan"`` -> NaN (callers skip it with :func:`nanmean`),
+  ``"zero"`` -> 0.
+- ``include_background=False`` drops class 0 from the output (shape ``(K - 1,)``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from trustseg.core.errors import DataError
+from trustseg.metrics.registry import METRICS
+
+EmptyPolicy = Literal["one", "nan", "zero"]
+_EMPTY_VALUES = {"one": 1.0, "nan": float("nan"), "zero": 0.0}
+
+
+def _as_long(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.is_floating_point() or t.is_complex():
+        raise DataError(f"{name} must be an integer or bool class map, got dtype {t.dtype}")
+    return t.long()
+
+
+def _check_classes(t: torch.Tensor, num_classes: int, name: str) -> None:
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise DataError(f"{name} holds labels outside [0, {num_classes}): min {int(t.min())}, max {int(t.max())}")
+
+
+def empty_value(empty: str) -> float:
+    """The value given to a class absent from both prediction and target under policy ``empty``."""
+    if empty not in _EMPTY_VALUES:
+        raise ValueError(f"empty must be one of {sorted(_EMPTY_VALUES)}, got {empty!r}")
+    return _EMPTY_VALUES[empty]
+
+
+def nanmean(x: torch.Tensor | np.ndarray, dim: int | None = None) -> torch.Tensor:
+    """Mean that skips NaNs (the companion of ``empty="nan"``); all-NaN slices give NaN.
+
+    Args:
+        x: Values, any shape.
+        dim: Axis to reduce; ``None`` reduces everything.
+
+    Returns:
+        ``sum(x[~isnan]) / count(~isnan)`` along ``dim`` (float64 for integer input).
+    """
+    t = torch.as_tensor(x)
+    if not t.is_floating_point():
+        t = t.double()
+    return torch.nanmean(t) if dim is None else torch.nanmean(t, dim=dim)
+
+
+def confusion_counts(
+    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, num_classes: int, batch: bool = False
+) -> torch.Tensor:
+    """Per-class one-vs-rest TP/FP/FN/TN counts of two class maps.
+
+    Args:
+        pred: Predicted class map ``(*spatial)`` or ``(B, *spatial)`` with ``batch=True``; ints in ``[0, K)``.
+        target: Reference class map, same shape.
+        num_classes: K, background included.
+        batch: Whether the first axis is a batch axis (counts are kept per item).
+
+    Returns:
+        int64 ``(K, 4)`` (or ``(B, K, 4)``), columns ``TP, FP, FN, TN``, from one ``bincount`` of
+        ``target * K + pred``: the diagonal of the K×K confusion matrix is TP, column sums minus it FP, row sums
+        minus it FN, and TN is the rest.
+    """
+    p, t = _as_long(pred, "pred"), _as_long(target, "target")
+    if p.shape != t.shape:
+        raise DataError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+    _check_classes(p, num_classes, "pred")
+    _check_classes(t, num_classes, "target")
+    k = num_classes
+    if not batch:
+        p, t = p.reshape(1, -1), t.reshape(1, -1)
+    else:
+        p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
+    b, n = p.shape
+    idx = t * k + p + torch.arange(b).unsqueeze(1) * (k * k)
+    cm = torch.bincount(idx.reshape(-1), minlength=b * k * k).reshape(b, k, k)  # [b, target, pred]
+    tp = cm.diagonal(dim1=1, dim2=2)
+    fp = cm.sum(1) - tp
+    fn = cm.sum(2) - tp
+    tn = n - tp - fp - fn
+    out = torch.stack([tp, fp, fn, tn], dim=-1)
+    return out if batch else out[0]
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor, empty: str) -> torch.Tensor:
+    num, den = num.double(), den.double()
+    out = num / den.clamp_min(1)
+    return torch.where(den == 0, torch.full_like(out, empty_value(empty)), out)
+
+
+def dice_from_counts(
+    counts: torch.Tensor, empty: EmptyPolicy = "one", include_background: bool = False
+) -> torch.Tensor:
+    """Dice ``2TP / (2TP + FP + FN)`` per class from ``(..., K, 4)`` counts; see :func:`dice`."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    out = _ratio(2 * tp, 2 * tp + fp + fn, empty)
+    return out if include_background else out[..., 1:]
+
+
+def iou_from_counts(counts: torch.Tensor, empty: EmptyPolicy = "one", include_background: bool = False) -> torch.Tensor:
+    """IoU ``TP / (TP + FP + FN)`` per class from ``(..., K, 4)`` counts; see :func:`iou`."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    out = _ratio(tp, tp + fp + fn, empty)
+    return out if include_background else out[..., 1:]
+
+
+@METRICS.register("dice", doc="per-class Dice 2TP/(2TP+FP+FN) of class maps; empty policy one|nan|zero")
+def dice(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    num_classes: int,
+    empty: EmptyPolicy = "one",
+    include_background: bool = False,
+    batch: bool = False,
+) -> torch.Tensor:
+    """Per-class Dice of two integer class maps.
+
+    ``Dice_k = 2 |P_k ∩ T_k| / (|P_k| + |T_k|) = 2TP / (2TP + FP + FN)``.
+
+    Args:
+        pred: Predicted class map ``(*spatial)`` (or ``(B, *spatial)`` with ``batch=True``).
+        target: Reference class map, same shape.
+        num_classes: K, background included.
+        empty: Value when class k is in neither map: ``"one"`` -> 1, ``"nan"`` -> NaN, ``"zero"`` -> 0.
+        include_background: Keep class 0 in the output.
+        batch: Treat the first axis as a batch axis.
+
+    Returns:
+        float64 ``(K,)`` or ``(K - 1,)`` (``(B, K)`` / ``(B, K - 1)`` when batched).
+    """
+    return dice_from_counts(confusion_counts(pred, target, num_classes, batch), empty, include_background)
+
+
+@METRICS.register("iou", doc="per-class IoU TP/(TP+FP+FN) of class maps; empty policy one|nan|zero")
+def iou(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    num_classes: int,
+    empty: EmptyPolicy = "one",
+    include_background: bool = False,
+    batch: bool = False,
+) -> torch.Tensor:
+    """Per-class IoU (Jaccard) of two integer class maps, ``IoU_k = TP / (TP + FP + FN)``.
+
+    Arguments and output shapes as :func:`dice`.
+    """
+    return iou_from_counts(confusion_counts(pred, target, num_classes, batch), empty, include_background)
+
+
+class ConfusionCounts:
+    """Streaming per-class TP/FP/FN/TN counts: fixed ``(K, 4)`` int64 state, merged by summation.
+
+    Dice/IoU from the accumulated counts are the *pooled* (micro) values over everything seen, e.g. over the
+    chunks of one volume (equal to the one-shot value) or over a whole data set.
+
+    Args:
+        num_classes: K, background included.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.counts = torch.zeros(num_classes, 4, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> ConfusionCounts:
+        """Add the counts of one pair of class maps (any matching shapes)."""
+        self.counts += confusion_counts(pred, target, self.num_classes)
+        return self
+
+    def merge(self, other: ConfusionCounts) -> ConfusionCounts:
+        """Add another accumulator's counts (e.g. from another process)."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge counts of {other.num_classes} classes into {self.num_classes}")
+        self.counts += other.counts
+        return self
+
+    def dice(self, empty: EmptyPolicy = "one", include_background: bool = False) -> torch.Tensor:
+        """Pooled per-class Dice of everything seen; see :func:`dice`."""
+        return dice_from_counts(self.counts, empty, include_background)
+
+    def iou(self, empty: EmptyPolicy = "one", include_background: bool = False) -> torch.Tensor:
+        """Pooled per-class IoU of everything seen; see :func:`iou`."""
+        return iou_from_counts(self.counts, empty, include_background)
+
+
+def majority_vote(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
+    """Per-voxel most frequent class among raters; ties go to the lower class index.
+
+    Args:
+        labels: Rater class maps ``(R, *spatial)``.
+        num_classes: K.
+
+    Returns:
+        int64 ``(*spatial)``.
+    """
+    y = _as_long(labels, "labels")
+    _check_classes(y, num_classes, "labels")
+    votes = torch.nn.functional.one_hot(y, num_classes).sum(0)  # (*spatial, K)
+    return votes.argmax(-1)  # first maximum = lowest class among ties
+
+
+def consensus_dice(
+    pred: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    num_classes: int,
+    empty: EmptyPolicy = "one",
+    include_background: bool = False,
+) -> torch.Tensor:
+    """Dice on the consensus regions (CURVAS convention), per class.
+
+    For class k: consensus foreground ``C⁺ = {all raters say k}``, consensus background ``C⁻ = {no rater says k}``,
+    dissensus (the rest) is ignored. ``Dice_k = 2|P_k ∩ C⁺| / (|P_k ∩ (C⁺ ∪ C⁻)| + |C⁺|)``.
+
+    Args:
+        pred: Predicted class map ``(*spatial)``.
+        labels: Rater class maps ``(R, *spatial)``.
+        num_classes: K.
+        empty: Value when ``C⁺`` is empty and the prediction has no class-k voxel in the consensus region.
+        include_background: Keep class 0.
+
+    Returns:
+        float64 ``(K,)`` or ``(K - 1,)``.
+    """
+    p, y = _as_long(pred, "pred"), _as_long(labels, "labels")
+    if y.shape[1:] != p.shape:
+        raise DataError(f"labels {tuple(y.shape)} must be (R, *pred.shape) with pred {tuple(p.shape)}")
+    _check_classes(p, num_classes, "pred")
+    _check_classes(y, num_classes, "labels")
+    r = y.shape[0]
+    counts = torch.nn.functional.one_hot(y, num_classes).sum(0).reshape(-1, num_classes)  # (V, K) votes
+    p1 = torch.nn.functional.one_hot(p.reshape(-1), num_classes).bool()  # (V, K)
+    cfg = counts == r
+    region = cfg | (counts == 0)
+    tp = (p1 & cfg).sum(0)
+    pred_in = (p1 & region).sum(0)
+    out = _ratio(2 * tp, pred_in + cfg.sum(0), empty)
+    return out if include_background else out[1:]
+
+
+@METRICS.register("dice_vs_raters", doc="Dice vs each rater, their mean, the majority vote and CURVAS consensus")
+def dice_vs_raters(
+    pred: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    num_classes: int,
+    empty: EmptyPolicy = "one",
+    include_background: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-class Dice of one prediction against several raters.
+
+    Args:
+        pred: Predicted class map ``(*spatial)``.
+        labels: Rater class maps ``(R, *spatial)``.
+        num_classes: K.
+        empty: Empty policy (see :func:`dice`).
+        include_background: Keep class 0.
+
+    Returns:
+        ``{"rater_0": (C,), ..., "rater_{R-1}": (C,), "mean_rater": (C,), "majority": (C,), "consensus": (C,)}``
+        with C = K or K - 1. ``mean_rater`` is the NaN-skipping mean of the per-rater values, ``majority`` the Dice
+        against :func:`majority_vote` (ties to the lower class), ``consensus`` is :func:`consensus_dice`.
+    """
+    y = _as_long(labels, "labels")
+    p = _as_long(pred, "pred")
+    if y.ndim != p.ndim + 1 or y.shape[1:] != p.shape:
+        raise DataError(f"labels {tuple(y.shape)} must be (R, *pred.shape) with pred {tuple(p.shape)}")
+    per_rater = dice(p.expand_as(y), y, num_classes, empty, include_background, batch=True)  # (R, C)
+    out = {f"rater_{i}": per_rater[i] for i in range(y.shape[0])}
+    out["mean_rater"] = nanmean(per_rater, dim=0)
+    out["majority"] = dice(p, majority_vote(y, num_classes), num_classes, empty, include_background)
+    out["consensus"] = consensus_dice(p, y, num_classes, empty, include_background)
+    return out
