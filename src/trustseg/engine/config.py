@@ -1,0 +1,139 @@
+"""Run configuration: what to train on, which network, which method, how to train.
+
+A run config is a frozen dataclass tree read from YAML/TOML/JSON with :func:`trustseg.core.config.load_config`
+(unknown keys get a "did you mean" :class:`~trustseg.core.errors.ConfigError`) and written as ``config.yaml``
+into every run folder, so a run can always be reproduced or resumed from its own folder.
+
+Example ``config.yaml``::
+
+    data: runs/synth
+    net: {channels: [16, 32, 64], dropout: 0.1}
+    method: {name: mc-dropout, params: {samples: 10}}
+    train: {epochs: 20, batch_size: 8, patch_size: [64, 64, 64]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trustseg.core.config import load_config, save_config, to_dict
+from trustseg.core.errors import ConfigError
+from trustseg.models.config import NetConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is optimised.
+
+    Attributes:
+        epochs: Passes over the training cases.
+        batch_size: Images per optimisation step (the global batch under DDP, shared among the ranks).
+        lr: Peak AdamW learning rate; it follows a cosine decay to 0 over all steps.
+        weight_decay: AdamW weight decay.
+        patch_size: Spatial size of random training crops (seeded), e.g. ``[64, 64, 64]``; images smaller than
+            the patch are zero-padded (labels padded with background). ``None`` trains on whole images. At
+            prediction time, volumes larger than this patch are predicted by sliding window.
+        val_every: Validate every this many epochs (the last epoch is always validated).
+        seed: Base seed; ensemble member ``m`` uses ``seed + m``.
+        amp: Mixed precision: ``auto`` uses it on CUDA only, ``on`` is the same (CPU never uses it), ``off``
+            disables it.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        grad_clip: Maximum gradient norm (``None`` disables clipping).
+        fold: Use the dataset's k-fold split ``fold`` (train/val) instead of its fixed train/val split.
+        max_train_cases: Train on at most this many training cases (the first ones, in split order).
+    """
+
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patch_size: tuple[int, ...] | None = None
+    val_every: int = 1
+    seed: int = 0
+    amp: Literal["auto", "on", "off"] = "auto"
+    device: str = "auto"
+    grad_clip: float | None = 1.0
+    fold: int | None = None
+    max_train_cases: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.val_every < 1:
+            raise ConfigError(f"train.val_every must be >= 1, got {self.val_every}")
+        if self.patch_size is not None and any(p < 1 for p in self.patch_size):
+            raise ConfigError(f"train.patch_size must be positive, got {list(self.patch_size)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.max_train_cases is not None and self.max_train_cases < 1:
+            raise ConfigError(f"train.max_train_cases must be >= 1 or null, got {self.max_train_cases}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Which uncertainty method (``trustseg.methods.METHODS``) and its parameters.
+
+    Attributes:
+        name: Registered method name (``softmax``, ``mc-dropout``, ``ensemble``, ...).
+        params: The method's own parameters, checked against the method's ``Params`` when it is built.
+    """
+
+    name: str = "softmax"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs.
+
+    Attributes:
+        data: Root of a trustseg dataset (see ``trustseg.data.dataset``).
+        net: Network shape.
+        method: Method name and parameters.
+        train: Optimisation settings.
+    """
+
+    data: str = ""
+    net: NetConfig = field(default_factory=NetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a :class:`RunConfig` from a YAML/TOML/JSON file (unknown keys raise ``ConfigError``)."""
+    return load_config(RunConfig, path)
+
+
+def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (atomically) and return the path."""
+    return save_config(cfg, path)
+
+
+def check_same_config(saved: RunConfig, cfg: RunConfig, where: str | Path) -> None:
+    """Refuse to resume with settings other than the run's own (``data`` may be spelled differently).
+
+    Raises:
+        ConfigError: listing each differing option as ``name: saved -> given``.
+    """
+    a, b = to_dict(saved), to_dict(cfg)
+    diffs: list[str] = []
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict) and prefix != "method.params":
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
+        elif x != y and prefix != "data":
+            diffs.append(f"{prefix}: {x!r} -> {y!r}")
+
+    walk(a, b, "")
+    if diffs:
+        raise ConfigError(
+            f"{where}: cannot resume with a different configuration ({'; '.join(diffs)}); resume with the run's "
+            "own config.yaml, or train into a new folder"
+        )

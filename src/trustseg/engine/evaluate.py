@@ -1,0 +1,198 @@
+"""Evaluate a prediction folder against a dataset's rater labels.
+
+Structured in three steps so that more metrics plug in without touching the rest:
+
+1. :func:`load_pairs`: match each predicted case (``predictions.json``) with its dataset case;
+2. :func:`case_metrics`: one flat ``name -> float`` dict per case;
+3. :func:`aggregate`: the mean of every metric over cases (NaNs ignored) and how many cases entered it.
+
+Metrics so far (Dice ``2TP / (2TP + FP + FN)`` of the predicted segmentation, per foreground class):
+
+* ``dice/<class>/<rater>``: against each rater;
+* ``dice/<class>/majority``: against the per-pixel majority vote of the raters (ties to the lower class);
+* ``dice/mean/majority``: mean over foreground classes of the majority-vote Dice;
+* ``dice/mean/raters``: mean over foreground classes and raters.
+
+A class absent from both maps scores according to ``empty`` (``one`` -> 1, ``nan`` -> left out of the means,
+``zero`` -> 0), see :func:`trustseg.metrics.overlap.dice`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustseg.core.atomic import atomic_write_json, atomic_write_text
+from trustseg.core.errors import DataError
+from trustseg.data.case import Case
+
+
+@dataclass
+class Pair:
+    """A predicted case and its reference.
+
+    Attributes:
+        case_id: The case.
+        seg: ``(*spatial)`` int64 predicted class map.
+        probs_path: The probability map file (``None`` when absent), for metrics that need probabilities.
+        case: The dataset case (image, rater labels ``(R, *spatial)``).
+    """
+
+    case_id: str
+    seg: np.ndarray
+    probs_path: Path | None
+    case: Case
+
+
+def read_index(pred_dir: str | Path) -> dict[str, Any]:
+    """``predictions.json`` of a prediction folder."""
+    path = Path(pred_dir) / "predictions.json"
+    if not path.is_file():
+        raise DataError("not a prediction folder (no predictions.json; run `trustseg predict`)", Path(pred_dir))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"cannot parse predictions.json: {e}", path) from None
+
+
+def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = None):
+    """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
+
+    Raises:
+        DataError: a predicted case missing from the dataset, or a prediction whose shape differs from the labels.
+    """
+    from trustseg.data.dataset import load_dataset
+    from trustseg.data.io import read_label
+
+    pred_dir = Path(pred_dir)
+    index = read_index(pred_dir)
+    ds = load_dataset(data_root)
+    keep = set(ds.split(split)) if split else set(ds.ids)
+    known = set(ds.ids)
+    for entry in index["cases"]:
+        cid = entry["id"]
+        if cid not in known:
+            raise DataError(f"predicted case {cid!r} is not in the dataset {ds.root}", pred_dir / "predictions.json")
+        if cid not in keep:
+            continue
+        seg_path = pred_dir / entry["files"]["seg"]
+        seg, _, _ = read_label(seg_path)
+        case = ds[cid]
+        if tuple(seg.shape) != tuple(case.labels.shape[1:]):
+            raise DataError(f"prediction shape {seg.shape} differs from the labels {case.labels.shape[1:]}", seg_path)
+        probs = entry["files"].get("probs")
+        yield Pair(cid, seg.astype(np.int64), None if probs is None else pred_dir / probs, case)
+
+
+def case_metrics(pair: Pair, classes: list[str], raters: list[str], empty: str = "one") -> dict[str, float]:
+    """Dice per foreground class against each rater and the majority vote, and their means.
+
+    Returns:
+        Flat ``metric name -> value`` (see the module docstring for the names).
+    """
+    from trustseg.metrics.overlap import dice
+
+    k = len(classes)
+    out: dict[str, float] = {}
+    per_rater = []
+    for r, rater in enumerate(raters):
+        d = dice(pair.seg, pair.case.labels[r], k, empty=empty).numpy()  # (K - 1,)
+        per_rater.append(d)
+        for c, name in enumerate(classes[1:]):
+            out[f"dice/{name}/{rater}"] = float(d[c])
+    maj = dice(pair.seg, pair.case.majority_vote(k), k, empty=empty).numpy()
+    for c, name in enumerate(classes[1:]):
+        out[f"dice/{name}/majority"] = float(maj[c])
+    out["dice/mean/majority"] = _nanmean(maj)
+    out["dice/mean/raters"] = _nanmean(np.stack(per_rater))
+    return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean over cases of every numeric metric (NaNs ignored) and the number of cases that entered it."""
+    names: list[str] = []
+    for row in rows:
+        names += [k for k, v in row.items() if k != "case" and isinstance(v, float) and k not in names]
+    mean, count = {}, {}
+    for n in names:
+        vals = np.array([row.get(n, math.nan) for row in rows], dtype=np.float64)
+        count[n] = int(np.isfinite(vals).sum())
+        mean[n] = float(np.nanmean(vals)) if count[n] else float("nan")
+    return {"mean": mean, "count": count}
+
+
+def evaluate_predictions(
+    pred_dir: str | Path, data_root: str | Path, out_json: str | Path, split: str | None = None, empty: str = "one"
+) -> dict[str, Any]:
+    """Evaluate a prediction folder and write ``out_json`` plus a per-case CSV next to it.
+
+    Args:
+        pred_dir: Folder written by :func:`trustseg.engine.predict.predict_folder`.
+        data_root: The dataset holding the rater labels.
+        out_json: Result file; the per-case table goes beside it with the suffix ``.csv``.
+        split: Evaluate only the predicted cases of this split.
+        empty: Dice of a class absent from both maps: ``one``, ``nan`` or ``zero``.
+
+    Returns:
+        ``{"pred_dir", "data", "split", "classes", "raters", "empty", "cases", "mean", "count", "summary",
+        "per_case", "csv"}``.
+    """
+    from trustseg.data.dataset import load_dataset
+
+    ds = load_dataset(data_root)
+    classes, raters = ds.classes, ds.raters
+    rows = []
+    for pair in load_pairs(pred_dir, data_root, split):
+        rows.append({"case": pair.case_id, **case_metrics(pair, classes, raters, empty)})
+    if not rows:
+        raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
+    out_json = Path(out_json)
+    agg = aggregate(rows)
+    csv_path = out_json.with_suffix(".csv")
+    result = {
+        "pred_dir": str(pred_dir),
+        "data": str(data_root),
+        "split": split,
+        "classes": classes,
+        "raters": raters,
+        "empty": empty,
+        "cases": len(rows),
+        **agg,
+        "summary": summary(agg["mean"], classes),
+        "per_case": rows,
+        "csv": str(csv_path),
+    }
+    atomic_write_text(csv_path, _table(rows))
+    atomic_write_json(out_json, result)
+    return result
+
+
+def summary(mean: dict[str, float], classes: list[str]) -> dict[str, float]:
+    """Headline numbers: ``dice_majority``, ``dice_raters`` and ``dice_majority/<class>`` (means over cases)."""
+    out = {"dice_majority": mean["dice/mean/majority"], "dice_raters": mean["dice/mean/raters"]}
+    out.update({f"dice_majority/{c}": mean[f"dice/{c}/majority"] for c in classes[1:]})
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()})
+    return buf.getvalue()

@@ -1,0 +1,168 @@
+"""Prediction: loading runs, whole-image and sliding-window prediction, folder outputs per input format."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.engine.test_train import make_data, tiny_cfg
+from trustseg.core.errors import ConfigError, DataError, UnknownNameError
+from trustseg.data.io import read_image, write_image
+from trustseg.engine.predict import load_run, predict_folder, predict_image
+from trustseg.engine.train import train
+from trustseg.methods.base import build_method
+from trustseg.models.config import NetConfig
+
+
+@pytest.fixture(scope="module")
+def run2d(tmp_path_factory):
+    """A softmax run trained 1 epoch on tiny 2D NIfTI data, and the data root."""
+    tmp = tmp_path_factory.mktemp("pred")
+    root = make_data(tmp)
+    train(tiny_cfg(root, epochs=1), tmp / "run", progress=False)
+    return tmp / "run", root
+
+
+def test_load_run(run2d):
+    run, _ = run2d
+    method, models, info = load_run(run)
+    assert method.name == "softmax" and len(models) == 1 and not models[0].training
+    assert info["checkpoints"][0].endswith("best.pt") and method.temperature == info["temperature"]
+    with pytest.raises(DataError, match="run.json"):
+        load_run(run / "member_0")
+
+
+def test_nifti_in_nifti_out_keeps_affine(run2d, tmp_path):
+    run, _ = run2d
+    affine = np.array([[0, -0.7, 0, 12.5], [0.9, 0, 0, -3.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    for name in ("a", "b"):
+        image = rng.random((1, 16, 12), dtype=np.float32)
+        write_image(src / f"{name}.nii.gz", image, spacing=(0.9, 0.7), affine=affine, spatial_dims=2)
+    out = predict_folder(run, src, tmp_path / "out", progress=False)
+    index = json.loads((out / "predictions.json").read_text())
+    assert [c["id"] for c in index["cases"]] == ["a", "b"] and index["measures"] == ["confidence", "entropy"]
+    assert index["classes"] == ["background", "organ", "lesion"] and index["method"] == "softmax"
+    for name in ("a", "b"):
+        for suffix in ("probs", "seg", "confidence", "entropy"):
+            img = nib.load(out / f"{name}_{suffix}.nii.gz")
+            np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+        probs = read_image(out / f"{name}_probs.nii.gz").array
+        assert probs.shape == (3, 16, 12)
+        np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+        seg = np.asarray(nib.load(out / f"{name}_seg.nii.gz").dataobj).reshape(16, 12)
+        np.testing.assert_array_equal(seg, probs.argmax(0))
+        ent = np.asarray(nib.load(out / f"{name}_entropy.nii.gz").dataobj).reshape(16, 12)
+        np.testing.assert_allclose(ent, -(probs * np.log(probs)).sum(0), atol=1e-4)
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    voxel = 0.7 * 0.9  # spacing of the two in-plane axes
+    assert [r["case"] for r in rows] == ["a", "b"]
+    for r in rows:
+        total = sum(float(r[f"volume_{c}"]) for c in ("background", "organ", "lesion"))
+        assert total == pytest.approx(16 * 12 * voxel, rel=1e-5)
+        assert 0 < float(r["mean_confidence"]) <= 1
+
+
+def test_png_in_png_npy_out_and_measure_choice(run2d, tmp_path):
+    run, _ = run2d
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(src / "img1.png")
+    out = predict_folder(run, [src / "img1.png"], tmp_path / "out", measures="entropy", progress=False)
+    probs = np.load(out / "img1_probs.npy")
+    assert probs.shape == (3, 16, 16)
+    seg = np.asarray(Image.open(out / "img1_seg.png"))
+    np.testing.assert_array_equal(seg, probs.argmax(0))
+    assert np.load(out / "img1_entropy.npy").shape == (16, 16)
+    preview = np.asarray(Image.open(out / "img1_entropy.png"))
+    assert preview.shape == (16, 16, 3) and preview.dtype == np.uint8
+    assert not (out / "img1_confidence.npy").exists()
+    files = json.loads((out / "predictions.json").read_text())["cases"][0]["files"]
+    assert files["measures"] == {"entropy": "img1_entropy.npy"} and files["previews"] == {"entropy": "img1_entropy.png"}
+
+
+def test_dataset_root_with_split(run2d, tmp_path):
+    run, root = run2d
+    from trustseg.data.dataset import load_dataset
+
+    out = predict_folder(run, root, tmp_path / "out", split="test", progress=False)
+    index = json.loads((out / "predictions.json").read_text())
+    assert [c["id"] for c in index["cases"]] == load_dataset(root).split("test")
+
+
+def test_bad_measures_and_inputs(run2d, tmp_path):
+    run, root = run2d
+    with pytest.raises(UnknownNameError, match="did you mean 'entropy'"):
+        predict_folder(run, root, tmp_path / "o1", measures=["entropie"], progress=False)
+    with pytest.raises(ConfigError, match="not available"):
+        predict_folder(run, root, tmp_path / "o2", measures=["mi"], progress=False)
+    write_image(tmp_path / "rgb" / "x.png", np.zeros((3, 16, 16), np.uint8))
+    with pytest.raises(DataError, match="channels"):
+        predict_folder(run, tmp_path / "rgb", tmp_path / "o3", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        predict_folder(run, tmp_path / "empty", tmp_path / "o4", progress=False)
+
+
+def test_failure_midway_keeps_finished_cases(run2d, tmp_path):
+    run, _ = run2d
+    src = tmp_path / "in"
+    write_image(src / "a.nii.gz", np.ones((1, 16, 16), np.float32), spatial_dims=2)
+    (src / "b.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(DataError, match="b.nii.gz"):
+        predict_folder(run, src, tmp_path / "out", progress=False)
+    index = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [c["id"] for c in index["cases"]] == ["a"]
+    for f in ("a_probs.nii.gz", "a_seg.nii.gz", "a_entropy.nii.gz", "summary.csv"):
+        assert (tmp_path / "out" / f).is_file()
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_ensemble_predicts_all_members(tmp_path):
+    root = make_data(tmp_path)
+    train(tiny_cfg(root, "ensemble", {"members": 2}, epochs=1), tmp_path / "run", progress=False)
+    method, models, info = load_run(tmp_path / "run")
+    assert len(models) == 2 and info["members"] == 2
+    pred = predict_image(method, models, np.zeros((1, 16, 16), np.float32), multiple=info["pad_multiple"])
+    assert pred.probs.shape == (2, 1, 3, 16, 16)
+    out = predict_folder(tmp_path / "run", root, tmp_path / "out", split="test", progress=False)
+    measures = json.loads((out / "predictions.json").read_text())["measures"]
+    assert {"mi", "epkl", "expected_entropy", "variance"} <= set(measures)
+
+
+def test_3d_nifti_folder(tmp_path):
+    root = make_data(tmp_path, dims=3, cases=4, size=16)
+    train(tiny_cfg(root, epochs=1, batch_size=2, patch_size=(8, 8, 8)), tmp_path / "run", progress=False)
+    out = predict_folder(tmp_path / "run", root, tmp_path / "out", split="test", progress=False)
+    cid = json.loads((out / "predictions.json").read_text())["cases"][0]["id"]
+    probs = read_image(out / f"{cid}_probs.nii.gz").array
+    assert probs.shape == (3, 16, 16, 16)  # predicted by 8^3 windows, blended
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    assert nib.load(out / f"{cid}_entropy.nii.gz").shape == (16, 16, 16)
+
+
+def test_predict_image_sizes_and_sliding_window():
+    torch.manual_seed(0)
+    method = build_method("softmax", NetConfig(channels=(4, 8, 16)), 3, 1, 2)
+    models = [method.build_model().eval()]
+    vol = np.random.default_rng(0).random((1, 20, 12, 9), dtype=np.float32)
+    sw = predict_image(method, models, vol, patch_size=(8, 8, 8), multiple=4)  # larger than the patch: windows
+    whole = predict_image(method, models, vol, patch_size=None, multiple=4)  # padded to 20x12x12, cropped back
+    for pred in (sw, whole):
+        assert pred.probs.shape == (1, 1, 2, 20, 12, 9)
+        torch.testing.assert_close(pred.probs.sum(2), torch.ones(1, 1, 20, 12, 9))
+    assert not torch.allclose(sw.probs, whole.probs)  # a U-Net sees different context in windows
+    small = predict_image(method, models, vol[:, :8, :8, :8], patch_size=(8, 8, 8), multiple=4)
+    with torch.no_grad():
+        ref = method.predict(models, torch.from_numpy(vol[None, :, :8, :8, :8]))
+    torch.testing.assert_close(small.probs, ref.probs)  # not larger than the patch: one whole pass
+    with pytest.raises(DataError, match="image must be"):
+        predict_image(method, models, np.zeros((8, 8), np.float32))

@@ -1,0 +1,244 @@
+"""The training loop: run-folder contents, loader, ensembles, parallel members, 3D patches, calibration."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trustseg.core.errors import DataError, UnknownNameError
+from trustseg.data.case import Case
+from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
+from trustseg.engine.checkpoint import load_checkpoint
+from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
+from trustseg.engine.loader import CaseLoader, random_crop
+from trustseg.engine.train import calibrate_run, foreground_dice, train
+from trustseg.models.config import NetConfig
+
+
+def make_data(tmp_path: Path, dims: int = 2, cases: int = 8, size: int = 16, raters: int = 3, ext: str = ".nii.gz"):
+    """A tiny synthetic multi-rater dataset."""
+    cfg = SynthConfig(cases=cases, raters=raters, dims=dims, size=size, seed=0)
+    return make_synthetic_dataset(tmp_path / f"data{dims}d", cfg, ext=ext)
+
+
+def tiny_cfg(
+    root, method: str = "softmax", params: dict | None = None, epochs: int = 2, dropout: float = 0.0, **train_kw
+) -> RunConfig:
+    """A 2-level U-Net with 4/8 channels, batch 4."""
+    kw = {"batch_size": 4, **train_kw}
+    return RunConfig(
+        data=str(root),
+        net=NetConfig(channels=(4, 8), dropout=dropout),
+        method=MethodConfig(method, params or {}),
+        train=TrainConfig(epochs=epochs, **kw),
+    )
+
+
+def weights(run: Path, member: int = 0, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return load_checkpoint(Path(run) / f"member_{member}" / name)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_writes_run_folder(tmp_path):
+    root = make_data(tmp_path)
+    cfg = tiny_cfg(root)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert load_run_config(run / "config.yaml") == cfg
+    info = json.loads((run / "run.json").read_text())
+    assert info["method"] == "softmax" and info["members"] == 1 and info["num_classes"] == 3
+    assert info["classes"] == ["background", "organ", "lesion"] and len(info["raters"]) == 3
+    assert info["spatial_dims"] == 2 and info["in_channels"] == 1 and info["temperature"] == 1.0
+    last = load_checkpoint(run / "member_0" / "last.pt")  # weights_only=True inside
+    assert last["epoch"] == 2 and last["step"] == 2 * 2  # 6 training cases / batch 4 -> 2 steps per epoch
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "history"} <= set(last)
+    assert last["scheduler"]["last_epoch"] == 4
+    best = load_checkpoint(run / "member_0" / "best.pt")
+    assert best["epoch"] == last["best_epoch"] and best["val_dice"] == pytest.approx(last["best_dice"])
+    rows = list(csv.DictReader((run / "member_0" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["loss"])) and 0 <= float(r["val_dice"]) <= 1 for r in rows)
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)  # cosine schedule ends at 0
+    m = summary["members"][0]
+    assert m["best_val_dice"] == pytest.approx(max(float(r["val_dice"]) for r in rows))
+    assert Path(m["best"]).is_file() and summary["method"] == "softmax"
+
+
+def test_training_is_deterministic_and_learns(tmp_path):
+    root = make_data(tmp_path)
+    a = train(tiny_cfg(root, epochs=3), tmp_path / "a", progress=False)
+    train(tiny_cfg(root, epochs=3), tmp_path / "b", progress=False)
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    train(tiny_cfg(root, epochs=3, seed=1), tmp_path / "c", progress=False)
+    wa, wc = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)  # another seed, other weights
+    hist = list(csv.DictReader((tmp_path / "a" / "member_0" / "history.csv").open()))
+    assert float(hist[-1]["loss"]) < float(hist[0]["loss"])
+    assert a["members"][0]["epochs"] == 3
+
+
+def test_ensemble_members_and_parallel_workers(tmp_path):
+    root = make_data(tmp_path)
+    cfg = tiny_cfg(root, "ensemble", {"members": 2}, epochs=1)
+    seq = train(cfg, tmp_path / "seq", progress=False)
+    assert [m["member"] for m in seq["members"]] == [0, 1]
+    w0, w1 = weights(tmp_path / "seq", 0), weights(tmp_path / "seq", 1)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # members differ
+    par = train(cfg, tmp_path / "par", progress=False, workers=2)
+    assert [m["member"] for m in par["members"]] == [0, 1]
+    for m in (0, 1):
+        assert_same_weights(weights(tmp_path / "seq", m), weights(tmp_path / "par", m))
+        assert (tmp_path / "par" / f"member_{m}" / "train.log").is_file()
+
+
+def test_failing_member_process_reports_its_log(tmp_path):
+    from trustseg.engine.member import run_members_parallel
+
+    root = make_data(tmp_path)
+    train(tiny_cfg(root, "ensemble", {"members": 2}, epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(RuntimeError, match=r"member 5 failed(.|\n)*out of range"):
+        run_members_parallel(tmp_path / "run", [5], workers=2, resume=False)
+
+
+def test_3d_patches_and_sliding_validation(tmp_path):
+    root = make_data(tmp_path, dims=3, cases=4, size=16)
+    cfg = tiny_cfg(root, epochs=1, batch_size=2, patch_size=(8, 8, 8))
+    summary = train(cfg, tmp_path / "run", progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["patch_size"] == [8, 8, 8] and info["spatial_dims"] == 3
+    assert 0 <= summary["members"][0]["best_val_dice"] <= 1
+
+
+def test_calibrate_stores_temperature(tmp_path):
+    root = make_data(tmp_path)
+    summary = train(tiny_cfg(root, epochs=1), tmp_path / "run", progress=False, calibrate=True)
+    t = json.loads((tmp_path / "run" / "run.json").read_text())["temperature"]
+    assert t > 0 and t != 1.0 and summary["temperature"] == pytest.approx(t)
+    assert calibrate_run(tmp_path / "run") == pytest.approx(t)  # deterministic refit
+    train(tiny_cfg(root, epochs=1), tmp_path / "run", resume=True, progress=False)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["temperature"] == pytest.approx(t)  # kept
+    train(tiny_cfg(root, epochs=1), tmp_path / "run", progress=False)  # a fresh run: the old T no longer applies
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["temperature"] == 1.0
+
+
+def test_splits_folds_and_max_train_cases(tmp_path):
+    from trustseg.data.dataset import load_dataset
+    from trustseg.engine.train import split_ids
+
+    root = make_data(tmp_path)
+    ds = load_dataset(root)
+    assert split_ids(ds, tiny_cfg(root)) == (ds.split("train"), ds.split("val"))
+    assert split_ids(ds, tiny_cfg(root, fold=1)) == ds.fold(1)
+    train_ids, _ = split_ids(ds, tiny_cfg(root, max_train_cases=2))
+    assert train_ids == ds.split("train")[:2]
+
+
+def test_val_every_and_no_validation_split(tmp_path):
+    from trustseg.data.dataset import write_dataset
+    from trustseg.data.synthetic import generate_case
+
+    root = make_data(tmp_path)
+    train(tiny_cfg(root, epochs=3, val_every=2), tmp_path / "run", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "member_0" / "history.csv").open()))
+    assert [r["val_dice"] != "" for r in rows] == [False, True, True]  # epoch 2, and the last epoch always
+
+    synth = SynthConfig(cases=4, raters=2, dims=2, size=16, seed=0)
+    ids = [f"synth_{i:04d}" for i in range(4)]
+    splits = {"fixed": {"train": ids[:3], "val": [], "test": ids[3:]}}
+    novalroot = write_dataset(
+        [generate_case(i, synth) for i in range(4)], tmp_path / "noval", ["b", "o", "l"], splits=splits
+    )
+    summary = train(tiny_cfg(novalroot, epochs=2), tmp_path / "noval_run", progress=False)
+    assert summary["members"][0]["best_val_dice"] is None
+    best = load_checkpoint(tmp_path / "noval_run" / "member_0" / "best.pt")
+    assert best["epoch"] == 2  # without validation cases best.pt is the last epoch
+    assert_same_weights(best["model"], weights(tmp_path / "noval_run"))
+
+
+def test_bad_method_and_missing_data(tmp_path):
+    root = make_data(tmp_path)
+    with pytest.raises(UnknownNameError, match="did you mean 'softmax'"):
+        train(tiny_cfg(root, "softmx"), tmp_path / "r1", progress=False)
+    with pytest.raises(DataError, match="dataset.json"):
+        train(tiny_cfg(tmp_path / "nowhere"), tmp_path / "r2", progress=False)
+
+
+def test_edue_needs_raters(tmp_path):
+    from trustseg.methods import METHODS
+
+    if "edue" not in METHODS:
+        pytest.skip("edue is not registered yet")
+    root = make_data(tmp_path, raters=1)
+    with pytest.raises(DataError, match="at least 2 raters"):
+        train(tiny_cfg(root, "edue"), tmp_path / "run", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------- loader
+def _cases(n: int = 5, size: tuple[int, ...] = (6, 6)) -> dict[str, Case]:
+    rng = np.random.default_rng(0)
+    return {
+        f"c{i}": Case(f"c{i}", rng.random((1, *size), dtype=np.float32), rng.integers(0, 2, (2, *size)))
+        for i in range(n)
+    }
+
+
+def test_loader_seeded_shuffle_and_sharding():
+    cases = _cases(5)
+    loader = CaseLoader(cases.__getitem__, list(cases), 2, batch_size=2, shuffle=True, seed=3)
+    assert len(loader) == 3
+    order0, order1 = loader.order(0), loader.order(1)
+    assert sorted(order0) == sorted(cases) and order0 == loader.order(0) and order0 != order1
+    batches = list(loader.batches(0))
+    assert [ids for ids, _ in batches] == [order0[0:2], order0[2:4], order0[4:]]
+    ids, batch = batches[0]
+    assert batch.image.shape == (2, 1, 6, 6) and batch.image.dtype == torch.float32
+    assert batch.labels.shape == (2, 2, 6, 6) and batch.labels.dtype == torch.int64
+    assert torch.equal(batch.image[0], torch.from_numpy(cases[ids[0]].image))
+    # Two ranks split every global batch; the last one (1 case) is topped up so both ranks step.
+    r0 = [ids for ids, _ in loader.batches(0, rank=0, world_size=2)]
+    r1 = [ids for ids, _ in loader.batches(0, rank=1, world_size=2)]
+    assert len(r0) == len(r1) == 3
+    assert [a + b for a, b in zip(r0[:2], r1[:2])] == [order0[0:2], order0[2:4]]
+    assert r0[2] == [order0[4]] and r1[2] == [order0[0]]
+
+
+def test_loader_pads_to_multiple_and_batch_max():
+    cases = {
+        "a": Case("a", np.ones((1, 5, 7), np.float32), np.ones((1, 5, 7), np.int64)),
+        "b": Case("b", np.ones((1, 6, 3), np.float32), np.ones((1, 6, 3), np.int64)),
+    }
+    _, batch = next(CaseLoader(cases.__getitem__, ["a", "b"], 2, batch_size=2, pad_multiple=4).batches(0))
+    assert batch.image.shape == (2, 1, 8, 8)
+    assert batch.image[0, 0, :5, :7].eq(1).all() and batch.image[0, 0, 5:].eq(0).all()
+    assert batch.labels[1, 0, :6, :3].eq(1).all() and batch.labels[1, 0, :, 3:].eq(0).all()  # padding = background
+
+
+def test_random_crop_pads_and_is_seeded():
+    img = np.arange(4 * 10 * 3, dtype=np.float32).reshape(1, 4, 10, 3)
+    lab = np.ones((2, 4, 10, 3), np.int64)
+    g = torch.Generator().manual_seed(0)
+    a, la = random_crop(img, lab, (6, 5, 3), g)
+    assert a.shape == (1, 6, 5, 3) and la.shape == (2, 6, 5, 3)
+    assert (a[:, 4:] == 0).all() and (la[:, 4:] == 0).all()  # axis 0 padded (4 < 6)
+    b, _ = random_crop(img, lab, (6, 5, 3), torch.Generator().manual_seed(0))
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="axes"):
+        random_crop(img, lab, (6, 5), g)
+
+
+def test_foreground_dice_by_hand():
+    pred = torch.tensor([[[0, 1, 1, 2]]])
+    target = torch.tensor([[[0, 1, 0, 0]]])
+    # class 1: 2*1/(2+1) = 2/3; class 2: predicted only -> 0
+    assert foreground_dice(pred, target, 3) == pytest.approx((2 / 3 + 0) / 2)
+    assert foreground_dice(target, target, 3) == pytest.approx(1.0)  # class 2 absent from both -> 1
