@@ -6,7 +6,9 @@ Structured in three steps so that more metrics plug in without touching the rest
 2. :func:`case_metrics`: one flat ``name -> float`` dict per case;
 3. :func:`aggregate`: the mean of every metric over cases (NaNs ignored) and how many cases entered it.
 
-Metrics so far (Dice ``2TP / (2TP + FP + FN)`` of the predicted segmentation, per foreground class):
+:func:`evaluate_predictions` runs the full :class:`~trustseg.engine.suite.EvaluationSuite` on every case
+(segmentation, calibration, CURVAS, multi-rater, uncertainty quality, quality control; see that module for the
+conventions) and adds these per-rater Dice columns (``2TP / (2TP + FP + FN)`` per foreground class):
 
 * ``dice/<class>/<rater>``: against each rater;
 * ``dice/<class>/majority``: against the per-pixel majority vote of the raters (ties to the lower class);
@@ -28,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from trustseg.core.atomic import atomic_write_json, atomic_write_text
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
+from trustseg.engine.suite import EvaluationSuite, SuiteConfig
 
 
 @dataclass
@@ -134,32 +138,55 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_predictions(
-    pred_dir: str | Path, data_root: str | Path, out_json: str | Path, split: str | None = None, empty: str = "one"
+    pred_dir: str | Path,
+    data_root: str | Path,
+    out_json: str | Path,
+    split: str | None = None,
+    empty: str = "one",
+    suite: SuiteConfig | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a prediction folder and write ``out_json`` plus a per-case CSV next to it.
+    """Evaluate a prediction folder with the full suite and write ``out_json`` plus a per-case CSV next to it.
+
+    Every case goes through :class:`~trustseg.engine.suite.EvaluationSuite` (segmentation, calibration, CURVAS,
+    multi-rater, uncertainty quality, quality control; sample-based metrics when the folder holds samples) and
+    :func:`case_metrics` (Dice against each rater by name).
 
     Args:
         pred_dir: Folder written by :func:`trustseg.engine.predict.predict_folder`.
         data_root: The dataset holding the rater labels.
         out_json: Result file; the per-case table goes beside it with the suffix ``.csv``.
         split: Evaluate only the predicted cases of this split.
-        empty: Dice of a class absent from both maps: ``one``, ``nan`` or ``zero``.
+        empty: Dice of a class absent from both maps in the per-rater table: ``one``, ``nan`` or ``zero``.
+        suite: Settings of the evaluation suite.
 
     Returns:
-        ``{"pred_dir", "data", "split", "classes", "raters", "empty", "cases", "mean", "count", "summary",
-        "per_case", "csv"}``.
+        ``{"pred_dir", "data", "split", "classes", "raters", "empty", "cases", "summary", "means", "counts",
+        "calibration", "uncertainty", "quality_control", "per_case", "csv", ...}``.
     """
     from trustseg.data.dataset import load_dataset
+    from trustseg.engine.predict import load_prediction
 
     ds = load_dataset(data_root)
     classes, raters = ds.classes, ds.raters
+    ev = EvaluationSuite(classes, len(raters), suite)
     rows = []
     for pair in load_pairs(pred_dir, data_root, split):
-        rows.append({"case": pair.case_id, **case_metrics(pair, classes, raters, empty)})
+        pred = load_prediction(pred_dir, pair.case_id)
+        samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
+        row = ev.add_case(
+            pair.case_id,
+            torch.from_numpy(pred["probs"]),
+            torch.from_numpy(pair.case.labels),
+            spacing=tuple(pair.case.spacing),
+            maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},
+            samples=samples,
+        )
+        rows.append({**row, **case_metrics(pair, classes, raters, empty)})
     if not rows:
         raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
     out_json = Path(out_json)
-    agg = aggregate(rows)
+    full = ev.result()
+    legacy = aggregate(rows)
     csv_path = out_json.with_suffix(".csv")
     result = {
         "pred_dir": str(pred_dir),
@@ -168,9 +195,10 @@ def evaluate_predictions(
         "classes": classes,
         "raters": raters,
         "empty": empty,
-        "cases": len(rows),
-        **agg,
-        "summary": summary(agg["mean"], classes),
+        **full,
+        "summary": {**full["summary"], "dice_raters": legacy["mean"]["dice/mean/raters"]},
+        "means": {**legacy["mean"], **full["means"]},
+        "counts": {**legacy["count"], **full["counts"]},
         "per_case": rows,
         "csv": str(csv_path),
     }

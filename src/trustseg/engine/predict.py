@@ -27,6 +27,7 @@ failure part-way leaves the finished cases complete and indexed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,7 @@ def predict_folder(
     split: str | None = None,
     device: str = "auto",
     overlap: float = 0.5,
+    save_samples: bool = False,
 ) -> Path:
     """Predict every input image with a trained run and write probabilities, segmentations and uncertainty maps.
 
@@ -183,6 +185,8 @@ def predict_folder(
         split: With a dataset root: predict only this split (``train``/``val``/``test``); default all cases.
         device: Computation device (``auto``: CUDA when available, else CPU).
         overlap: Sliding-window overlap for large volumes.
+        save_samples: Also write ``<case>_samples.npy``, the M sample probabilities ``(M, K, *spatial)`` in
+            float16, when the method has M > 1 (needed by the sample-based metrics GED and Hungarian IoU).
 
     Returns:
         ``out``, holding per-case files, ``predictions.json`` and ``summary.csv``
@@ -193,7 +197,7 @@ def predict_folder(
     device = resolve_device(device)
     method, models, info = load_run(run_dir, device=device)
     items = iter_inputs(inputs, split)
-    writer = FolderWriter(Path(out), info, measures)
+    writer = FolderWriter(Path(out), info, measures, save_samples=save_samples)
     patch = info.get("patch_size")
     for item in writer.track(items, progress):
         if item.image.shape[0] != info["in_channels"]:
@@ -288,10 +292,13 @@ class FolderWriter:
         measures: Requested measure names, or ``None`` for all available ones.
     """
 
-    def __init__(self, out: Path, info: dict[str, Any], measures: Sequence[str] | str | None):
+    def __init__(
+        self, out: Path, info: dict[str, Any], measures: Sequence[str] | str | None, save_samples: bool = False
+    ):
         from trustseg.measures import MEASURES
 
         self.out = Path(out)
+        self.save_samples = save_samples
         self.info = info
         if isinstance(measures, str):
             measures = [m.strip() for m in measures.split(",") if m.strip()]
@@ -359,6 +366,9 @@ class FolderWriter:
                 if sd == 2:
                     preview = write_image(self.out / f"{cid}_{name}.png", _colour(m), spatial_dims=2)
                     files["previews"][name] = preview.name
+        if self.save_samples and pred.num_samples > 1:
+            samples = pred.probs[:, 0].numpy().astype(np.float16)
+            files["samples"] = _save_npy(self.out / f"{cid}_samples.npy", samples).name
         self.cases.append({"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files})
         voxel = float(np.prod(item.spacing))
         row: dict[str, Any] = {"case": cid}
@@ -389,6 +399,47 @@ class FolderWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self._write_index()
         return self.out
+
+
+def read_map(path: str | Path) -> np.ndarray:
+    """Read one map written by :class:`FolderWriter` (``.npy``, or NIfTI read as ``(C, *spatial)``)."""
+    from trustseg.data.io import read_image
+
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read map: {e}", path) from None
+    return read_image(path).array
+
+
+def load_prediction(pred_dir: str | Path, case_id: str) -> dict[str, Any]:
+    """One case of a prediction folder, as arrays.
+
+    Returns:
+        ``{"probs": (K, *spatial) float32, "seg": (*spatial) int64, "maps": {measure: (*spatial) float32},
+        "samples": (M, K, *spatial) float32 or None}``.
+    """
+    from trustseg.data.io import read_label
+
+    pred_dir = Path(pred_dir)
+    index = json.loads((pred_dir / "predictions.json").read_text())
+    entry = next((c for c in index["cases"] if c["id"] == case_id), None)
+    if entry is None:
+        raise DataError(f"case {case_id!r} is not in this prediction folder", pred_dir / "predictions.json")
+    files = entry["files"]
+    maps = {}
+    for name, fname in files.get("measures", {}).items():
+        m = read_map(pred_dir / fname)
+        maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
+    samples = files.get("samples")
+    return {
+        "probs": read_map(pred_dir / files["probs"]).astype(np.float32),
+        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64),
+        "maps": maps,
+        "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
+    }
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:

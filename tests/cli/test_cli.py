@@ -1,0 +1,117 @@
+"""The command line: help everywhere, clear errors, and one end-to-end run synth -> train -> predict -> evaluate."""
+
+import json
+
+import pytest
+
+from trustseg.cli.main import build_parser, main
+
+SUBCOMMANDS = [
+    "synth",
+    "import",
+    "train",
+    "predict",
+    "evaluate",
+    "methods",
+    "measures",
+    "metrics",
+    "distortions",
+    "demo",
+]
+
+
+@pytest.mark.parametrize("cmd", [None, *SUBCOMMANDS])
+def test_help_everywhere(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"] if cmd is None else [cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: trustseg" in capsys.readouterr().out
+
+
+def test_parser_lists_every_subcommand():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(SUBCOMMANDS) <= set(sub.choices)
+
+
+@pytest.mark.parametrize("registry", ["methods", "measures", "metrics", "distortions"])
+def test_lists(registry, capsys):
+    assert main([registry]) == 0
+    out = capsys.readouterr().out
+    assert {"methods": "edue", "measures": "epkl", "metrics": "ged", "distortions": "ghosting"}[registry] in out
+
+
+def test_unknown_names_and_bad_options_give_one_line_errors(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "d"), "--cases", "6", "--size", "16"]) == 0
+    capsys.readouterr()
+    rc = main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--method", "mc-droput"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "did you mean 'mc-dropout'" in err
+    rc = main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--set", "train.epohcs=2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "did you mean 'epochs'" in err
+    rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nowhere" in err
+    assert main(["import", "lidcc", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean 'lidc'" in capsys.readouterr().err
+
+
+def test_end_to_end_synth_train_predict_evaluate(tmp_path, capsys):
+    data, run, pred, res = tmp_path / "data", tmp_path / "run", tmp_path / "pred", tmp_path / "eval" / "results.json"
+    assert main(["synth", "--out", str(data), "--cases", "10", "--raters", "3", "--size", "24", "--seed", "1"]) == 0
+    assert (data / "dataset.json").exists()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("net: {channels: [4, 8]}\ntrain: {batch_size: 4}\n")
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--config",
+            str(cfg),
+            "--method",
+            "mc-dropout",
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+            "--set",
+            "method.params.samples=3",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    saved = (run / "config.yaml").read_text()
+    assert "mc-dropout" in saved and "samples: 3" in saved and "- 4" in saved
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                str(data),
+                "--split",
+                "test",
+                "--out",
+                str(pred),
+                "--measures",
+                "entropy,mi",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    index = json.loads((pred / "predictions.json").read_text())
+    assert index["cases"] and (pred / "summary.csv").exists()
+    assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--split", "test", "--out", str(res)]) == 0
+    results = json.loads(res.read_text())
+    assert 0.0 <= results["summary"]["dice_majority"] <= 1.0
+    assert set(results["uncertainty"]) == {"entropy", "mi"}
+    assert res.with_suffix(".csv").exists() or (res.parent / "per_case.csv").exists()
+    # a corrupt dataset file gives an error naming it
+    (data / "dataset.json").write_text("{not json")
+    assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res)]) == 2
+    assert "dataset.json" in capsys.readouterr().err
