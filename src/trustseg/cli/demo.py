@@ -39,7 +39,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         progress: Show progress bars and step messages.
     """
     from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
-    from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig
+    from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
     from trustseg.engine.evaluate import evaluate_predictions
     from trustseg.engine.predict import predict_folder
     from trustseg.engine.train import train
@@ -65,9 +65,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
             train=TrainConfig(epochs=epochs or default_epochs, batch_size=8, lr=3e-3, seed=seed),
         )
         _say(f"2/4 training [bold]{name}[/] ({cfg.train.epochs} epochs)", progress)
-        train(cfg, run_dir, resume=(run_dir / "run.json").exists(), progress=progress)
+        same = (run_dir / "config.yaml").is_file() and load_run_config(run_dir / "config.yaml") == cfg
+        train(cfg, run_dir, resume=same, progress=progress)  # a rerun continues; a changed config starts afresh
         _say(f"3/4 predicting the test split with [bold]{name}[/]", progress)
-        predict_folder(run_dir, data, pred_dir, split="test", progress=progress)
+        predict_folder(run_dir, data, pred_dir, split="test", progress=progress, save_samples=True)
         evaluate_predictions(pred_dir, data, result_json, split="test")
         timings[name] = round(time.perf_counter() - t, 1)
         entries.append((name, run_dir, pred_dir, result_json))

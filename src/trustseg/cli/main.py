@@ -67,6 +67,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--split", default=None, help="with a dataset folder: predict only this split (e.g. test)")
     p.add_argument("--measures", default=None, help="comma-separated measures (default: all the method supports)")
+    p.add_argument(
+        "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_predict)
 
@@ -77,6 +80,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="trustseg dataset folder with the rater labels")
     p.add_argument("--out", required=True, type=Path, help="results JSON (a per-case CSV is written beside it)")
     p.add_argument("--split", default=None, help="only cases of this split")
+    p.add_argument("--run", type=Path, help="the trained run (needed by --distort and --noise-robustness)")
+    p.add_argument(
+        "--distort", default=None, help="OOD protocol: comma-separated distortions (noise,blur,contrast,bias,ghosting)"
+    )
+    p.add_argument("--severity", default="1,3,5", help="distortion severities 1..5, comma-separated (default 1,3,5)")
+    p.add_argument("--noise-robustness", action="store_true", help="SURE's protocol: x + N(mu, 0.3^2), mu in 0.1..0.9")
+    p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -167,7 +177,12 @@ def run_config_from_args(args: argparse.Namespace):
     from trustseg.core.config import load_config, replace
     from trustseg.engine.config import RunConfig
 
-    cfg = load_config(RunConfig, args.config) if args.config else RunConfig()
+    if args.config:
+        cfg = load_config(RunConfig, args.config)
+    elif getattr(args, "resume", False) and (Path(args.out) / "config.yaml").is_file():
+        cfg = load_config(RunConfig, Path(args.out) / "config.yaml")  # resume the run as it was configured
+    else:
+        cfg = RunConfig()
     changes = _parse_kv(args.set, "--set")
     if args.data is not None:
         changes["data"] = str(args.data)
@@ -212,14 +227,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trustseg.core.atomic import atomic_write_json
+    from trustseg.core.errors import ConfigError
     from trustseg.engine.evaluate import evaluate_predictions
 
+    if (args.distort or args.noise_robustness) and args.run is None:
+        raise ConfigError("--distort and --noise-robustness predict again: pass the trained run with --run RUN")
+    severities = [int(s) for s in str(args.severity).split(",") if s.strip()]
+    if any(not 1 <= s <= 5 for s in severities):
+        raise ConfigError(f"--severity {args.severity}: severities are integers from 1 to 5")
+    distortions = [d.strip() for d in args.distort.split(",") if d.strip()] if args.distort else []
+    if distortions:
+        from trustseg.data.distortions import DISTORTIONS
+
+        for d in distortions:
+            DISTORTIONS.get(d)  # did-you-mean before any work
     results = evaluate_predictions(args.pred, args.data, args.out, split=args.split)
-    _console().print(f"results written to [bold]{args.out}[/]")
-    summary = results.get("summary", {})
-    for key, value in summary.items():
+    if distortions or args.noise_robustness:
+        from trustseg.data.dataset import load_dataset
+        from trustseg.ood.protocol import noise_robustness, ood_detection
+
+        ds = load_dataset(args.data)
+        cases = [ds[cid] for cid in results["cases"]]
+        if distortions:
+            results["ood"] = ood_detection(
+                args.run, cases, ds.num_classes, distortions, severities, seed=args.seed, progress=True
+            )
+        if args.noise_robustness:
+            results["noise_robustness"] = noise_robustness(
+                args.run, cases, ds.num_classes, seed=args.seed, progress=True
+            )
+        atomic_write_json(args.out, results)
+    console = _console()
+    console.print(f"results written to [bold]{args.out}[/] (per-case table: {Path(args.out).with_suffix('.csv')})")
+    for key, value in results.get("summary", {}).items():
         if isinstance(value, float):
-            _console().print(f"  {key}: {value:.4f}")
+            console.print(f"  {key}: {value:.4f}")
+    for dist, best in results.get("ood", {}).get("best", {}).items():
+        console.print(f"  OOD {dist}: best score {best['score']} (mean AUROC {best['mean_auroc']:.3f})")
     return 0
 
 

@@ -79,7 +79,7 @@ def _overview(out: Path, method: str, pred_dir: Path, dataset, measure: str | No
     from trustseg.reports.overview import OverviewRow, render_overview
 
     index = json.loads((pred_dir / "predictions.json").read_text())
-    ids = [c["case"] for c in index["cases"]][:n]
+    ids = [c["id"] for c in index["cases"]][:n]
     rows = []
     for cid in ids:
         case = dataset[cid]
