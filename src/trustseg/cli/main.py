@@ -221,7 +221,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     measures = [m.strip() for m in args.measures.split(",")] if args.measures else None
     inputs = args.input[0] if len(args.input) == 1 else list(args.input)
-    out = predict_folder(args.run, inputs, args.out, measures=measures, split=args.split, progress=not args.no_progress)
+    out = predict_folder(
+        args.run,
+        inputs,
+        args.out,
+        measures=measures,
+        split=args.split,
+        progress=not args.no_progress,
+        save_samples=args.samples,
+    )
     _console().print(f"predictions written to [bold]{out}[/]")
     return 0
 

@@ -1,0 +1,51 @@
+"""Report renderers: figures are valid PNGs, the HTML page holds the tables, comparison rows pick the right map."""
+
+import numpy as np
+from PIL import Image
+
+from trustseg.reports.html import Section, fmt, write_html_report
+from trustseg.reports.overview import OverviewRow, render_overview
+from trustseg.reports.plots import qc_plot, reliability_plot
+from trustseg.reports.run_report import comparison_row, primary_measure
+
+
+def test_overview_png_2d_and_3d(tmp_path):
+    rng = np.random.default_rng(0)
+    lab2 = np.zeros((3, 16, 16), int)
+    lab2[:, 4:12, 4:12] = 1
+    lab3 = np.zeros((2, 8, 16, 16), int)
+    lab3[:, 3:5, 4:12, 4:12] = 2
+    rows = [
+        OverviewRow("a", rng.normal(size=(1, 16, 16)), lab2, lab2[0], {"entropy": rng.random((16, 16))}, "Dice 1"),
+        OverviewRow("b", rng.normal(size=(1, 8, 16, 16)), lab3, lab3[0], {"entropy": rng.random((8, 16, 16))}),
+    ]
+    out = render_overview(rows, tmp_path / "o.png", title="t")
+    img = Image.open(out)
+    assert img.format == "PNG" and img.size[0] > img.size[1] > 100
+
+
+def test_plots_and_html(tmp_path):
+    rel = {"m": {"confidence": [0.1, 0.5, 0.9], "accuracy": [0.2, 0.5, 0.8], "count": [1, 0, 3]}}
+    qc = {"m": {"fraction": [0, 0.5, 1], "dice": [0.8, 0.9, 1.0], "ideal": [0.8, 0.95, 1.0]}}
+    assert Image.open(reliability_plot(rel, tmp_path / "r.png")).format == "PNG"
+    assert Image.open(qc_plot(qc, tmp_path / "q.png")).format == "PNG"
+    page = write_html_report(
+        tmp_path / "index.html",
+        "Title <x>",
+        {"Dice": 0.91234567},
+        [Section("Table", "text", [{"method": "a", "v": float("nan")}], ["r.png"])],
+    ).read_text()
+    assert "Title &lt;x&gt;" in page and "0.9123" in page and "<td>–</td>" in page and 'src="r.png"' in page
+    assert fmt(None) == "–" and fmt(3) == "3"
+
+
+def test_primary_measure_and_row():
+    res = {
+        "summary": {"dice_majority": 0.9},
+        "uncertainty": {"entropy": {"pixel_pearson_mean": 0.5}, "predicted_variance": {"pixel_pearson_mean": 0.6}},
+        "quality_control": {"predicted_variance:mean": {"d_auc": 0.01, "eaurc": 0.02}},
+    }
+    assert primary_measure("edue", res) == "predicted_variance"
+    assert primary_measure("softmax", res) == "entropy"
+    row = comparison_row("edue", res)
+    assert row["pixel r (vs rater disagreement)"] == 0.6 and row["QC d-AUC"] == 0.01 and row["dice_majority"] == 0.9
