@@ -149,7 +149,8 @@ def evaluate_predictions(
 
     Every case goes through :class:`~trustseg.engine.suite.EvaluationSuite` (segmentation, calibration, CURVAS,
     multi-rater, uncertainty quality, quality control; sample-based metrics when the folder holds samples) and
-    :func:`case_metrics` (Dice against each rater by name).
+    :func:`case_metrics` (Dice against each rater by name). A folder with segmentations only (no probability
+    maps, e.g. from another tool) is scored with one-hot probabilities, so its calibration is that of hard masks.
 
     Args:
         pred_dir: Folder written by :func:`trustseg.engine.predict.predict_folder`.
@@ -173,9 +174,13 @@ def evaluate_predictions(
     for pair in load_pairs(pred_dir, data_root, split):
         pred = load_prediction(pred_dir, pair.case_id)
         samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
+        if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
+            probs = torch.nn.functional.one_hot(torch.from_numpy(pair.seg), len(classes)).movedim(-1, 0).float()
+        else:
+            probs = torch.from_numpy(pred["probs"])
         row = ev.add_case(
             pair.case_id,
-            torch.from_numpy(pred["probs"]),
+            probs,
             torch.from_numpy(pair.case.labels),
             spacing=tuple(pair.case.spacing),
             maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},

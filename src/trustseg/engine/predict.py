@@ -418,8 +418,8 @@ def load_prediction(pred_dir: str | Path, case_id: str) -> dict[str, Any]:
     """One case of a prediction folder, as arrays.
 
     Returns:
-        ``{"probs": (K, *spatial) float32, "seg": (*spatial) int64, "maps": {measure: (*spatial) float32},
-        "samples": (M, K, *spatial) float32 or None}``.
+        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64,
+        "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
     """
     from trustseg.data.io import read_label
 
@@ -435,7 +435,7 @@ def load_prediction(pred_dir: str | Path, case_id: str) -> dict[str, Any]:
         maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
     samples = files.get("samples")
     return {
-        "probs": read_map(pred_dir / files["probs"]).astype(np.float32),
+        "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
         "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64),
         "maps": maps,
         "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
