@@ -161,7 +161,8 @@ def evaluate_predictions(
         suite: Settings of the evaluation suite.
 
     Returns:
-        ``{"pred_dir", "data", "split", "classes", "raters", "empty", "cases", "summary", "means", "counts",
+        ``{"pred_dir", "data", "split", "classes", "raters", "empty", "cases" (ids), "num_cases", "summary", "mean",
+        "count",
         "calibration", "uncertainty", "quality_control", "per_case", "csv", ...}``.
     """
     from trustseg.data.dataset import load_dataset
@@ -202,8 +203,8 @@ def evaluate_predictions(
         "empty": empty,
         **full,
         "summary": {**full["summary"], "dice_raters": legacy["mean"]["dice/mean/raters"]},
-        "means": {**legacy["mean"], **full["means"]},
-        "counts": {**legacy["count"], **full["counts"]},
+        "mean": {**legacy["mean"], **full["mean"]},
+        "count": {**legacy["count"], **full["count"]},
         "per_case": rows,
         "csv": str(csv_path),
     }

@@ -321,6 +321,8 @@ class EvaluationSuite:
             "nll_soft": calibration["soft"]["nll"],
             "brier_soft": calibration["soft"]["brier"],
         }
+        for c in self.classes[1:]:
+            summary[f"dice_majority/{c}"] = means.get(f"dice_majority/{c}", math.nan)
         if "ged_iou" in means:
             summary["ged_iou"] = means["ged_iou"]
         return {
@@ -329,8 +331,9 @@ class EvaluationSuite:
             "cases": [r["case"] for r in rows],
             "config": {k: getattr(self.cfg, k) for k in self.cfg.__dataclass_fields__},
             "summary": summary,
-            "means": means,
-            "counts": counts,
+            "num_cases": len(rows),
+            "mean": means,
+            "count": counts,
             "calibration": calibration,
             "uncertainty": uncertainty,
             "quality_control": qc,
