@@ -1,4 +1,4 @@
-"""MC dropout: stochastic samples, norm layers in eval mode, encoder-once equivalence, mode restoration."""
+"""MC dropout: stochastic samples, norm layers in eval mode, prefix-once equivalence, placement, mode restoration."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ BN_NET = NetConfig(channels=(4, 8), norm="batch")
 
 def _method(net=BN_NET, **params):
     return build_method("mc-dropout", net, 2, 1, 3, params)
+
+
+def _holders(model) -> list[str]:
+    return [n for n, mod in model.named_modules() if isinstance(mod, nn.Dropout)]
+
+
+def test_where_sets_the_placement_and_none_keeps_the_net_setting():
+    net = NetConfig(channels=(4, 8, 16), dropout_where="decoder")
+    assert _holders(_method(net).build_model()) == ["decoder.1.6"]  # default where="last"
+    assert _holders(_method(net, where=None).build_model()) == ["bottleneck.6", "decoder.0.6", "decoder.1.6"]
+    last = NetConfig(channels=(4, 8, 16), dropout_where="last")
+    assert _holders(_method(last, where=None).build_model()) == ["decoder.1.6"]
+    assert _holders(_method(last, where="bottleneck").build_model()) == ["bottleneck.6"]
+    assert _method(net, where=None).where == "decoder"
+    with pytest.raises(ConfigError, match="did you mean 'last'"):
+        _method(where="lst")
 
 
 def test_build_model_forces_dropout():
@@ -62,25 +78,33 @@ def test_train_mode_is_restored_too():
     assert all(mod.training for mod in model.modules())
 
 
-def test_encoder_once_equals_full_passes_under_the_same_seed():
+@pytest.mark.parametrize("where", ["decoder", "last"])
+def test_encoder_once_equals_full_passes_under_the_same_seed(where):
+    # the prefix is computed once and the suffix sampled: identical to full passes under the same seed, so the
+    # samples have the distribution of M full passes
     x = torch.randn(2, 1, 16, 16)
-    once = _method(samples=5, encoder_once=True)
-    full = _method(samples=5, encoder_once=False)
+    once = _method(NetConfig(channels=(4, 8, 16), norm="batch"), samples=5, encoder_once=True, where=where)
+    full = _method(NetConfig(channels=(4, 8, 16), norm="batch"), samples=5, encoder_once=False, where=where)
     model = once.build_model().eval()
+    calls = []
+    handle = model.encoder[0].register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
         torch.manual_seed(11)
         a = once.predict([model], x).probs
         torch.manual_seed(11)
+        n_once = len(calls)
         b = full.predict([model], x).probs
+    handle.remove()
+    assert n_once == 1 and len(calls) == 1 + 5  # the encoder ran once for all samples, then once per full pass
     assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(a[0], a[1])
 
 
-def test_encoder_once_falls_back_to_full_passes_when_the_encoder_has_dropout():
+def test_prefix_once_equals_full_passes_when_the_encoder_has_dropout():
     net = NetConfig(channels=(4, 8), dropout_where="all")
-    once, full = _method(net, samples=3, encoder_once=True), _method(net, samples=3, encoder_once=False)
+    once, full = _method(net, samples=3, encoder_once=True, where=None), _method(net, samples=3, encoder_once=False)
     model = once.build_model().eval()
-    assert not model.encoder_deterministic
+    assert not model.encoder_deterministic and model.split_position == (0, 6)
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         torch.manual_seed(2)
@@ -106,8 +130,8 @@ def test_bad_params_and_missing_dropout():
 def test_chunked_samples_keep_the_batch_order():
     # with every dropout probability set to 0, each chunked sample must equal the plain prediction per image
     x = torch.randn(3, 1, 16, 16)
-    for encoder_once in (True, False):
-        m = _method(samples=5, chunk=2, encoder_once=encoder_once)
+    for encoder_once, where in [(True, "last"), (True, "decoder"), (False, "last")]:
+        m = _method(samples=5, chunk=2, encoder_once=encoder_once, where=where)
         model = m.build_model().eval()
         with torch.no_grad():
             ref = torch.softmax(model(x), 1)

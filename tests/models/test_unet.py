@@ -1,4 +1,4 @@
-"""The U-Net: shapes in 2D/3D, padding and cropping, dropout placement, deep and extra heads, the factory."""
+"""The U-Net: shapes in 2D/3D, padding and cropping, dropout placement, prefix/suffix split, heads, the factory."""
 
 from __future__ import annotations
 
@@ -55,6 +55,62 @@ def test_dropout_placement_variants(where, enc, dec):
     assert any(isinstance(m, nn.Dropout) for m in net.decoder.modules()) == dec
     assert isinstance(net.bottleneck[-1], nn.Dropout)
     assert net.encoder_deterministic == (not enc)
+
+
+def test_dropout_placement_last_is_only_the_final_decoder_block():
+    net = UNet(2, 1, 3, NetConfig(channels=(4, 8, 16), dropout=0.2, dropout_where="last"))
+    holders = [n for n, m in net.named_modules() if isinstance(m, nn.Dropout)]
+    assert holders == [f"decoder.{len(net.decoder) - 1}.6"]
+    assert net.encoder_deterministic
+    assert net.split_position == (net.num_blocks - 1, 6)
+
+
+def _assert_same_outputs(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], list):
+            assert len(a[k]) == len(b[k]) and all(torch.equal(u, v) for u, v in zip(a[k], b[k])), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("where", ["decoder", "last", "all", "bottleneck"])
+@pytest.mark.parametrize("dims,shape", [(2, (15, 17)), (3, (7, 8, 9))])
+def test_prefix_then_suffix_equals_forward_all(where, dims, shape):
+    cfg = NetConfig(channels=(4, 8, 16), dropout=0.3, dropout_where=where, deep_heads=True)
+    net = UNet(dims, 2, 3, cfg, extra_outputs={"v": 1}).train()  # train mode: every dropout layer samples
+    x = torch.randn(2, 2, *shape)
+    torch.manual_seed(5)
+    ref = net.forward_all(x)
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    state = net.deterministic_prefix(x)
+    assert torch.equal(torch.get_rng_state(), rng)  # the prefix draws no random numbers
+    _assert_same_outputs(net.stochastic_suffix(state), ref)
+    # the state is not consumed: finishing it again under another seed gives another sample, same seed the same
+    torch.manual_seed(6)
+    other = net.stochastic_suffix(state)["logits"]
+    assert not torch.equal(other, ref["logits"])
+    torch.manual_seed(5)
+    _assert_same_outputs(net.stochastic_suffix(state), ref)
+
+
+def test_prefix_without_dropout_runs_every_block():
+    net = UNet(2, 1, 3, NetConfig(channels=(4, 8, 16))).eval()
+    assert net.split_position == (net.num_blocks, 0)
+    x = torch.randn(1, 1, 16, 16)
+    _assert_same_outputs(net.stochastic_suffix(net.deterministic_prefix(x)), net.forward_all(x))
+
+
+def test_repeated_state_gives_copies_of_the_batch():
+    net = UNet(2, 1, 3, NetConfig(channels=(4, 8), dropout=0.2, dropout_where="decoder", deep_heads=True)).eval()
+    x = torch.randn(2, 1, 15, 16)
+    state = net.deterministic_prefix(x)  # eval mode: the suffix is deterministic too
+    out = net.stochastic_suffix(state.repeat(3))
+    ref = net.forward_all(x)
+    assert out["logits"].shape == (6, 3, 15, 16)
+    assert torch.allclose(out["logits"], ref["logits"].repeat(3, 1, 1, 1), atol=1e-6)
+    assert all(torch.allclose(h, r.repeat(3, 1, 1, 1), atol=1e-6) for h, r in zip(out["heads"], ref["heads"]))
 
 
 def test_no_dropout_modules_when_p_is_zero():

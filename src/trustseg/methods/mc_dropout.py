@@ -2,21 +2,32 @@
 
 At prediction the network is put in eval mode and then **only** its dropout modules are switched to train mode,
 so normalisation layers (batch norm's running statistics) stay in eval mode; every module's mode is restored
-afterwards. With ``encoder_once`` (the default) and a network whose encoder carries no dropout (the U-Net's
-``dropout_where`` = ``decoder`` or ``bottleneck``), the encoder runs once and only the dropout-bearing decoder is
-sampled M times: the samples have exactly the distribution of M full passes (they are even identical under the
-same seed, since the encoder draws no random numbers), for roughly the cost of ``1 + M · decoder/total`` passes.
-Otherwise every sample is a full pass.
+afterwards.
 
-``chunk`` > 1 runs that many samples in one call by repeating the (encoder features or) input along the batch
-axis inside the call (the returned samples are never folded into the batch axis). Dropout masks are drawn
+Where the dropout sits (``Params.where``, written into the network's ``dropout_where``; ``None`` keeps
+``net.dropout_where``) decides what a sample costs. ``last`` (the default) puts dropout only at the end of the
+final, full-resolution decoder block; ``decoder`` in the bottleneck and every decoder block; ``bottleneck`` only
+in the bottleneck; ``all`` in every block.
+
+``encoder_once`` (the default; the name is kept for compatibility, its meaning is general): run the network's
+deterministic prefix (:meth:`~trustseg.models.unet.UNet.deterministic_prefix`: everything before the first
+dropout module) once and sample only the stochastic suffix M times. The samples have exactly the distribution of
+M full passes (they are even identical under the same seed, since the prefix draws no random numbers). With
+``where = decoder`` the prefix is the encoder and the bottleneck's convolutions (about 36 % of the FLOPs of the
+default U-Net, so M = 10 costs 6.7 passes in FLOPs, 8–11 measured on a CPU); with ``where = last`` it is
+everything but the final dropout and the 1x1 heads (M = 10 costs 1.01 passes in FLOPs, about 3 measured on a CPU,
+where drawing the dropout masks dominates); with ``all`` it is only the first block's convolutions
+(``docs/methods.md`` has the measurements). A network without these methods gets M full passes.
+
+``chunk`` > 1 runs that many samples in one call by repeating the (prefix state or) input along the batch axis
+inside the call (the returned samples are never folded into the batch axis). Dropout masks are drawn
 independently per copy, so the samples have the same distribution; this trades memory (× chunk) for speed on
 devices that are not saturated by one pass (GPUs). With ``chunk = 1`` (default) the samples are drawn one after
 another and equal, under the same seed, those of M separate full passes.
 
 Dropout probability: ``Params.p`` is used when the network configuration has none (``net.dropout = 0``);
 an explicit ``net.dropout > 0`` is kept. Training is the softmax baseline's (Dice + CE against ``target``) with
-dropout active.
+dropout active (in the blocks of ``where``).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +45,6 @@ from trustseg.core.errors import ConfigError
 from trustseg.methods.base import METHODS
 from trustseg.methods.softmax import LogitMethod, SegTarget
 from trustseg.models.factory import build_network
-from trustseg.models.unet import EncoderFeatures
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,15 @@ class MCDropoutParams:
     Attributes:
         p: Dropout probability used when ``net.dropout`` is 0.
         samples: Number of stochastic passes M.
-        encoder_once: Run a deterministic encoder once and sample only the decoder.
+        encoder_once: Run the network's deterministic prefix (everything before the first dropout module: the
+            encoder with ``where = decoder``, all but the last dropout and the heads with ``where = last``) once and
+            sample only the stochastic suffix M times; same distribution as M full passes, fewer FLOPs.
         chunk: Samples computed together in one batched call (1: one at a time).
         target: Training target (``soft``, ``random_rater`` or ``majority``).
+        where: Which blocks carry dropout (sets ``net.dropout_where``): ``last`` (only the final full-resolution
+            decoder block: M = 10 with ``encoder_once`` costs about 3 forward passes on a CPU, less stochastic
+            capacity), ``decoder`` (bottleneck and decoder: about 8–11 passes), ``all`` or ``bottleneck``; ``None``
+            keeps ``net.dropout_where``.
     """
 
     p: float = 0.2
@@ -53,6 +70,7 @@ class MCDropoutParams:
     encoder_once: bool = True
     chunk: int = 1
     target: SegTarget = "soft"
+    where: Literal["decoder", "last", "all", "bottleneck"] | None = "last"
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -60,7 +78,9 @@ def dropout_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _DropoutNd)]
 
 
-@METHODS.register("mc-dropout", doc="Monte Carlo dropout: M stochastic passes (decoder-only sampling by default)")
+@METHODS.register(
+    "mc-dropout", doc="Monte Carlo dropout: M samples, dropout in the last decoder block, deterministic prefix run once"
+)
 class MCDropout(LogitMethod):
     """MC dropout over M passes (only dropout layers stochastic at test time)."""
 
@@ -75,15 +95,24 @@ class MCDropout(LogitMethod):
             raise ConfigError(f"method.mc-dropout.samples must be >= 1, got {self.params.samples}")
         if self.params.chunk < 1:
             raise ConfigError(f"method.mc-dropout.chunk must be >= 1, got {self.params.chunk}")
+        if self.params.where not in (None, "decoder", "last", "all", "bottleneck"):
+            raise ConfigError(
+                f"method.mc-dropout.where must be decoder, last, all, bottleneck or null, got {self.params.where!r}"
+            )
 
     @property
     def dropout(self) -> float:
         """The dropout probability the network gets."""
         return self.net.dropout if self.net.dropout > 0 else self.params.p
 
+    @property
+    def where(self) -> str:
+        """The dropout placement the network gets (``Params.where``, or ``net.dropout_where`` when it is None)."""
+        return self.params.where if self.params.where is not None else self.net.dropout_where
+
     def build_model(self, member: int = 0) -> nn.Module:
-        """A U-Net with dropout :attr:`dropout` in the blocks of ``net.dropout_where``."""
-        net = dataclasses.replace(self.net, dropout=self.dropout)
+        """A U-Net with dropout :attr:`dropout` in the blocks of :attr:`where`."""
+        net = dataclasses.replace(self.net, dropout=self.dropout, dropout_where=self.where)
         return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
 
     def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
@@ -97,9 +126,9 @@ class MCDropout(LogitMethod):
             model.eval()
             for m in drops:
                 m.train()
-            if self.params.encoder_once and getattr(model, "encoder_deterministic", False):
-                feats = model.encode(x)
-                return self._draw(lambda n: model.decode(_repeat_feats(feats, n))["logits"], x.shape[0])
+            if self.params.encoder_once and hasattr(model, "deterministic_prefix"):
+                state = model.deterministic_prefix(x)
+                return self._draw(lambda n: model.stochastic_suffix(state.repeat(n))["logits"], x.shape[0])
             return self._draw(lambda n: model(_repeat(x, n)), x.shape[0])
         finally:
             for m, mode in modes.items():
@@ -119,11 +148,3 @@ class MCDropout(LogitMethod):
 def _repeat(t: Tensor, n: int) -> Tensor:
     """``(B, ...)`` -> ``(n·B, ...)``: ``n`` copies of the batch, copy-major."""
     return t if n == 1 else t.repeat(n, *([1] * (t.dim() - 1)))
-
-
-def _repeat_feats(feats: list[Tensor], n: int) -> list[Tensor]:
-    """Encoder features repeated ``n`` times along the batch (keeping the U-Net's original-size record)."""
-    if n == 1:
-        return feats
-    rep = [_repeat(f, n) for f in feats]
-    return EncoderFeatures(rep, feats.spatial) if isinstance(feats, EncoderFeatures) else rep

@@ -14,8 +14,20 @@ Architecture, for ``channels = (c_0, ..., c_{L-1})`` (depth ``L``):
 
 Dropout (``net.dropout > 0``) is element-wise :class:`torch.nn.Dropout` at the end of each block that carries it
 (after the second activation). ``net.dropout_where``: ``decoder`` (bottleneck and decoder blocks; the encoder is
-deterministic, so MC dropout can run it once), ``all`` (every block) or ``bottleneck``. Element-wise rather than
-channel dropout is our choice: it perturbs more finely and gives smoother MC-dropout sample statistics.
+deterministic, so MC dropout can run it once), ``last`` (only the final, full-resolution decoder block), ``all``
+(every block) or ``bottleneck``. Element-wise rather than channel dropout is our choice: it perturbs more finely
+and gives smoother MC-dropout sample statistics.
+
+**Deterministic prefix / stochastic suffix.** The blocks run in the fixed order encoder ``0 .. L-2``, bottleneck,
+decoder ``0 .. L-2`` (block indices ``0 .. 2L-2``). Everything before the first dropout module in that order draws
+no random numbers, so :meth:`UNet.deterministic_prefix` runs it once and returns a :class:`ForwardState` (the
+pass stopped right before that dropout module), and :meth:`UNet.stochastic_suffix` finishes the pass from it
+(dropout, the remaining blocks, the heads, the crop); ``stochastic_suffix(deterministic_prefix(x))`` is exactly
+:meth:`UNet.forward_all` ``(x)`` under the same RNG state, and the state can be finished many times (MC dropout).
+The split lies inside the first dropout-bearing block, after its convolutions: with ``decoder`` the prefix is the
+encoder plus the bottleneck's convolutions, with ``last`` it is everything but the final dropout and the 1x1
+heads, with ``bottleneck`` the same as ``decoder``, with ``all`` only the first encoder block's convolutions;
+without dropout it is every block (the suffix is only the heads).
 
 Normalisation (``net.norm``): ``instance`` (affine, no running statistics), ``batch``, ``group`` (8 groups, or
 the largest divisor of the channel count below 8) or ``none`` (then the convolutions carry a bias).
@@ -30,6 +42,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from trustseg.core.errors import ConfigError
 from trustseg.models.config import NetConfig
@@ -93,6 +106,48 @@ class EncoderFeatures(list):
         self.spatial = tuple(spatial)
 
 
+class ForwardState:
+    """A U-Net forward pass stopped part-way, e.g. by :meth:`UNet.deterministic_prefix`.
+
+    :meth:`UNet.stochastic_suffix` finishes it, any number of times: finishing never modifies the state.
+
+    Attributes:
+        h: The current activation ``(B, c, *sp_padded)``: the output of layers ``0 .. layer-1`` of block
+            ``block`` (or, when ``layer`` is 0, the output of block ``block - 1``; the padded input for block 0).
+        feats: The encoder features computed so far (:class:`EncoderFeatures`, carrying the original spatial size;
+            a plain list when the pass started from features without it, see :meth:`UNet.decode`).
+        heads: Deep-head logits ``(B, K, *sp_padded)`` computed so far (``net.deep_heads``), coarse -> fine.
+        block: Index of the block the pass stopped in (encoder ``0 .. L-2``, bottleneck ``L-1``, decoder
+            ``L .. 2L-2``; ``2L-1`` once every block ran).
+        layer: Number of layers of block ``block`` already run.
+    """
+
+    def __init__(self, h: Tensor, feats: list[Tensor], heads: list[Tensor], block: int, layer: int):
+        self.h = h
+        self.feats = feats
+        self.heads = heads
+        self.block = block
+        self.layer = layer
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(block, layer)``: where the pass stopped."""
+        return self.block, self.layer
+
+    def repeat(self, n: int) -> ForwardState:
+        """The state of ``n`` copies of the batch, copy-major along the batch axis (``(B, ...)`` -> ``(n·B, ...)``)."""
+        if n == 1:
+            return self
+
+        def rep(t: Tensor) -> Tensor:
+            return t.repeat(n, *([1] * (t.dim() - 1)))
+
+        spatial = getattr(self.feats, "spatial", None)
+        feats = [rep(f) for f in self.feats]
+        feats = feats if spatial is None else EncoderFeatures(feats, spatial)
+        return ForwardState(rep(self.h), feats, [rep(t) for t in self.heads], self.block, self.layer)
+
+
 class UNet(nn.Module):
     """2D/3D U-Net with optional per-depth ("deep") heads and extra output heads.
 
@@ -127,9 +182,11 @@ class UNet(nn.Module):
         self.depth = len(ch)
         self.multiple = 2 ** (self.depth - 1)
         p, where = float(net.dropout), net.dropout_where
+        if where not in ("decoder", "last", "all", "bottleneck"):
+            raise ConfigError(f"net.dropout_where: unknown placement {where!r}; use decoder, last, all or bottleneck")
         p_enc = p if where == "all" else 0.0
-        p_bott = p
-        p_dec = p if where in ("decoder", "all") else 0.0
+        p_bott = p if where in ("decoder", "all", "bottleneck") else 0.0
+        p_dec = [p if where in ("decoder", "all") else 0.0] * (self.depth - 2) + [p if where != "bottleneck" else 0.0]
         #: Whether :meth:`encode` is deterministic in train mode (no dropout before the bottleneck).
         self.encoder_deterministic = p_enc == 0.0
 
@@ -142,7 +199,9 @@ class UNet(nn.Module):
         # decoder index j = 0 .. L-2 goes coarse -> fine, ending at level 0
         levels = list(range(self.depth - 2, -1, -1))
         self.up = nn.ModuleList(up(ch[i + 1], ch[i], 2, stride=2) for i in levels)
-        self.decoder = nn.ModuleList(ConvBlock(spatial_dims, 2 * ch[i], ch[i], net.norm, 1, p_dec) for i in levels)
+        self.decoder = nn.ModuleList(
+            ConvBlock(spatial_dims, 2 * ch[i], ch[i], net.norm, 1, p_dec[j]) for j, i in enumerate(levels)
+        )
         conv = _conv(spatial_dims)
         self.head = conv(ch[0], num_classes, 1)
         self.deep_heads = (
@@ -157,13 +216,32 @@ class UNet(nn.Module):
         """Number of segmentation heads (``L`` with deep heads: bottleneck + every decoder depth; else 1)."""
         return self.depth if self.deep_heads is not None else 1
 
-    # -- forward pieces ---------------------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> EncoderFeatures:
-        """Encoder features ``[f_0 (B, c_0, *sp), ..., f_{L-2}]`` of ``x`` ``(B, C, *sp)``.
+    @property
+    def num_blocks(self) -> int:
+        """Number of blocks ``2L - 1``: encoder ``0 .. L-2``, bottleneck ``L-1``, decoder ``L .. 2L-2``."""
+        return 2 * self.depth - 1
 
-        ``x`` is padded (replicate, at the end of each axis) to a multiple of ``2^(L-1)``; the original size is
-        kept in the result's ``spatial`` attribute. Deterministic when ``dropout_where`` is not ``all``.
+    def _block(self, i: int) -> ConvBlock:
+        e = self.depth - 1
+        if i < e:
+            return self.encoder[i]
+        return self.bottleneck if i == e else self.decoder[i - e - 1]
+
+    @property
+    def split_position(self) -> tuple[int, int]:
+        """Where :meth:`deterministic_prefix` stops: ``(block, layer)`` of the first dropout module in block order.
+
+        ``(num_blocks, 0)`` when the network has no dropout module (the suffix is then only the heads).
         """
+        for i in range(self.num_blocks):
+            for k, layer in enumerate(self._block(i)):
+                if isinstance(layer, _DropoutNd):
+                    return i, k
+        return self.num_blocks, 0
+
+    # -- forward pieces ---------------------------------------------------------------------------------------
+    def _start(self, x: Tensor) -> ForwardState:
+        """Check ``x`` ``(B, C, *sp)``, pad it to a multiple of ``2^(L-1)`` and return the state before block 0."""
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(f"expected (B, C, *spatial) with {self.spatial_dims} spatial axes, got {tuple(x.shape)}")
         spatial = tuple(x.shape[2:])
@@ -173,12 +251,61 @@ class UNet(nn.Module):
             for p in reversed(pads):
                 pad_arg += [0, p]
             x = F.pad(x, pad_arg, mode="replicate")
-        feats = []
-        h = x
-        for block in self.encoder:
-            h = block(h)
-            feats.append(h)
-        return EncoderFeatures(feats, spatial)
+        return ForwardState(x, EncoderFeatures([], spatial), [], 0, 0)
+
+    def _run(self, state: ForwardState, stop: tuple[int, int]) -> ForwardState:
+        """Advance a copy of ``state`` to position ``stop`` = ``(block, layer)`` (``state`` is not modified)."""
+        e = self.depth - 1
+        h, i, k = state.h, state.block, state.layer
+        spatial = getattr(state.feats, "spatial", None)
+        feats = list(state.feats) if spatial is None else EncoderFeatures(list(state.feats), spatial)
+        heads = list(state.heads)
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        while (i, k) < stop:
+            block = self._block(i)
+            if k == 0 and i > e:  # decoder input: upsampled previous output + skip
+                j = i - e - 1
+                h = torch.cat([self.up[j](h), feats[e - 1 - j]], 1)
+            end = stop[1] if i == stop[0] else len(block)
+            if k == 0 and end == len(block):
+                h = block(h)  # whole blocks run as modules (their hooks fire as usual)
+            else:
+                for layer in list(block)[k:end]:
+                    h = layer(h)
+            k = end
+            if k < len(block):
+                break
+            if i < e:
+                feats.append(h)
+            elif self.deep_heads is not None and i < self.num_blocks - 1:
+                full = feats[0].shape[2:]
+                heads.append(F.interpolate(self.deep_heads[i - e](h), size=full, mode=mode, align_corners=False))
+            i, k = i + 1, 0
+        return ForwardState(h, feats, heads, i, k)
+
+    def _outputs(self, state: ForwardState) -> dict[str, Tensor]:
+        """The heads on a finished pass, cropped to the original size (see :meth:`decode`)."""
+        h = state.h
+        logits = self.head(h)
+        out: dict[str, Tensor] = {"logits": logits}
+        if self.deep_heads is not None:
+            out["heads"] = [*state.heads, logits]
+        for name, head in self.extra_heads.items():
+            out[name] = head(h)
+        spatial = getattr(state.feats, "spatial", None)
+        full = h.shape[2:]
+        if spatial is not None and tuple(full) != tuple(spatial):
+            crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+            out = {k: [t[crop] for t in v] if isinstance(v, list) else v[crop] for k, v in out.items()}
+        return out
+
+    def encode(self, x: Tensor) -> EncoderFeatures:
+        """Encoder features ``[f_0 (B, c_0, *sp), ..., f_{L-2}]`` of ``x`` ``(B, C, *sp)``.
+
+        ``x`` is padded (replicate, at the end of each axis) to a multiple of ``2^(L-1)``; the original size is
+        kept in the result's ``spatial`` attribute. Deterministic when ``dropout_where`` is not ``all``.
+        """
+        return self._run(self._start(x), (self.depth - 1, 0)).feats
 
     def decode(self, feats: list[Tensor]) -> dict[str, Tensor]:
         """Decoder and heads on encoder features (the output of :meth:`encode`).
@@ -188,29 +315,30 @@ class UNet(nn.Module):
             ``(B, K, *sp)`` from the bottleneck and every decoder depth, coarse -> fine, each upsampled to full
             size, the last being ``"logits"``; and one ``(B, C_e, *sp)`` entry per extra output name.
         """
-        h = self.bottleneck(feats[-1])
-        full = feats[0].shape[2:]
-        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
-        heads: list[Tensor] = []
-        if self.deep_heads is not None:
-            heads.append(F.interpolate(self.deep_heads[0](h), size=full, mode=mode, align_corners=False))
-        n = len(self.decoder)
-        for j, (up, block) in enumerate(zip(self.up, self.decoder)):
-            h = block(torch.cat([up(h), feats[n - 1 - j]], 1))
-            if self.deep_heads is not None and j < n - 1:
-                heads.append(F.interpolate(self.deep_heads[j + 1](h), size=full, mode=mode, align_corners=False))
-        logits = self.head(h)
-        out: dict[str, Tensor] = {"logits": logits}
-        if self.deep_heads is not None:
-            heads.append(logits)
-            out["heads"] = heads
-        for name, head in self.extra_heads.items():
-            out[name] = head(h)
-        spatial = getattr(feats, "spatial", None)
-        if spatial is not None and tuple(full) != tuple(spatial):
-            crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-            out = {k: [t[crop] for t in v] if isinstance(v, list) else v[crop] for k, v in out.items()}
-        return out
+        state = ForwardState(feats[-1], feats, [], self.depth - 1, 0)
+        return self._outputs(self._run(state, (self.num_blocks, 0)))
+
+    def deterministic_prefix(self, x: Tensor) -> ForwardState:
+        """Run the part of the pass on ``x`` ``(B, C, *sp)`` that precedes the first dropout module.
+
+        That part draws no random numbers, whatever the modules' modes. With ``dropout_where`` = ``decoder`` or
+        ``bottleneck`` it is the encoder and the bottleneck's convolutions, with ``last`` everything but the final
+        dropout and the 1x1 heads, with ``all`` the first encoder block's convolutions (position
+        :attr:`split_position`).
+
+        Returns:
+            The stopped pass, to be finished (any number of times) by :meth:`stochastic_suffix`.
+        """
+        return self._run(self._start(x), self.split_position)
+
+    def stochastic_suffix(self, state: ForwardState) -> dict[str, Tensor]:
+        """Finish a pass from :meth:`deterministic_prefix` (or any :class:`ForwardState`); ``state`` is unchanged.
+
+        Returns:
+            The outputs of :meth:`decode` (``"logits"``, ``"heads"``, extras); ``stochastic_suffix(
+            deterministic_prefix(x))`` equals :meth:`forward_all` ``(x)`` exactly under the same RNG state.
+        """
+        return self._outputs(self._run(state, (self.num_blocks, 0)))
 
     def forward_all(self, x: Tensor) -> dict[str, Tensor]:
         """All outputs (logits, heads, extras) of one pass: ``decode(encode(x))``."""
