@@ -34,6 +34,8 @@ WORK = HERE / "_work"
 QUBIQ = HERE.parent.parent / "shared" / "data" / "qubiq2020-brain-growth" / "brain-growth"
 ONE_PASS = ("evidential", "sure", "edue", "layer-ensemble")
 COST_PARAMS = {"mc-dropout": {"samples": 10, "encoder_once": True}, "ensemble": {"members": 5}}
+#: Extra configurations benchmarked beside each method's defaults: (method, params).
+EXTRA = [("mc-dropout", {"samples": 10, "encoder_once": True, "where": "decoder"})]
 SHAPE = (8, 1, 128, 128)
 
 
@@ -82,8 +84,7 @@ def inference_cost(reps: int = 5) -> list[dict]:
     from trustseg.methods import METHODS
 
     rows = []
-    for name in METHODS.names():
-        params = COST_PARAMS.get(name, {})
+    for name, params in [(n, COST_PARAMS.get(n, {})) for n in METHODS.names()] + EXTRA:
         code = (
             f"import json,sys; sys.path.insert(0, {str(HERE)!r}); import bench_methods as b; "
             f"print('RESULT' + json.dumps(b._cost_child({name!r}, {params!r}, {reps})))"
@@ -99,6 +100,7 @@ def inference_cost(reps: int = 5) -> list[dict]:
 
 
 METHOD_PARAMS = {"ensemble": {"members": 5}, "mc-dropout": {"samples": 10}}
+CORR_EXTRA = [("mc-dropout-decoder", "mc-dropout", {"samples": 10, "where": "decoder"})]
 
 
 def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
@@ -112,14 +114,15 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
     from trustseg.reports.run_report import primary_measure
 
     rows = []
-    for name in METHODS.names():
-        run = WORK / f"{data_name}_{name}"
-        pred = WORK / f"{data_name}_{name}_pred"
-        res_path = WORK / f"{data_name}_{name}_eval" / "results.json"
+    runs = [(n, n, METHOD_PARAMS.get(n, {})) for n in METHODS.names()] + CORR_EXTRA
+    for label, name, params in runs:
+        run = WORK / f"{data_name}_{label}"
+        pred = WORK / f"{data_name}_{label}_pred"
+        res_path = WORK / f"{data_name}_{label}_eval" / "results.json"
         cfg = RunConfig(
             data=str(data),
             net=NetConfig(channels=(16, 32, 64)),
-            method=MethodConfig(name=name, params=METHOD_PARAMS.get(name, {})),
+            method=MethodConfig(name=name, params=params),
             train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, seed=0),
         )
         t0 = time.perf_counter()
@@ -131,7 +134,7 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
             rows.append(
                 {
                     "data": data_name,
-                    "method": name,
+                    "method": label,
                     "measure": measure,
                     "primary": measure == primary_measure(name, res),
                     "dice_majority": res["summary"].get("dice_majority"),
@@ -141,7 +144,7 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
                     "train_s": round(t_train, 1),
                 }
             )
-        print(name, [r for r in rows if r["method"] == name and r["primary"]], flush=True)
+        print(label, [r for r in rows if r["method"] == label and r["primary"]], flush=True)
     return rows
 
 
