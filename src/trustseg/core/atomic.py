@@ -74,6 +74,30 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def csv_text(rows: list[dict[str, Any]], float_format: str = ".6g") -> str:
+    """Rows (dicts) as CSV text: columns in first-seen order, missing cells empty, finite floats formatted."""
+    import csv
+    import io
+    import math
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(
+            {k: (format(v, float_format) if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()}
+        )
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows (dicts) as CSV atomically (see :func:`csv_text`)."""
+    return atomic_write_text(path, csv_text(rows))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` as a whole.

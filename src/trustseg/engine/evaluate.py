@@ -21,8 +21,6 @@ A class absent from both maps scores according to ``empty`` (``one`` -> 1, ``nan
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trustseg.core.atomic import atomic_write_json, atomic_write_text
+from trustseg.core.atomic import atomic_write_csv, atomic_write_json
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.engine.suite import EvaluationSuite, SuiteConfig
@@ -208,7 +206,7 @@ def evaluate_predictions(
         "per_case": rows,
         "csv": str(csv_path),
     }
-    atomic_write_text(csv_path, _table(rows))
+    atomic_write_csv(csv_path, rows)
     atomic_write_json(out_json, result)
     return result
 
@@ -218,15 +216,3 @@ def summary(mean: dict[str, float], classes: list[str]) -> dict[str, float]:
     out = {"dice_majority": mean["dice/mean/majority"], "dice_raters": mean["dice/mean/raters"]}
     out.update({f"dice_majority/{c}": mean[f"dice/{c}/majority"] for c in classes[1:]})
     return out
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()})
-    return buf.getvalue()

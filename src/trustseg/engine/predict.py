@@ -337,7 +337,7 @@ class FolderWriter:
 
     def write(self, item: InputItem, pred: Predictive) -> None:
         """Write the files of one case and refresh the index."""
-        from trustseg.core.atomic import atomic_write_text
+        from trustseg.core.atomic import atomic_write_csv
         from trustseg.data.io import NIFTI_EXTS, write_image, write_label
         from trustseg.measures.pixel import compute_measures
 
@@ -377,7 +377,7 @@ class FolderWriter:
         row.update({f"mean_{n}": float(m.mean()) for n, m in maps.items()})
         self.rows.append(row)
         self._write_index()
-        atomic_write_text(self.out / "summary.csv", _csv(self.rows))
+        atomic_write_csv(self.out / "summary.csv", self.rows)
 
     def _write_index(self) -> None:
         from trustseg.core.atomic import atomic_write_json
@@ -459,17 +459,3 @@ def _colour(m: np.ndarray) -> np.ndarray:
     scaled = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
     rgb = colormaps["viridis"](scaled)[..., :3]
     return np.ascontiguousarray(np.moveaxis((rgb * 255).round().astype(np.uint8), -1, 0))
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()

@@ -8,8 +8,6 @@ uncertainty), ``reliability.png`` and ``quality_control.png``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trustseg.core.atomic import atomic_write_json, atomic_write_text
+from trustseg.core.atomic import atomic_write_csv, atomic_write_json
 from trustseg.reports.html import Section, write_html_report
 
 #: The uncertainty map each method is best read by (its own signal); others fall back to entropy.
@@ -63,15 +61,6 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
         row["QC d-AUC"] = qc.get("d_auc")
         row["E-AURC"] = qc.get("eaurc")
     return row
-
-
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def _overview(out: Path, method: str, pred_dir: Path, dataset, measure: str | None, n: int = 4) -> str | None:
@@ -143,7 +132,7 @@ def build_report(
         figs.append(reliability_plot(rel, out / "reliability.png", "reliability vs majority vote").name)
     if qc:
         figs.append(qc_plot(qc, out / "quality_control.png", "referral by image-level uncertainty").name)
-    atomic_write_text(out / "comparison.csv", _csv(rows))
+    atomic_write_csv(out / "comparison.csv", rows)
     atomic_write_json(out / "comparison.json", rows)
     best = max(rows, key=lambda r: r.get("pixel r (vs rater disagreement)") or -np.inf)
     headline = {
