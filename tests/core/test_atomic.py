@@ -37,3 +37,11 @@ def test_json_nan_becomes_null_and_torch_save(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, 2.0], "c": [1, 2]}
     atomic_torch_save({"w": torch.ones(2)}, tmp_path / "ck.pt")
     assert torch.equal(torch.load(tmp_path / "ck.pt", weights_only=True)["w"], torch.ones(2))
+
+
+def test_csv_text_columns_in_first_seen_order_and_formats(tmp_path):
+    from trustseg.core.atomic import atomic_write_csv, csv_text
+
+    text = csv_text([{"a": 1, "b": 0.123456789}, {"c": "x", "a": math.nan}])
+    assert text.splitlines() == ["a,b,c", "1,0.123457,", "nan,,x"]
+    assert atomic_write_csv(tmp_path / "t.csv", [{"k": 2.0}]).read_text() == "k\n2\n"
