@@ -1,0 +1,262 @@
+"""CURVAS (MICCAI 2024, 3 raters, multi-organ CT) metrics, in two modes.
+
+* ``mode="volumetric"`` (the intended definitions): Dice over the whole volume restricted to the consensus
+  regions; the exact CRPS of the rater-volume Gaussian against the predicted volume; σ = 0 and absent labels
+  handled.
+* ``mode="challenge"`` (the official evaluation script's semantics, reproduced from its reading, see
+  ``docs/metrics_calibration.md``): its Dice receives ``(D, H, W)`` arrays without batch/channel axes, so the
+  Dice routine (MONAI ``DiceMetric(include_background=False, ignore_empty=True)``) reads D as the batch, H as
+  the channel and W as the only spatial axis: one Dice per 1D row (d, h), the rows h = 0 dropped as
+  "background", rows with an empty consensus foreground ignored (NaN), the rest averaged per slice and the
+  slice means averaged. Its CRPS integrates
+  (F̃(v) − 1[v ≥ V̂])² only over [μ − 3σ, μ + 3σ], where F̃ is the normal CDF linearly interpolated on 100
+  equally spaced points between the 1 % and 99 % quantiles, 0 below and 1 above them (``interp1d`` with
+  ``fill_value=(0, 1)``); we integrate that piecewise-quadratic integrand exactly (scipy's ``quad`` approximates
+  it). With σ = 0 the interval is empty and the script's CRPS is 0. Its ECE is torchmetrics'
+  ``MulticlassCalibrationError`` (top-label, 50 bins, [lo, hi) plus a bin for confidence exactly 1).
+
+Regions for organ c with rater maps y^(r): consensus foreground = ∧_r [y^(r) = c], consensus background =
+∧_r [y^(r) ≠ c], dissensus = the rest (ignored: the prediction is masked out there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from trustseg.core.errors import ConfigError, DataError
+from trustseg.metrics.calibration import calibration_metrics
+from trustseg.metrics.registry import METRICS
+
+Mode = Literal["volumetric", "challenge"]
+_MODES = ("volumetric", "challenge")
+
+
+def _mode(mode: str) -> str:
+    if mode not in _MODES:
+        raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}")
+    return mode
+
+
+def consensus_regions(labels: Tensor, cls: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Consensus foreground, consensus background and dissensus masks of class ``cls``.
+
+    Args:
+        labels: ``(R, *sp)`` integer rater maps.
+        cls: The organ's label value.
+
+    Returns:
+        Three ``(*sp)`` bool masks: all raters mark ``cls``; none does; the rest. They partition the volume.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim < 2:
+        raise DataError(f"labels must be (R, *spatial), got shape {tuple(labels.shape)}")
+    hit = labels == cls
+    fg, bg = hit.all(0), (~hit).all(0)
+    return fg, bg, ~(fg | bg)
+
+
+def consensus_dice(
+    pred: Tensor, labels: Tensor, cls: int, *, mode: Mode = "volumetric", empty: float = math.nan
+) -> float:
+    """Dice of the predicted organ mask against the consensus foreground, outside the dissensus region.
+
+    Args:
+        pred: ``(*sp)`` bool mask of the predicted organ (e.g. ``argmax(probs) == cls``).
+        labels: ``(R, *sp)`` rater maps.
+        cls: Organ label.
+        mode: "volumetric": 2|P∩G| / (|P| + |G|) over the volume, P = pred ∧ ¬dissensus, G = consensus fg;
+            ``empty`` when both are empty. "challenge": (D, H, W) only; row Dice 2|P_dh∩G_dh| / (|P_dh| + |G_dh|)
+            for the rows h ≥ 1 with |G_dh| > 0, averaged over the rows of each slice d, then over the slices
+            that have such a row (MONAI's "mean" reduction: channels first, then batch); NaN when none.
+        empty: Value when P and G are both empty (volumetric mode).
+    """
+    fg, _, dis = consensus_regions(labels, cls)
+    p = torch.as_tensor(pred).bool() & ~dis
+    if p.shape != fg.shape:
+        raise DataError(f"prediction {tuple(p.shape)} and labels {tuple(fg.shape)} differ in shape")
+    if _mode(mode) == "volumetric":
+        denom = int(p.sum()) + int(fg.sum())
+        return 2.0 * int((p & fg).sum()) / denom if denom else float(empty)
+    if p.ndim != 3:
+        raise DataError(f"challenge-mode Dice reads (D, H, W) volumes as rows; got {p.ndim} dimensions")
+    p, g = p[:, 1:].double(), fg[:, 1:].double()  # rows h = 0 are the dropped "background channel"
+    inter, size_g, size_p = (p * g).sum(-1), g.sum(-1), p.sum(-1)
+    rows = size_g > 0  # (D, H−1) rows with a non-empty consensus foreground
+    dice = torch.where(rows, 2 * inter / (size_g + size_p).clamp_min(1), torch.zeros_like(inter))
+    n_rows = rows.sum(-1)
+    slices = n_rows > 0
+    if not bool(slices.any()):
+        return math.nan
+    return float((dice.sum(-1)[slices] / n_rows[slices]).mean())
+
+
+def consensus_confidence(prob: Tensor, labels: Tensor, cls: int) -> float:
+    """½[(1 − mean P over the consensus background) + mean P over the consensus foreground].
+
+    Args:
+        prob: ``(*sp)`` probability of organ ``cls``.
+        labels: ``(R, *sp)`` rater maps.
+        cls: Organ label.
+
+    Returns:
+        The confidence in [0, 1]; NaN when the consensus foreground or background is empty (as the script's
+        ``nanmean`` of an empty selection).
+    """
+    fg, bg, _ = consensus_regions(labels, cls)
+    prob = torch.as_tensor(prob).double()
+    if not (bool(fg.any()) and bool(bg.any())):
+        return math.nan
+    return 0.5 * ((1 - float(prob[bg].mean())) + float(prob[fg].mean()))
+
+
+def crps_gaussian(x: float, mu: float, sigma: float) -> float:
+    """Exact CRPS of N(μ, σ²) against the point x: σ[z(2Φ(z) − 1) + 2φ(z) − 1/√π], z = (x − μ)/σ; σ = 0: |x − μ|."""
+    if sigma < 0:
+        raise ConfigError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return abs(x - mu)
+    z = (x - mu) / sigma
+    cdf = 0.5 * math.erfc(-z / math.sqrt(2))
+    pdf = math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
+
+
+def _norm_ppf(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+def crps_challenge(x: float, mu: float, sigma: float) -> float:
+    """The official script's CRPS: ∫_{μ−3σ}^{μ+3σ} (F̃(v) − H(v − x))² dv, integrated exactly.
+
+    F̃ = normal CDF linearly interpolated on 100 equally spaced points v_0..v_99 from the 1 % to the 99 %
+    quantile, 0 below v_0 and 1 above v_99 (so it jumps by 0.01 at both ends); H = 1 for v > x, 0 below.
+    On each piece F̃ − H is linear, g(v) = g_a + (g_b − g_a)(v − a)/(b − a), and ∫_a^b g² = (b − a)(g_a² + g_a g_b
+    + g_b²)/3. σ = 0 gives 0 (empty interval), as in the script.
+    """
+    if sigma < 0:
+        raise ConfigError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return 0.0
+    lo_q, hi_q = _norm_ppf(0.01), _norm_ppf(0.99)
+    grid = torch.linspace(mu + lo_q * sigma, mu + hi_q * sigma, 100, dtype=torch.float64)
+    z = (grid - mu) / sigma
+    cdf = 0.5 * torch.erfc(-z / math.sqrt(2))
+    lower, upper = mu - 3 * sigma, mu + 3 * sigma
+    pts = torch.cat([grid, torch.tensor([lower, upper, min(max(x, lower), upper)], dtype=torch.float64)])
+    pts = torch.unique(pts)  # sorted
+    a, b = pts[:-1], pts[1:]
+    mid = 0.5 * (a + b)
+
+    def ftilde(v: Tensor, inside: Tensor) -> Tensor:
+        # inside: the piece lies within [v_0, v_99] (use the interpolant), else 0 below / 1 above
+        interp = _interp(v, grid, cdf)
+        return torch.where(inside, interp, (mid > grid[-1]).double())
+
+    inside = (mid >= grid[0]) & (mid <= grid[-1])
+    h = (mid > x).double()
+    ga, gb = ftilde(a, inside) - h, ftilde(b, inside) - h
+    return float(((b - a) * (ga * ga + ga * gb + gb * gb) / 3).sum())
+
+
+def _interp(v: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Linear interpolation of (xp, fp) at v (clamped to the ends), like numpy.interp."""
+    v = v.clamp(xp[0], xp[-1])
+    i = torch.searchsorted(xp, v, right=True).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    return f0 + (f1 - f0) * (v - x0) / (x1 - x0)
+
+
+def rater_volumes(labels: Tensor, cls: int, voxel_volume: float = 1.0) -> Tensor:
+    """``(R,)`` float64 volume of organ ``cls`` per rater: voxel count × voxel volume."""
+    labels = torch.as_tensor(labels)
+    return (labels == cls).flatten(1).sum(1).double() * voxel_volume
+
+
+def volume_crps(
+    prob: Tensor, labels: Tensor, cls: int, *, spacing: Sequence[float] = (1.0,), mode: Mode = "volumetric"
+) -> dict[str, float]:
+    """Volume CRPS of organ ``cls``: V̂ = Σ p × voxel volume against N(μ, σ) of the rater volumes (population σ).
+
+    Returns:
+        dict ``crps``, ``predicted_volume``, ``mu``, ``sigma`` (same unit as ∏ spacing). Absent organ (all
+        raters empty): μ = σ = 0, so the volumetric CRPS is V̂ and the challenge CRPS 0.
+    """
+    voxel_volume = float(math.prod(spacing))
+    vols = rater_volumes(labels, cls, voxel_volume)
+    mu, sigma = float(vols.mean()), float(vols.std(unbiased=False)) if len(vols) > 1 else 0.0
+    v_hat = float(torch.as_tensor(prob).sum(dtype=torch.float64)) * voxel_volume
+    fn = crps_gaussian if _mode(mode) == "volumetric" else crps_challenge
+    return {"crps": fn(v_hat, mu, sigma), "predicted_volume": v_hat, "mu": mu, "sigma": sigma}
+
+
+def with_background(organ_probs: Tensor, tol: float = 1e-4) -> Tensor:
+    """Prepend the background probability 1 − Σ organ probabilities: ``(O, *sp)`` -> ``(O + 1, *sp)``.
+
+    Tiny negative backgrounds (Σ up to 1 + ``tol``) are clipped to 0; a larger excess raises :class:`DataError`.
+    """
+    organ_probs = torch.as_tensor(organ_probs)
+    bg = 1 - organ_probs.sum(0, keepdim=True)
+    if bool((bg < -tol).any()) or not bool(torch.isfinite(bg).all()):
+        raise DataError("organ probabilities are NaN or sum to more than 1 at some voxel")
+    return torch.cat([bg.clamp_min(0), organ_probs])
+
+
+def curvas_metrics(
+    probs: Tensor,
+    labels: Tensor,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    mode: Mode = "volumetric",
+    organs: Sequence[int] | None = None,
+    includes_background: bool = True,
+    bins: int = 50,
+) -> dict[str, Any]:
+    """All CURVAS metrics of one case.
+
+    Args:
+        probs: ``(K, *sp)`` probabilities with background at index 0, or ``(O, *sp)`` organ probabilities with
+            ``includes_background=False`` (background = 1 − Σ organs, as the challenge).
+        labels: ``(R, *sp)`` rater maps (0 = background, organ c = label c).
+        spacing: Voxel size; volumes are in its unit cubed.
+        mode: "volumetric" or "challenge" (module docstring).
+        organs: Organ labels to score (default 1..K−1).
+        includes_background: See ``probs``.
+        bins: ECE bins (the challenge uses 50).
+
+    Returns:
+        ``{organ: {"dice", "confidence", "crps", "predicted_volume", "mu", "sigma"}, "ece": [per rater],
+        "ece_mean": float}``; the predicted mask is ``argmax_k probs == organ``.
+    """
+    _mode(mode)
+    probs = torch.as_tensor(probs)
+    labels = torch.as_tensor(labels)
+    if not includes_background:
+        probs = with_background(probs)
+    if probs.shape[1:] != labels.shape[1:]:
+        raise DataError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} differ in spatial shape")
+    pred = probs.argmax(0)
+    out: dict[str, Any] = {}
+    for c in organs if organs is not None else range(1, probs.shape[0]):
+        out[str(c)] = {
+            "dice": consensus_dice(pred == c, labels, c, mode=mode),
+            "confidence": consensus_confidence(probs[c], labels, c),
+            **volume_crps(probs[c], labels, c, spacing=spacing, mode=mode),
+        }
+    closed = "torchmetrics" if mode == "challenge" else "left"
+    kw = {"bins": bins, "closed": closed, "classes": False}
+    out["ece"] = [calibration_metrics(probs, labels[r], **kw)["ece_toplabel"] for r in range(labels.shape[0])]
+    out["ece_mean"] = sum(out["ece"]) / len(out["ece"])
+    return out
+
+
+METRICS.add("curvas", curvas_metrics, "CURVAS consensus Dice/confidence, per-rater ECE, volume CRPS (two modes)")
+METRICS.add("curvas_consensus_dice", consensus_dice)
+METRICS.add("curvas_consensus_confidence", consensus_confidence)
+METRICS.add("curvas_volume_crps", volume_crps)

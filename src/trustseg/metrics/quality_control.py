@@ -1,0 +1,128 @@
+"""Quality control (referral) curves, d-AUC, and risk–coverage AURC / E-AURC from image-level scores.
+
+Inputs are one value per image: ``uncertainty`` (N,) (higher = less trustworthy) and ``dice`` (N,) in [0, 1].
+
+* **QC curve**: rank the images by uncertainty, refer the n most uncertain to an expert (counted as corrected,
+  Dice → 1), and report the mean Dice of the whole set, for f = n/N = 0, 1/N, ..., 1. Between these points the
+  curve is linear (referring a fraction of an image), so any ``fractions`` are answered by interpolation.
+  Ties in uncertainty are scored by their expectation over random orderings (each tied image counts with the
+  group's mean Dice), so the result never depends on the input order.
+* **Ideal curve**: refer in order of true Dice, worst first. **Random curve**: expected curve under random
+  referral, mean Dice + f (1 − mean Dice).
+* **d-AUC**: ∫_0^1 (ideal(f) − method(f)) df, exact trapezoid on the N + 1 points (≥ 0; 0 for a perfect
+  ranking; lower is better).
+* **AURC** (Geifman et al. 2019, risk r_i = 1 − Dice_i instead of a 0/1 loss): keep the most certain images
+  first; selective risk at coverage k/N = mean risk of the k most certain; AURC = (1/N) Σ_{k=1}^N risk(k/N).
+  **E-AURC** = AURC − AURC of the optimal ranking (images sorted by true risk) ≥ 0. Ties as above.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from trustseg.core.errors import DataError
+from trustseg.metrics.registry import METRICS
+
+
+def _check(uncertainty: Tensor | None, dice: Tensor) -> tuple[Tensor | None, Tensor]:
+    dice = torch.as_tensor(dice, dtype=torch.float64).reshape(-1)
+    if dice.numel() == 0:
+        raise DataError("quality control needs at least one image")
+    if not bool(torch.isfinite(dice).all()):
+        raise DataError("Dice values contain NaN or inf (decide an empty-mask policy before ranking)")
+    if uncertainty is None:
+        return None, dice
+    u = torch.as_tensor(uncertainty, dtype=torch.float64).reshape(-1)
+    if u.shape != dice.shape:
+        raise DataError(f"uncertainty has {u.numel()} values but Dice has {dice.numel()}")
+    if not bool(torch.isfinite(u).all()):
+        raise DataError("uncertainty scores contain NaN or inf")
+    return u, dice
+
+
+def _ordered(key: Tensor, values: Tensor, descending: bool) -> Tensor:
+    """``values`` sorted by ``key``, each tie group of ``key`` replaced by its mean (expectation over orders)."""
+    order = torch.sort(key, descending=descending, stable=True).indices
+    k, v = key[order], values[order]
+    _, inverse, counts = torch.unique_consecutive(k, return_inverse=True, return_counts=True)
+    group_sum = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, inverse, v)
+    return (group_sum / counts)[inverse]
+
+
+def _curve(gains_order: Tensor, dice: Tensor, fractions: Tensor | None) -> tuple[Tensor, Tensor]:
+    n = dice.numel()
+    gain = torch.cat([torch.zeros(1, dtype=torch.float64), (1 - gains_order).cumsum(0)])
+    f = torch.arange(n + 1, dtype=torch.float64) / n
+    curve = (dice.sum() + gain) / n
+    if fractions is None:
+        return f, curve
+    fr = torch.as_tensor(fractions, dtype=torch.float64).reshape(-1)
+    if bool(((fr < 0) | (fr > 1)).any()):
+        raise DataError("fractions must lie in [0, 1]")
+    x = fr * n
+    i = x.floor().long().clamp(max=n - 1)
+    return fr, curve[i] + (x - i) * (curve[i + 1] - curve[i])
+
+
+def qc_curve(uncertainty: Tensor, dice: Tensor, fractions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mean Dice of the set after referring the most uncertain fraction f (referred images count as Dice 1).
+
+    Args:
+        uncertainty: ``(N,)`` image-level uncertainty (higher = referred first).
+        dice: ``(N,)`` Dice of each image.
+        fractions: Fractions to report; default 0, 1/N, ..., 1.
+
+    Returns:
+        ``(f, mean_dice)`` float64 tensors.
+    """
+    u, d = _check(uncertainty, dice)
+    return _curve(_ordered(u, d, descending=True), d, fractions)
+
+
+def qc_ideal_curve(dice: Tensor, fractions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The QC curve of the oracle that refers images in order of true Dice, worst first."""
+    _, d = _check(None, dice)
+    return _curve(torch.sort(d).values, d, fractions)
+
+
+def qc_random_curve(dice: Tensor, fractions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Expected QC curve under random referral: mean Dice + f (1 − mean Dice)."""
+    _, d = _check(None, dice)
+    n = d.numel()
+    f = torch.arange(n + 1, dtype=torch.float64) / n if fractions is None else torch.as_tensor(fractions).double()
+    m = d.mean()
+    return f, m + f * (1 - m)
+
+
+def d_auc(uncertainty: Tensor, dice: Tensor) -> float:
+    """Area between the ideal and the method's QC curves, ∫_0^1 (ideal − method) df (trapezoid; lower is better)."""
+    f, method = qc_curve(uncertainty, dice)
+    _, ideal = qc_ideal_curve(dice)
+    return float(torch.trapezoid(ideal - method, f))
+
+
+def _aurc_sorted(risks: Tensor) -> Tensor:
+    k = torch.arange(1, risks.numel() + 1, dtype=torch.float64)
+    return (risks.cumsum(0) / k).mean()
+
+
+def aurc(uncertainty: Tensor, dice: Tensor) -> float:
+    """Area under the risk–coverage curve, risk = 1 − Dice, most certain images kept first (lower is better)."""
+    u, d = _check(uncertainty, dice)
+    return float(_aurc_sorted(_ordered(u, 1 - d, descending=False)))
+
+
+def eaurc(uncertainty: Tensor, dice: Tensor) -> float:
+    """Excess AURC: AURC − AURC of the optimal ranking (by true risk); 0 for a perfect ranking."""
+    u, d = _check(uncertainty, dice)
+    optimal = _aurc_sorted(torch.sort(1 - d).values)
+    return float(_aurc_sorted(_ordered(u, 1 - d, descending=False)) - optimal)
+
+
+METRICS.add("qc_curve", qc_curve)
+METRICS.add("qc_ideal_curve", qc_ideal_curve)
+METRICS.add("qc_random_curve", qc_random_curve)
+METRICS.add("d_auc", d_auc)
+METRICS.add("aurc", aurc)
+METRICS.add("eaurc", eaurc)
