@@ -37,7 +37,7 @@ def primary_measure(method: str, results: dict[str, Any]) -> str | None:
     first = PRIMARY_MEASURE.get(method)
     if first in available:
         return first
-    for name in ("mi", "entropy"):
+    for name in ("entropy", "mi"):  # total uncertainty: rater disagreement is aleatoric, MI is epistemic only
         if name in available:
             return name
     return available[0] if available else None
