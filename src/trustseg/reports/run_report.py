@@ -146,7 +146,7 @@ def build_report(
             "Methods side by side",
             "Segmentation, calibration and uncertainty quality on the test split. "
             "Uncertainty columns use each method's own map (EDUE: predicted rater variance; evidential: "
-            "vacuity; otherwise mutual information or entropy).",
+            "vacuity; otherwise the predictive entropy).",
             rows,
         ),
         Section(
