@@ -148,6 +148,35 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
     return rows
 
 
+def _like_for_like(rows: list[dict]) -> list[str]:
+    """EDUE's predicted variance next to the ensemble's maps (the EDUE paper compares variance heatmaps)."""
+    get = {(r["data"], r["method"], r["measure"]): r for r in rows}
+    pairs = [
+        ("edue", "predicted_variance"),
+        ("edue", "entropy"),
+        ("ensemble", "variance"),
+        ("ensemble", "entropy"),
+        ("ensemble", "mi"),
+        ("softmax", "entropy"),
+        ("evidential", "vacuity"),
+        ("sure", "vacuity"),
+    ]
+    out = [
+        "Like for like (pixel r / pixel ρ per map): EDUE's predicted rater variance against the deep ensemble's "
+        "variance map (what the EDUE paper compares), its entropy and mutual information, and the baselines.",
+        "",
+        "| data | " + " | ".join(f"{m} {k}" for m, k in pairs) + " |",
+        "|---|" + "---|" * len(pairs),
+    ]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        cells = []
+        for m, k in pairs:
+            r = get.get((data, m, k))
+            cells.append("–" if r is None else f"{_fmt(r['pixel_pearson'])} / {_fmt(r['pixel_spearman'])}")
+        out.append(f"| {data} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def _fmt(v) -> str:
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
@@ -216,6 +245,7 @@ def main() -> int:
                     f"{r['train_s']} |"
                 )
         lines.append("")
+        lines += _like_for_like(res["correlation"])
     atomic_write_text(HERE / "results" / "methods.md", "\n".join(lines))
     return 0
 
