@@ -170,7 +170,7 @@ def lidc_budget(budget_min: float) -> dict:
             float(nanmean(torch.stack([dice(hard, torch.from_numpy(lab), 2, empty="nan")[0] for lab in case.labels])))
         )
     return {
-        "patients": len(set(ds.groups.values())) if isinstance(ds.groups, dict) else None,
+        "patients": len(set(ds.groups)),
         "train_cases": len(ds.split("train")),
         "val_cases": len(ds.split("val")),
         "test_cases": len(test),
