@@ -237,8 +237,8 @@ def main() -> None:
         f"(best of {ARGS.repeats} runs per implementation, each implementation in its own subprocess).",
         "",
         markdown(),
-        f"MONAI {_version('monai')}, torchmetrics {_version('torchmetrics')}. **The machine was shared with other "
-        f"agents during the run** (load average {load_start} at the start, {load_end} at the end): absolute times "
+        f"MONAI {_version('monai')}, torchmetrics {_version('torchmetrics')}. Load average {load_start} at the "
+        f"start, {load_end} at the end (on 2 cores, above ~1 means something else was running): absolute times "
         "are noisy, the ratios less so.",
         "",
         f"Inputs: binary = float32 foreground map + uint8 labels ({in_binary:.0f} MiB); "

@@ -91,7 +91,7 @@ def machine() -> dict:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "note": "shared machine: other processes were running during this benchmark",
+        "note": f"load average at the start {tuple(round(x, 2) for x in os.getloadavg())} on {os.cpu_count()} cores",
     }
 
 
