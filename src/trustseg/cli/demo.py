@@ -15,12 +15,12 @@ from trustseg.core.atomic import atomic_write_json
 
 #: (method, params, epochs) trained by the demo; chosen to finish in a few minutes on 2 CPU cores.
 DEMO_METHODS: tuple[tuple[str, dict, int], ...] = (
-    ("softmax", {}, 40),
-    ("mc-dropout", {"samples": 10}, 40),
-    ("ensemble", {"members": 3}, 40),
-    ("layer-ensemble", {}, 40),
-    ("evidential", {}, 40),
-    ("edue", {}, 40),
+    ("softmax", {}, 30),
+    ("mc-dropout", {"samples": 10}, 30),
+    ("ensemble", {"members": 3}, 30),
+    ("layer-ensemble", {}, 30),
+    ("evidential", {}, 30),
+    ("edue", {}, 30),
 )
 
 
