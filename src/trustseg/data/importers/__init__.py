@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from trustseg.core.discover import import_submodules
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.registry import Registry
+from trustseg.data.case import Case
 
 IMPORTERS: Registry = Registry("importer")
 
@@ -82,6 +84,24 @@ def _coerce(kind: str, key: str, value: Any, param: inspect.Parameter) -> Any:
     if isinstance(default, (list, tuple)) or ann.startswith(("Sequence", "list", "tuple")):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
+
+
+class LazyCases:
+    """Cases read one at a time as ``write_dataset`` iterates, with a length for its progress bar.
+
+    Args:
+        items: One entry per case (whatever ``load`` needs).
+        load: ``item -> Case``.
+    """
+
+    def __init__(self, items: Sequence[Any], load: Callable[[Any], Case]):
+        self.items, self.load = list(items), load
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Case]:
+        return (self.load(item) for item in self.items)
 
 
 import_submodules(__name__, __path__)

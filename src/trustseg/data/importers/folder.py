@@ -17,7 +17,7 @@ in a first pass). Each case is its own group.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS
+from trustseg.data.importers import IMPORTERS, LazyCases
 from trustseg.data.io import has_known_ext, read_image, read_label, split_ext
 
 
@@ -79,33 +79,23 @@ def scan_folder(src: Path) -> tuple[dict[str, Path], list[str], dict[str, dict[s
     return images, raters, table
 
 
-class _Cases:
-    def __init__(self, images, raters, table):
-        self.images, self.raters, self.table = images, raters, table
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[Case]:
-        for cid, path in self.images.items():
-            img = read_image(path)
-            maps = []
-            for r in self.raters:
-                lab, _, _ = read_label(self.table[cid][r])
-                if lab.shape != img.array.shape[1:]:
-                    raise DataError(
-                        f"label shape {lab.shape} does not match image {img.array.shape[1:]} ({path})",
-                        self.table[cid][r],
-                    )
-                maps.append(lab)
-            yield Case(
-                cid,
-                img.array,
-                np.stack(maps, 0),
-                img.spacing,
-                img.origin,
-                meta={"raters": self.raters, "source": str(path)},
-            )
+def _read_case(cid: str, path: Path, raters: list[str], labels: dict[str, Path]) -> Case:
+    """Read one case: the image and every rater's label map (shapes checked)."""
+    img = read_image(path)
+    maps = []
+    for r in raters:
+        lab, _, _ = read_label(labels[r])
+        if lab.shape != img.array.shape[1:]:
+            raise DataError(f"label shape {lab.shape} does not match image {img.array.shape[1:]} ({path})", labels[r])
+        maps.append(lab)
+    return Case(
+        cid,
+        img.array,
+        np.stack(maps, 0),
+        img.spacing,
+        img.origin,
+        meta={"raters": raters, "source": str(path)},
+    )
 
 
 @IMPORTERS.register("folder", doc="generic: images/<case>.<ext> + labels/<case>/<rater>.<ext> or labels/<rater>/")
@@ -137,7 +127,7 @@ def import_folder(
         classes = ["background"] + [f"class{k}" for k in range(1, max(top, 1) + 1)]
     ext = ext or split_ext(next(iter(images.values())))[1]
     return write_dataset(
-        _Cases(images, raters, table),
+        LazyCases(list(images.items()), lambda it: _read_case(it[0], it[1], raters, table[it[0]])),
         out,
         classes=classes,
         name=name or src.name,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS
+from trustseg.data.importers import IMPORTERS, LazyCases
 from trustseg.data.io import has_known_ext, read_image, read_label, split_ext
 
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
@@ -139,17 +138,6 @@ def _read_case(cid: str, channels: list[Path], labels: dict[str, Path], raters: 
     )
 
 
-class _Cases:
-    def __init__(self, images, table, raters):
-        self.images, self.table, self.raters = images, table, raters
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[Case]:
-        return (_read_case(c, ch, self.table[c], self.raters) for c, ch in self.images.items())
-
-
 @IMPORTERS.register("nnunet", doc="nnU-Net raw: imagesTr/<case>_0000 + labelsTr_<rater>/ or labelsTr/<case>_raterN")
 def import_nnunet(
     src: Path,
@@ -176,7 +164,7 @@ def import_nnunet(
     classes = read_classes(src, table)
     ext = ext or split_ext(next(iter(images.values()))[0])[1]
     return write_dataset(
-        _Cases(images, table, raters),
+        LazyCases(list(images.items()), lambda it: _read_case(it[0], it[1], table[it[0]], raters)),
         out,
         classes=classes,
         name=name or src.name,

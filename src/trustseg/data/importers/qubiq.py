@@ -15,7 +15,7 @@ NIfTI, keeping the header's spacing and origin. QUBIQ numbers its cases arbitrar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS
+from trustseg.data.importers import IMPORTERS, LazyCases
 from trustseg.data.io import read_image, read_label
 
 CASE_RE = re.compile(r"^case\d+$")
@@ -79,17 +79,6 @@ def _read_case(case_dir: Path, task: str) -> Case:
     )
 
 
-class _Cases:
-    def __init__(self, dirs: list[Path], task: str):
-        self.dirs, self.task = dirs, task
-
-    def __len__(self) -> int:
-        return len(self.dirs)
-
-    def __iter__(self) -> Iterator[Case]:
-        return (_read_case(d, self.task) for d in self.dirs)
-
-
 @IMPORTERS.register("qubiq", doc="QUBIQ: caseNN/image.nii.gz + <task>_segNN.nii.gz (one mask per rater)")
 def import_qubiq(
     src: Path,
@@ -115,5 +104,11 @@ def import_qubiq(
     root = find_qubiq_root(Path(src))
     dirs = _case_dirs(root)
     return write_dataset(
-        _Cases(dirs, task), out, classes=classes, name=name, ext=".nii.gz", seed=seed, progress=progress
+        LazyCases(dirs, lambda d: _read_case(d, task)),
+        out,
+        classes=classes,
+        name=name,
+        ext=".nii.gz",
+        seed=seed,
+        progress=progress,
     )
