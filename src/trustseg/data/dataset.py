@@ -160,7 +160,8 @@ def write_dataset(
         (tmp / "labels").mkdir()
         seen: set[str] = set()
         for case in cases:
-            where = f"case {case.case_id!r}"
+            src = case.meta.get("source")  # importers record the file a case was read from
+            where = f"case {case.case_id!r}" + (f" ({src})" if src else "")
             validate_case(case, len(classes), where)
             if case.case_id in seen:
                 raise DataError(f"duplicate case id {case.case_id!r}", out)
