@@ -16,9 +16,10 @@ from trustseg.engine.distributed import DistInfo, env_info
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(tmp_path):
+@pytest.mark.parametrize("method", ["softmax", "edue"])  # edue trains through the extra head (all_outputs)
+def test_torchrun_two_processes(tmp_path, method):
     root = make_data(tmp_path)
-    cfg = save_run_config(tiny_cfg(root, epochs=1), tmp_path / "config.yaml")
+    cfg = save_run_config(tiny_cfg(root, method, epochs=1), tmp_path / "config.yaml")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -93,7 +93,7 @@ class Edue(Method):
 
     def outputs(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits ``(B, K, *spatial)`` and predicted variance σ̂² ``(B, 1, *spatial)`` of one pass."""
-        out = model.forward_all(x)
+        out = model(x, all_outputs=True)  # through __call__: works under DDP
         return out["logits"], variance_from_raw(out[VARIANCE_KEY], self.num_classes)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:

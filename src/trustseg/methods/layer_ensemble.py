@@ -103,7 +103,8 @@ class LayerEnsemble(LogitMethod):
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """``Σ_heads Dice + CE(head logits, target)``; logs the total and each head's term."""
         target = batch.target(self.target, ctx.generator)
-        terms = [dice_ce_loss(z, target) for z in model.forward_all(batch.image)["heads"]]
+        heads = model(batch.image, all_outputs=True)["heads"]  # through __call__: works under DDP
+        terms = [dice_ce_loss(z, target) for z in heads]
         loss = torch.stack(terms).sum()
         logs = {"loss": float(loss.detach())}
         logs.update({f"head{i}": float(t.detach()) for i, t in enumerate(terms)})

@@ -344,9 +344,16 @@ class UNet(nn.Module):
         """All outputs (logits, heads, extras) of one pass: ``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, K, *sp)`` of images ``x`` ``(B, C, *sp)``."""
-        return self.forward_all(x)["logits"]
+    def forward(self, x: Tensor, all_outputs: bool = False) -> Tensor | dict[str, Tensor]:
+        """Logits ``(B, K, *sp)`` of images ``x`` ``(B, C, *sp)``; with ``all_outputs`` the dict of
+        :meth:`forward_all`.
+
+        Losses that need heads or extra outputs call ``model(x, all_outputs=True)`` rather than
+        ``model.forward_all(x)``: a DistributedDataParallel wrapper only forwards ``__call__``, and its gradient
+        synchronisation is prepared in that call.
+        """
+        out = self.forward_all(x)
+        return out if all_outputs else out["logits"]
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
