@@ -115,3 +115,18 @@ def test_end_to_end_synth_train_predict_evaluate(tmp_path, capsys):
     (data / "dataset.json").write_text("{not json")
     assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res)]) == 2
     assert "dataset.json" in capsys.readouterr().err
+
+
+def test_resume_reads_the_runs_own_config(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["synth", "--out", str(data), "--cases", "6", "--size", "16"]) == 0
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {data}\nnet: {{channels: [4, 8]}}\ntrain: {{batch_size: 4, epochs: 1}}\n")
+    assert main(["train", "--out", str(run), "--config", str(cfg), "--no-progress"]) == 0
+    last = (run / "member_0" / "last.pt").stat().st_mtime_ns
+    # no --config and no --data: the run folder's config.yaml is used, the finished member is left as it is
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert (run / "member_0" / "last.pt").stat().st_mtime_ns == last
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "fresh"), "--resume", "--no-progress"]) == 2
+    assert "--data" in capsys.readouterr().err
