@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import distance_transform_edt, maximum_filter, minimum_filter
 from torch import Tensor
+
+from trustseg.metrics import geometry
 
 
 def _zero(t: Tensor) -> Tensor:
@@ -40,12 +41,11 @@ def _zero(t: Tensor) -> Tensor:
 
 
 def boundary_distance(target: Tensor) -> Tensor:
-    """Distance (pixels) to the union of class boundaries of ``target.argmax(1)``; no gradient, computed on CPU.
+    """Distance (pixels) to the union of class boundaries of ``target.argmax(1)``; no gradient.
 
-    A pixel is a boundary pixel when any pixel of its 3^ndim neighbourhood (full connectivity) has another class
-    (a two-pixel-thick boundary, both sides of every interface). Distances are Euclidean
-    (``scipy.ndimage.distance_transform_edt``), 0 on the boundary. An image with a single class has no boundary:
-    every distance is ``inf``.
+    Per image :func:`trustseg.metrics.geometry.boundary_distance` (full connectivity: a two-pixel-thick boundary,
+    both sides of every interface; Euclidean distance, 0 on the boundary, ``inf`` for a single-class image), so
+    the loss trains on the same band the SURE metrics score.
 
     Args:
         target: ``(B, K, *spatial)`` one-hot or soft target.
@@ -53,26 +53,21 @@ def boundary_distance(target: Tensor) -> Tensor:
     Returns:
         ``(B, *spatial)`` float32 distances on ``target``'s device.
     """
-    lab = target.detach().argmax(1).cpu().numpy()
-    out = np.empty(lab.shape, dtype=np.float32)
-    for b in range(lab.shape[0]):
-        edge = maximum_filter(lab[b], size=3, mode="nearest") != minimum_filter(lab[b], size=3, mode="nearest")
-        out[b] = distance_transform_edt(~edge) if edge.any() else np.inf
-    return torch.from_numpy(out).to(target.device)
+    lab = target.detach().argmax(1)
+    return torch.stack([geometry.boundary_distance(lab[b]) for b in range(lab.shape[0])]).float()
 
 
 def image_gradient(x: Tensor) -> Tensor:
-    """Gradient magnitude |∇x| by central differences (one-sided at the borders), averaged over channels.
+    """Gradient magnitude |∇x| (:func:`trustseg.metrics.geometry.gradient_magnitude` per image), no gradient.
 
     Args:
         x: ``(B, C, *spatial)`` images.
 
     Returns:
-        ``(B, *spatial)``: mean_c sqrt(Σ_axes (∂x_c/∂axis)²), no gradient.
+        ``(B, *spatial)``: mean_c sqrt(Σ_axes (∂x_c/∂axis)²), central differences, one-sided at the borders.
     """
     x = x.detach()
-    grads = torch.gradient(x, dim=tuple(range(2, x.dim())))
-    return torch.sqrt(sum(g**2 for g in grads)).mean(1)
+    return torch.stack([geometry.gradient_magnitude(x[b]) for b in range(x.shape[0])])
 
 
 def sure_ramp(epoch: int, max_epochs: int, warmup_frac: float = 0.3, start_value: float = 0.01) -> float:
