@@ -159,6 +159,18 @@ def _sure_inputs(umap: Tensor, labels: Tensor, spacing, connectivity: str) -> tu
     return _finite(umap, "uncertainty map"), boundary_distance(labels, spacing, connectivity)
 
 
+def _noise_inputs(
+    u_low: Tensor, u_high: Tensor, labels: Tensor, max_distance: float | None, spacing, connectivity: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Checked low/high-noise maps, the boundary distance ``d`` and the near-boundary mask ``d <= max_distance``
+    (every pixel with a finite ``d`` when ``max_distance`` is ``None``)."""
+    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
+    hi = _finite(u_high, "uncertainty map (high noise)")
+    _same_shape(lo, hi, "low- vs high-noise maps")
+    near = torch.isfinite(d) if max_distance is None else d <= max_distance
+    return lo, hi, d, near
+
+
 @METRICS.register("ucc_gradient", doc="SURE UCC: Spearman(|∇x|, u) on the boundary band d ≤ 1 (expect < 0)")
 def ucc_gradient(
     umap: Tensor,
@@ -206,10 +218,7 @@ def ucc_distance(
     Returns:
         float64 scalar; principle 2 predicts a negative value.
     """
-    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
-    hi = _finite(u_high, "uncertainty map (high noise)")
-    _same_shape(lo, hi, "low- vs high-noise maps")
-    near = torch.isfinite(d) if max_distance is None else d <= max_distance
+    lo, hi, d, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
     return spearman(d[near], (hi - lo)[near])
 
 
@@ -249,10 +258,7 @@ def ur_distance(
 ) -> Tensor:
     """UR, distance variant: among pixel pairs with ``d ≤ max_distance``, the fraction where the pixel nearer the
     boundary gained more uncertainty from ``u_low`` to ``u_high``. Returns a float64 scalar in ``[0, 1]``."""
-    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
-    hi = _finite(u_high, "uncertainty map (high noise)")
-    _same_shape(lo, hi, "low- vs high-noise maps")
-    near = torch.isfinite(d) if max_distance is None else d <= max_distance
+    lo, hi, d, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
     return pair_order_rate(d[near], (hi - lo)[near], max_pairs=max_pairs, seed=seed, tie=tie)
 
 
@@ -270,10 +276,7 @@ def ur_mu(
     Returns:
         float64 scalar; NaN when there is no near-boundary pixel (a single-class label map).
     """
-    lo, d = _sure_inputs(u_low, labels, spacing, connectivity)
-    hi = _finite(u_high, "uncertainty map (high noise)")
-    _same_shape(lo, hi, "low- vs high-noise maps")
-    near = d <= max_distance
+    lo, hi, _, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
     if not near.any():
         return _NAN.clone()
     return (hi[near] > lo[near]).to(torch.float64).mean()
