@@ -81,6 +81,12 @@ def _f(x: Any) -> float:
     return x if math.isfinite(x) else math.nan
 
 
+def _columns(rows: list[dict[str, Any]], *keys: str) -> tuple[Tensor, ...]:
+    """The float64 columns ``keys`` over the rows that have all of them (aligned case by case)."""
+    kept = [r for r in rows if all(k in r for k in keys)]
+    return tuple(torch.tensor([r[k] for r in kept], dtype=torch.float64) for k in keys)
+
+
 def _nanmean(xs) -> float:
     a = np.asarray([x for x in xs], dtype=float)
     return float(np.nanmean(a)) if a.size and np.isfinite(a).any() else math.nan
@@ -108,9 +114,6 @@ class EvaluationSuite:
         self.cal = {t: empty_state(self.K, self.cfg.bins) for t in targets}
         self.pooled: dict[str, _PooledPearson] = {}
         self._rows: list[dict[str, Any]] = []
-        self._scores: dict[str, list[float]] = {}
-        self._case_dice: list[float] = []
-        self._image_disagreement: list[float] = []
 
     # -- per case ---------------------------------------------------------------------------------------------
     def add_case(
@@ -210,19 +213,12 @@ class EvaluationSuite:
             s_hard = torch.as_tensor(samples).argmax(1)
             g = ged(s_hard, labels, num_classes=K)
             row["ged_iou"] = _f(g["ged"])
-            row["hungarian_iou"] = _f(
-                hungarian_iou(s_hard, labels, num_classes=K)
-                if "num_classes" in hungarian_iou.__code__.co_varnames
-                else hungarian_iou(s_hard > 0, labels > 0)
-            )
+            row["hungarian_iou"] = _f(hungarian_iou(s_hard > 0, labels > 0))  # foreground union, as GED
 
         # uncertainty quality
         target = rater_disagreement(labels, K, spatial_dims=labels.dim() - 1).float()
         error = hard != maj
-        image_dis = float(target.sum())
-        row["rater_disagreement_sum"] = image_dis
-        self._image_disagreement.append(image_dis)
-        self._case_dice.append(row["dice_qc"])
+        row["rater_disagreement_sum"] = float(target.sum())
         fg_mask = (hard > 0)[None]
         for name, raw in (maps or {}).items():
             u = torch.as_tensor(raw).float()
@@ -242,10 +238,8 @@ class EvaluationSuite:
             if name in ("variance", "predicted_variance"):
                 row[f"{name}/variance_ncc"] = _f(variance_ncc(u, target))
             for agg in self.cfg.qc_aggregators:
-                kw = {"dilate": 2} if agg == "fg_mean" else {}
-                score = float(aggregate(u[None], agg, mask=fg_mask if agg == "fg_mean" else None, **kw)[0])
-                row[f"{name}:{agg}"] = score
-                self._scores.setdefault(f"{name}:{agg}", []).append(score)
+                mask, kw = (fg_mask, {"dilate": 2}) if agg == "fg_mean" else (None, {})
+                row[f"{name}:{agg}"] = float(aggregate(u[None], agg, mask=mask, **kw)[0])
         self._rows.append(row)
         return row
 
@@ -272,34 +266,23 @@ class EvaluationSuite:
             calibration[name] = m
         uncertainty: dict[str, dict[str, Any]] = {}
         names = sorted({k.split("/")[0] for k in keys if "/pixel_pearson" in k})
-        dis = torch.tensor(self._image_disagreement, dtype=torch.float64)
+        renamed = {"pixel_pearson": "pixel_pearson_mean", "pixel_spearman": "pixel_spearman_mean"}
         for name in names:
             u: dict[str, Any] = {
-                metric: means.get(f"{name}/{metric}", math.nan)
+                renamed.get(metric, metric): means.get(f"{name}/{metric}", math.nan)
                 for metric in ("pixel_pearson", "pixel_spearman", "ueo", "error_auroc", "error_auprc", "variance_ncc")
             }
-            u = {
-                (
-                    "pixel_pearson_mean"
-                    if k == "pixel_pearson"
-                    else "pixel_spearman_mean"
-                    if k == "pixel_spearman"
-                    else k
-                ): v
-                for k, v in u.items()
-            }
             u["pixel_pearson_pooled"] = self.pooled[name].value() if name in self.pooled else math.nan
-            sc = torch.tensor(self._scores.get(f"{name}:mean", []), dtype=torch.float64)
+            sc, dis = _columns(rows, f"{name}:mean", "rater_disagreement_sum")
             if len(sc) >= 3:
                 u["image_pearson"] = _f(image_correlation(sc, dis, method="pearson"))
                 u["image_spearman"] = _f(image_correlation(sc, dis, method="spearman"))
             uncertainty[name] = u
         qc = {}
-        dice_t = torch.tensor(self._case_dice, dtype=torch.float64)
-        if len(dice_t) >= 2:
-            f_ideal, ideal = qc_ideal_curve(dice_t)
-            for score_name, vals in sorted(self._scores.items()):
-                s = torch.tensor(vals, dtype=torch.float64)
+        for score_name in sorted(k for k in keys if ":" in k):
+            s, dice_t = _columns(rows, score_name, "dice_qc")  # the cases that have this score
+            if len(s) >= 2:
+                _, ideal = qc_ideal_curve(dice_t)
                 f, curve = qc_curve(s, dice_t)
                 qc[score_name] = {
                     "d_auc": _f(d_auc(s, dice_t)),
