@@ -190,7 +190,7 @@ def evaluate_predictions(
         raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
     out_json = Path(out_json)
     full = ev.result()
-    legacy = aggregate(rows)
+    table = aggregate(rows)  # mean and count of every per-case column (the suite's and the per-rater Dice)
     csv_path = out_json.with_suffix(".csv")
     result = {
         "pred_dir": str(pred_dir),
@@ -200,9 +200,9 @@ def evaluate_predictions(
         "raters": raters,
         "empty": empty,
         **full,
-        "summary": {**full["summary"], "dice_raters": legacy["mean"]["dice/mean/raters"]},
-        "mean": {**legacy["mean"], **full["mean"]},
-        "count": {**legacy["count"], **full["count"]},
+        "summary": {**full["summary"], "dice_raters": table["mean"]["dice/mean/raters"]},
+        "mean": table["mean"],
+        "count": table["count"],
         "per_case": rows,
         "csv": str(csv_path),
     }
