@@ -1,4 +1,7 @@
-"""Calibration metrics against torchmetrics, MONAI, scikit-learn and hand-computed cases."""
+"""Calibration metrics against torchmetrics, MONAI, scikit-learn and hand-computed cases.
+
+Every test runs twice: on the compiled kernel (skipped where it is not built) and on the pure-torch path.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,18 @@ from sklearn.metrics import brier_score_loss, log_loss
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
 from trustseg.core.errors import DataError
-from trustseg.metrics import METRICS
+from trustseg.metrics import METRICS, calibration_kernel
 from trustseg.metrics import calibration as cal
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def backend(request, monkeypatch):
+    """Run the test on one backend: "kernel" needs the compiled kernel; "torch" hides it."""
+    if request.param == "kernel" and not calibration_kernel.available():
+        pytest.skip(f"compiled calibration kernel: {calibration_kernel.why_unavailable()}")
+    if request.param == "torch":
+        monkeypatch.setattr(calibration_kernel, "available", lambda: False)
+    return request.param
 
 
 def _multi(k=4, sp=(6, 10, 12), seed=0, scale=2.0):

@@ -48,8 +48,10 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.metrics import calibration_kernel as kernel
 
 Closed = Literal["left", "right", "torchmetrics"]
+Backend = Literal["auto", "kernel", "torch"]
 CHUNK = 1 << 17
 _CLOSED = ("left", "right", "torchmetrics")
 
@@ -73,8 +75,8 @@ def _fine_index(x: Tensor, fine: int, closed: str) -> Tensor:
         idx = torch.ceil(t).int() - 1
         return idx.clamp_(0, fine - 1)
     idx = t.int()  # floor, x >= 0 (int32: cheaper than int64, enough for any histogram here)
-    if closed == "left":
-        idx.clamp_(max=fine - 1)
+    # "left": the last bin is closed; "torchmetrics": a K-class p_k may exceed 1 by up to the sum tolerance
+    idx.clamp_(max=fine - 1 if closed == "left" else fine)
     return idx
 
 
@@ -235,8 +237,9 @@ def calibration_state(
     sum_tol: float = 1e-4,
     chunk_size: int = CHUNK,
     workers: int | None = None,
+    backend: Backend = "auto",
 ) -> dict[str, Tensor]:
-    """Fixed-size, sum-mergeable calibration state of one prediction (streamed in chunks).
+    """Fixed-size, sum-mergeable calibration state of one prediction (one streaming pass).
 
     Args:
         probs: ``(K, *sp)`` probabilities, ``(B, K, *sp)`` with ``batched``, or ``(*sp)`` foreground with ``binary``.
@@ -250,53 +253,94 @@ def calibration_state(
         classes: Classes whose class-wise histograms are filled: True (all), False (none) or a list
             (e.g. ``[1]`` for the binary foreground ECE alone). Each class costs about one top-label pass.
         sum_tol: Tolerance on Σ_k p_k = 1 (and on the soft label's sum).
-        chunk_size: Voxels processed at a time (temporaries are a few chunk-sized arrays per worker).
-        workers: Threads working on chunks in parallel (default: ``torch.get_num_threads()``); torch itself
-            runs single-threaded during the call (the global setting is restored afterwards).
+        chunk_size: Voxels processed at a time by the torch path (temporaries are a few chunk-sized arrays per
+            worker); the compiled kernel needs no temporaries.
+        workers: Threads working in parallel (default: ``torch.get_num_threads()``). The kernel gives each thread
+            one contiguous voxel range; the torch path gives them chunks and runs torch single-threaded during
+            the call (the global setting is restored afterwards).
+        backend: "auto" (the compiled kernel of :mod:`~trustseg.metrics.calibration_kernel` where it is built
+            and takes the input, else torch), "kernel" (as auto, but an error if the kernel is not built) or
+            "torch" (always the pure-torch path). Both give the same state up to float64 summation order.
 
     Returns:
         The state of :func:`empty_state`, filled (histograms not asked for stay zero).
 
     Raises:
         DataError: NaN/inf or negative probabilities, sums off 1, labels out of range, shape mismatch.
+        ConfigError: Bad ``bins``, ``closed``, ``classes`` or ``backend``; ``backend="kernel"`` without a kernel.
     """
     check_args(bins, closed)
+    if backend not in ("auto", "kernel", "torch"):
+        raise ConfigError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
+    if backend == "kernel" and not kernel.available():
+        raise ConfigError(f"backend='kernel' but the compiled calibration kernel is {kernel.why_unavailable()}")
+    use_kernel = backend != "torch" and kernel.available()
     fine = bins * _fine_per_bin(bins, ace_resolution)
     state: dict[str, Tensor] | None = None
     workers = max(1, torch.get_num_threads() if workers is None else workers)
-    with _single_threaded(), ThreadPoolExecutor(workers) as pool:
-        for p_all, t_all in iter_items(probs, target, binary, batched):
-            k = 2 if binary else p_all.shape[0]
-            if state is None:
-                state = empty_state(k, bins, ace_resolution)
-            which = list(range(k)) if classes is True else list(classes or [])
-            if any(not 0 <= c < k for c in which):
-                raise ConfigError(f"classes {which} out of range for {k} classes")
-
-            def one_chunk(a: int, p_all=p_all, t_all=t_all, k=k, which=which) -> dict[str, Tensor]:
-                p, t = p_all[..., a : a + chunk_size], t_all[..., a : a + chunk_size]
-                if p.dtype not in (torch.float32, torch.float64):
-                    p = p.float()
-                if binary:
-                    terms, nll_sum, brier_sum = _terms_binary(p, t, a, which, toplabel)
-                else:
-                    terms, nll_sum, brier_sum = _terms_multi(p, t, a, which, toplabel, sum_tol)
-                part = empty_state(k, bins, ace_resolution)
-                part["nll"] += nll_sum
-                part["brier"] += brier_sum
-                part["n"] += p.shape[-1]
-                for slot, conf, acc in terms:
-                    h = _hist(_fine_index(conf, fine, closed), conf, acc, fine + 1)
-                    if slot < 0:
-                        part["top"] += h
-                    else:
-                        part["cls"][slot] += h
-                return part
-
-            for part in pool.map(one_chunk, range(0, p_all.shape[-1], chunk_size)):
-                state = merge_states(state, part)
+    for p_all, t_all in iter_items(probs, target, binary, batched):
+        k = 2 if binary else p_all.shape[0]
+        if state is None:
+            state = empty_state(k, bins, ace_resolution)
+        which = list(range(k)) if classes is True else list(classes or [])
+        if any(not 0 <= c < k for c in which):
+            raise ConfigError(f"classes {which} out of range for {k} classes")
+        opts = {"binary": binary, "fine": fine, "closed": closed, "toplabel": toplabel, "classes": which}
+        if (
+            use_kernel
+            and kernel.supports(p_all, t_all, binary)
+            and kernel.add_item(state, p_all, t_all, sum_tol=sum_tol, workers=workers, **opts)
+        ):
+            continue  # else: not taken, or invalid input (the torch path below raises the detailed error)
+        part = _torch_item(p_all, t_all, k, bins, ace_resolution, sum_tol, chunk_size, workers, **opts)
+        state = merge_states(state, part)
     if state is None:
         raise DataError("empty batch: no image to score")
+    return state
+
+
+def _torch_item(
+    p_all: Tensor,
+    t_all: Tensor,
+    k: int,
+    bins: int,
+    ace_resolution: int,
+    sum_tol: float,
+    chunk_size: int,
+    workers: int,
+    *,
+    binary: bool,
+    fine: int,
+    closed: str,
+    toplabel: bool,
+    classes: list[int],
+) -> dict[str, Tensor]:
+    """State of one item by the pure-torch path: chunks of ``chunk_size`` voxels over a thread pool."""
+
+    def one_chunk(a: int) -> dict[str, Tensor]:
+        p, t = p_all[..., a : a + chunk_size], t_all[..., a : a + chunk_size]
+        if p.dtype not in (torch.float32, torch.float64):
+            p = p.float()
+        if binary:
+            terms, nll_sum, brier_sum = _terms_binary(p, t, a, classes, toplabel)
+        else:
+            terms, nll_sum, brier_sum = _terms_multi(p, t, a, classes, toplabel, sum_tol)
+        part = empty_state(k, bins, ace_resolution)
+        part["nll"] += nll_sum
+        part["brier"] += brier_sum
+        part["n"] += p.shape[-1]
+        for slot, conf, acc in terms:
+            h = _hist(_fine_index(conf, fine, closed), conf, acc, fine + 1)
+            if slot < 0:
+                part["top"] += h
+            else:
+                part["cls"][slot] += h
+        return part
+
+    state = empty_state(k, bins, ace_resolution)
+    with _single_threaded(), ThreadPoolExecutor(workers) as pool:
+        for part in pool.map(one_chunk, range(0, p_all.shape[-1], chunk_size)):
+            state = merge_states(state, part)
     return state
 
 
