@@ -147,25 +147,30 @@ static inline void hist_add_soft(hist_t *h, int which, int copy, int idx, double
         if (cls1) hist_add(&h, 2, C, fine_index((double)pi, fine, closed), (double)pi, yv == 1);             \
     }
 
+/* The loop shared by the hard-label kernels: two voxels a step (histogram copies 0 and 1, two independent
+ * product and Brier chains), the NLL products folded into logs every NLL_BLOCK voxels; leaves nll, brier0/1, rc. */
+#define HARD_LABEL_LOOP(VOXEL, PT)                                                                            \
+    const PT eps = (PT)EPS_OF(PT);                                                                            \
+    const int pairs = NLL_BLOCK(PT) / 2;                                                                      \
+    double nll = 0.0, brier0 = 0.0, brier1 = 0.0, prod0 = 1.0, prod1 = 1.0;                                   \
+    int inblock = 0, rc = TS_OK;                                                                              \
+    int64_t i = 0;                                                                                            \
+    for (; i + 1 < n; i += 2) {                                                                               \
+        VOXEL(PT, i, prod0, brier0, 0)                                                                        \
+        VOXEL(PT, i + 1, prod1, brier1, 1)                                                                    \
+        if (++inblock == pairs) { nll -= log(prod0 * prod1); prod0 = prod1 = 1.0; inblock = 0; }              \
+    }                                                                                                         \
+    if (i < n) VOXEL(PT, i, prod0, brier0, 0)                                                                 \
+done:                                                                                                         \
+    nll -= log(prod0 * prod1);
+
 #define DEFINE_BINARY_HARD(NAME, PT, LT)                                                                      \
     TS_EXPORT int NAME(const PT *p, const LT *y, int64_t n, int fine, int closed, int top, int cls0, int cls1, \
                        double *top_state, double *cls_state, double *sums, int64_t *bad) {                    \
         hist_t h;                                                                                             \
         if (!hist_alloc(&h, 3, fine + 1, 0)) return TS_NO_MEMORY;                                             \
-        const PT eps = (PT)EPS_OF(PT);                                                                        \
-        const int pairs = NLL_BLOCK(PT) / 2;                                                                  \
-        double nll = 0.0, brier0 = 0.0, brier1 = 0.0, prod0 = 1.0, prod1 = 1.0;                               \
-        int inblock = 0, rc = TS_OK;                                                                          \
-        int64_t i = 0;                                                                                        \
-        for (; i + 1 < n; i += 2) {                                                                           \
-            BINARY_HARD_VOXEL(PT, i, prod0, brier0, 0)                                                            \
-            BINARY_HARD_VOXEL(PT, i + 1, prod1, brier1, 1)                                                        \
-            if (++inblock == pairs) { nll -= log(prod0 * prod1); prod0 = prod1 = 1.0; inblock = 0; }          \
-        }                                                                                                     \
-        if (i < n) BINARY_HARD_VOXEL(PT, i, prod0, brier0, 0)                                                     \
-    done:                                                                                                     \
+        HARD_LABEL_LOOP(BINARY_HARD_VOXEL, PT)                                                                \
         if (rc == TS_OK) {                                                                                    \
-            nll -= log(prod0 * prod1);                                                                        \
             sums[0] += nll;                                                                                   \
             sums[1] += 2.0 * (brier0 + brier1);                                                               \
             hist_flush(&h, 0, top_state);                                                                     \
@@ -257,20 +262,8 @@ static inline void hist_add_soft(hist_t *h, int which, int copy, int idx, double
         if (!hist_alloc(&h, 1 + K, fine + 1, 0)) return TS_NO_MEMORY;                                         \
         int any_cls = 0;                                                                                      \
         for (int k = 0; k < K; k++) any_cls |= cmask[k] != 0;                                                 \
-        const PT eps = (PT)EPS_OF(PT);                                                                        \
-        const int pairs = NLL_BLOCK(PT) / 2;                                                                  \
-        double nll = 0.0, brier0 = 0.0, brier1 = 0.0, prod0 = 1.0, prod1 = 1.0;                               \
-        int inblock = 0, rc = TS_OK;                                                                          \
-        int64_t i = 0;                                                                                        \
-        for (; i + 1 < n; i += 2) {                                                                           \
-            MULTI_HARD_VOXEL(PT, i, prod0, brier0, 0)                                                             \
-            MULTI_HARD_VOXEL(PT, i + 1, prod1, brier1, 1)                                                         \
-            if (++inblock == pairs) { nll -= log(prod0 * prod1); prod0 = prod1 = 1.0; inblock = 0; }          \
-        }                                                                                                     \
-        if (i < n) MULTI_HARD_VOXEL(PT, i, prod0, brier0, 0)                                                      \
-    done:                                                                                                     \
+        HARD_LABEL_LOOP(MULTI_HARD_VOXEL, PT)                                                                 \
         if (rc == TS_OK) {                                                                                    \
-            nll -= log(prod0 * prod1);                                                                        \
             sums[0] += nll;                                                                                   \
             sums[1] += brier0 + brier1;                                                                       \
             hist_flush(&h, 0, top_state);                                                                     \
