@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from trustseg.cli.main import build_parser, main
+from trustseg.cli.main import build_parser, main, parse_severities
+from trustseg.core.errors import ConfigError
 
 SUBCOMMANDS = [
     "synth",
@@ -54,6 +55,15 @@ def test_unknown_names_and_bad_options_give_one_line_errors(tmp_path, capsys):
     assert rc == 2 and "nowhere" in err
     assert main(["import", "lidcc", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "did you mean 'lidc'" in capsys.readouterr().err
+
+
+def test_severities_as_lists_and_ranges():
+    assert parse_severities("1..5") == [1, 2, 3, 4, 5]
+    assert parse_severities("1,3,5") == [1, 3, 5]
+    assert parse_severities("4, 1..2,2") == [1, 2, 4]
+    for bad in ("0..3", "6", "a", "", "1...3", "5..1"):
+        with pytest.raises(ConfigError, match="from 1 to 5"):
+            parse_severities(bad)
 
 
 def test_end_to_end_synth_train_predict_evaluate(tmp_path, capsys):

@@ -84,7 +84,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--distort", default=None, help="OOD protocol: comma-separated distortions (noise,blur,contrast,bias,ghosting)"
     )
-    p.add_argument("--severity", default="1,3,5", help="distortion severities 1..5, comma-separated (default 1,3,5)")
+    p.add_argument(
+        "--severity",
+        default="1,3,5",
+        help="distortion severities from 1 to 5: a list (1,3,5) or a range (1..5); default 1,3,5",
+    )
     p.add_argument("--noise-robustness", action="store_true", help="SURE's protocol: x + N(mu, 0.3^2), mu in 0.1..0.9")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     p.set_defaults(func=cmd_evaluate)
@@ -234,6 +238,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_severities(text: str) -> list[int]:
+    """Severities from "3", "1,3,5", "1..5" or "1..2,5" (ranges inclusive); each an integer from 1 to 5."""
+    from trustseg.core.errors import ConfigError
+
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in str(text).split(",")):
+            if not part:
+                continue
+            lo, sep, hi = part.partition("..")
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(part)])
+    except ValueError:
+        out = []
+    if not out or any(not 1 <= s <= 5 for s in out):
+        raise ConfigError(f"--severity {text}: give integers from 1 to 5, as a list (1,3,5) or a range (1..5)")
+    return sorted(set(out))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trustseg.core.atomic import atomic_write_json
     from trustseg.core.errors import ConfigError
@@ -241,9 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.distort or args.noise_robustness) and args.run is None:
         raise ConfigError("--distort and --noise-robustness predict again: pass the trained run with --run RUN")
-    severities = [int(s) for s in str(args.severity).split(",") if s.strip()]
-    if any(not 1 <= s <= 5 for s in severities):
-        raise ConfigError(f"--severity {args.severity}: severities are integers from 1 to 5")
+    severities = parse_severities(args.severity)
     distortions = [d.strip() for d in args.distort.split(",") if d.strip()] if args.distort else []
     if distortions:
         from trustseg.data.distortions import DISTORTIONS
