@@ -23,6 +23,17 @@ def test_sample_agreement_is_one_for_identical_samples_and_drops_when_they_diffe
     assert sample_agreement(mixed).item() == pytest.approx(2 * 8 / 24)
 
 
+def test_sample_agreement_needs_the_same_class_like_layer_agreement():
+    from trustseg.methods.layer_ensemble import layer_agreement
+
+    seg = torch.zeros(1, 8, 8, dtype=torch.long)
+    seg[:, 2:6, 2:6] = 1
+    relabelled = seg * 2  # same foreground voxels, another class
+    probs = torch.stack([_confident(seg, 3), _confident(relabelled, 3)])
+    assert sample_agreement(Predictive(probs=probs)).item() == 0.0
+    assert layer_agreement(probs).item() == 0.0  # both scores use metrics.overlap.pooled_foreground_dice
+
+
 def test_image_scores_keys_and_orientation():
     seg = torch.zeros(2, 8, 8, dtype=torch.long)
     seg[:, 2:6, 2:6] = 1

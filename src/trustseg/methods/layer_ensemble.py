@@ -24,6 +24,7 @@ from trustseg.core.errors import ConfigError
 from trustseg.methods.base import METHODS, Batch, TrainContext
 from trustseg.methods.losses import dice_ce_loss
 from trustseg.methods.softmax import LogitMethod, SegTarget
+from trustseg.metrics.overlap import pooled_foreground_dice
 from trustseg.models.factory import build_network
 
 
@@ -40,17 +41,7 @@ class LayerEnsembleParams:
     target: SegTarget = "soft"
 
 
-def pair_dice(a: Tensor, b: Tensor) -> Tensor:
-    """Foreground Dice of two hard masks ``(B, *spatial)``, pooled over the classes ``1 .. K−1``.
-
-    ``D = 2 Σ_{k≥1} |A_k ∩ B_k| / Σ_{k≥1} (|A_k| + |B_k|)``, with ``D = 1`` when both masks are all background.
-    For K = 2 this is the usual foreground Dice. Returns ``(B,)``.
-    """
-    dims = tuple(range(1, a.dim()))
-    fg_a, fg_b = a > 0, b > 0
-    inter = ((a == b) & fg_a).sum(dims).double()
-    denom = (fg_a.sum(dims) + fg_b.sum(dims)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+pair_dice = pooled_foreground_dice  # the head-to-head agreement of AULA (one definition, in metrics.overlap)
 
 
 def layer_agreement(head_probs: Tensor) -> Tensor:

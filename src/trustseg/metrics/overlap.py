@@ -197,6 +197,20 @@ class ConfusionCounts:
         return iou_from_counts(self.counts, empty, include_background)
 
 
+def pooled_foreground_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Agreement of two hard class maps ``(B, *spatial)``: Dice over the foreground classes pooled, ``(B,)``.
+
+    ``D = 2 Σ_{k≥1} |A_k ∩ B_k| / Σ_{k≥1} (|A_k| + |B_k|)`` (a voxel agrees only if both maps give it the same
+    foreground class), ``D = 1`` when both maps are all background. For K = 2 this is the foreground Dice. Used
+    for the agreement of layer-ensemble heads (AULA) and of samples (``sample_disagreement``).
+    """
+    dims = tuple(range(1, a.dim()))
+    fg_a, fg_b = a > 0, b > 0
+    inter = ((a == b) & fg_a).sum(dims).double()
+    denom = (fg_a.sum(dims) + fg_b.sum(dims)).double()
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+
+
 def majority_vote(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
     """Per-voxel most frequent class among raters; ties go to the lower class index.
 

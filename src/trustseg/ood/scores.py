@@ -5,8 +5,8 @@ Every score is oriented so that **higher = more suspicious** (more uncertain, le
 * ``<measure>:<aggregator>``: a per-pixel uncertainty measure (see :mod:`trustseg.measures`) aggregated to one
   number per image (``mean`` over the image, ``fg_mean`` over the predicted foreground dilated by 2 pixels);
 * ``sample_disagreement``: 1 − mean Dice between the hard masks of all pairs of samples (MC passes, ensemble
-  members, TTA views), foreground classes pooled; only when M > 1. Its complement is the "model agreement"
-  of the EDUE paper;
+  members, TTA views), foreground classes pooled, a voxel agreeing only with the same class (as the heads of
+  AULA); only when M > 1. Its complement is the "model agreement" of the EDUE paper;
 * ``layer_disagreement``: 1 − AULA (area under the layer agreement curve) for layer ensembles, whose samples
   are the decoder heads in coarse-to-fine order.
 """
@@ -17,27 +17,19 @@ import torch
 from torch import Tensor
 
 from trustseg.core.predictive import Predictive
+from trustseg.metrics.overlap import pooled_foreground_dice
 
 DEFAULT_AGGREGATORS = ("mean", "fg_mean")
 
 
-def _hard_dice(a: Tensor, b: Tensor) -> Tensor:
-    """Dice of the foreground (class > 0) of two hard maps ``(B, *spatial)`` -> ``(B,)``; both empty -> 1."""
-    a = (a > 0).flatten(1).float()
-    b = (b > 0).flatten(1).float()
-    inter = (a * b).sum(1)
-    denom = a.sum(1) + b.sum(1)
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1e-12), torch.ones_like(denom))
-
-
 def sample_agreement(pred: Predictive) -> Tensor:
-    """Mean pairwise Dice between the samples' hard foreground masks ``(B,)`` (1 when M = 1)."""
+    """Mean pairwise agreement of the samples' hard maps ``(B,)`` (:func:`pooled_foreground_dice`; 1 when M = 1)."""
     hard = pred.probs.argmax(2)  # (M, B, *sp)
     m = hard.shape[0]
     if m < 2:
         return torch.ones(pred.batch_size)
-    vals = [_hard_dice(hard[i], hard[j]) for i in range(m) for j in range(i + 1, m)]
-    return torch.stack(vals).mean(0)
+    vals = [pooled_foreground_dice(hard[i], hard[j]) for i in range(m) for j in range(i + 1, m)]
+    return torch.stack(vals).mean(0).float()
 
 
 def image_scores(
