@@ -138,6 +138,19 @@ def test_ensemble_predicts_all_members(tmp_path):
     assert {"mi", "epkl", "expected_entropy", "variance"} <= set(measures)
 
 
+def test_mc_dropout_run_saved_before_the_where_option_keeps_its_placement(tmp_path):
+    root = make_data(tmp_path)
+    train(tiny_cfg(root, "mc-dropout", {"samples": 2, "where": "decoder"}, epochs=1), tmp_path / "run", progress=False)
+    method, _, _ = load_run(tmp_path / "run")
+    assert method.where == "decoder"
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    del info["params"]["where"]  # as written by trustseg before `where` existed
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    method, models, _ = load_run(tmp_path / "run")
+    assert method.where == "decoder"  # the placement it was trained with, not the new default "last"
+    assert sum("Dropout" in type(m).__name__ for m in models[0].modules()) > 1  # "last" has one
+
+
 def test_3d_nifti_folder(tmp_path):
     root = make_data(tmp_path, dims=3, cases=4, size=16)
     train(tiny_cfg(root, epochs=1, batch_size=2, patch_size=(8, 8, 8)), tmp_path / "run", progress=False)

@@ -108,8 +108,13 @@ def load_run(
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
     cfg = load_run_config(run_dir / CONFIG)
+    params = dict(info["params"])
+    if info["method"] == "mc-dropout" and "where" not in params:
+        # trained before the `where` option existed: dropout sat where net.dropout_where put it (decoder), not
+        # in the later default "last"; predict with the placement the weights were trained with
+        params["where"] = None
     method = build_method(
-        info["method"], cfg.net, info["spatial_dims"], info["in_channels"], info["num_classes"], info["params"]
+        info["method"], cfg.net, info["spatial_dims"], info["in_channels"], info["num_classes"], params
     )
     method.temperature = float(info.get("temperature") or 1.0)
     models, files = [], []
