@@ -70,6 +70,16 @@ def test_suite_sections_and_streamed_calibration_equal_one_shot():
     assert set(res["quality_control"]) >= {"entropy:mean", "entropy:fg_mean"}
     curve = res["quality_control"]["entropy:mean"]["curve"]
     assert curve["dice"][-1] == pytest.approx(1.0) and len(curve["fraction"]) == len(curve["ideal"])
+    # Dice predicted from the score (linear, leave-one-out) against the QC Dice of the case rows
+    from trustseg.metrics.quality_control import dice_prediction_metrics, loo_linear_dice
+
+    rows = [r for r in suite.rows() if "entropy:mean" in r]
+    score = torch.tensor([r["entropy:mean"] for r in rows], dtype=torch.float64)
+    truth = torch.tensor([r["dice_qc"] for r in rows], dtype=torch.float64)
+    expected = dice_prediction_metrics(loo_linear_dice(score, truth), truth)
+    got = res["quality_control"]["entropy:mean"]["dice_prediction_loo"]
+    assert got["n"] == 4 and got["mae"] == pytest.approx(expected["mae"])
+    assert got["r2"] == pytest.approx(expected["r2"]) or (math.isnan(got["r2"]) and math.isnan(expected["r2"]))
     assert res["summary"]["ged_iou"] >= 0 and res["cases"] == ["c0", "c1", "c2", "c3"]
     assert soft_label is not None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +67,61 @@ def test_errors_and_registry():
     with pytest.raises(DataError, match="values"):
         qc.aurc(torch.tensor([0.1]), torch.tensor([0.5, 0.5]))
     assert {"qc_curve", "d_auc", "aurc", "eaurc"} <= set(METRICS.names())
+
+
+# -- Dice prediction: R², correlations, leave-one-out linear predictor ---------------------------------------------
+
+
+def test_r2_and_dice_prediction_metrics_match_sklearn_and_scipy():
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import r2_score as sk_r2
+
+    from trustseg.metrics.quality_control import dice_prediction_metrics, r2_score
+
+    g = torch.Generator().manual_seed(0)
+    true = torch.rand(40, generator=g, dtype=torch.float64)
+    pred = (true + 0.2 * torch.randn(40, generator=g, dtype=torch.float64)).clamp(0, 1)
+    m = dice_prediction_metrics(pred, true)
+    assert m["r2"] == pytest.approx(sk_r2(true.numpy(), pred.numpy()), abs=1e-12)
+    assert m["pearson"] == pytest.approx(pearsonr(pred.numpy(), true.numpy())[0], abs=1e-12)
+    assert m["spearman"] == pytest.approx(spearmanr(pred.numpy(), true.numpy())[0], abs=1e-12)
+    assert m["mae"] == pytest.approx(float((pred - true).abs().mean())) and m["n"] == 40
+    # analytic: exact prediction -> 1; predicting the mean -> 0; worse than the mean -> negative
+    assert r2_score(true, true) == 1.0
+    assert r2_score(torch.full((40,), float(true.mean()), dtype=torch.float64), true) == pytest.approx(0.0, abs=1e-12)
+    assert r2_score(1 - true, true) < 0
+    # constant truth: scikit-learn's convention
+    const = torch.full((5,), 0.8, dtype=torch.float64)
+    assert r2_score(const, const) == 1.0 == sk_r2(const.numpy(), const.numpy())
+    assert r2_score(const - 0.1, const) == 0.0 == sk_r2(const.numpy(), (const - 0.1).numpy())
+
+
+def test_loo_linear_dice_equals_sklearn_leave_one_out():
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import LeaveOneOut, cross_val_predict
+
+    from trustseg.metrics.quality_control import loo_linear_dice
+
+    g = torch.Generator().manual_seed(1)
+    score = torch.rand(25, generator=g, dtype=torch.float64) * 3 + 100  # offset: checks the centring
+    dice = (0.9 - 0.1 * (score - 100) + 0.05 * torch.randn(25, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ref = cross_val_predict(LinearRegression(), score.numpy()[:, None], dice.numpy(), cv=LeaveOneOut())
+    got = loo_linear_dice(score, dice, clip=False)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-9)
+    assert bool(((loo_linear_dice(score, dice) >= 0) & (loo_linear_dice(score, dice) <= 1)).all())
+
+
+def test_loo_linear_dice_edge_cases():
+    from trustseg.metrics.quality_control import loo_linear_dice
+
+    dice = torch.tensor([0.2, 0.4, 0.9], dtype=torch.float64)
+    # all scores equal: each image gets the mean Dice of the others
+    got = loo_linear_dice(torch.ones(3), dice)
+    torch.testing.assert_close(got, torch.tensor([0.65, 0.55, 0.3], dtype=torch.float64))
+    # only the held-out image differs: the other two scores are equal -> their mean
+    got = loo_linear_dice(torch.tensor([5.0, 1.0, 1.0]), dice)
+    assert float(got[0]) == pytest.approx(0.65)
+    with pytest.raises(DataError, match="at least 3"):
+        loo_linear_dice(torch.ones(2), dice[:2])
+    with pytest.raises(DataError, match="score values contain NaN"):
+        loo_linear_dice(torch.tensor([1.0, math.nan, 2.0]), dice)

@@ -251,7 +251,15 @@ class EvaluationSuite:
     def result(self) -> dict[str, Any]:
         """Everything, JSON-able: summary, segmentation, calibration, CURVAS, uncertainty, quality control."""
         from trustseg.metrics.calibration import metrics_from_state, reliability_from_state
-        from trustseg.metrics.quality_control import aurc, d_auc, eaurc, qc_curve, qc_ideal_curve
+        from trustseg.metrics.quality_control import (
+            aurc,
+            d_auc,
+            dice_prediction_metrics,
+            eaurc,
+            loo_linear_dice,
+            qc_curve,
+            qc_ideal_curve,
+        )
         from trustseg.metrics.uncertainty_quality import image_correlation
 
         rows = self._rows
@@ -290,6 +298,9 @@ class EvaluationSuite:
                     "eaurc": _f(eaurc(s, dice_t)),
                     "curve": {"fraction": f.tolist(), "dice": curve.tolist(), "ideal": ideal.tolist()},
                 }
+                if len(s) >= 4:  # Dice predicted from this score alone, linear, leave-one-out
+                    pm = dice_prediction_metrics(loo_linear_dice(s, dice_t), dice_t)
+                    qc[score_name]["dice_prediction_loo"] = {k: v if k == "n" else _f(v) for k, v in pm.items()}
         summary = {
             "dice_majority": means.get("dice_majority", math.nan),
             "dice_consensus": means.get("dice_consensus", math.nan),

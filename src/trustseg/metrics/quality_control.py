@@ -14,6 +14,10 @@ Inputs are one value per image: ``uncertainty`` (N,) (higher = less trustworthy)
 * **AURC** (Geifman et al. 2019, risk r_i = 1 − Dice_i instead of a 0/1 loss): keep the most certain images
   first; selective risk at coverage k/N = mean risk of the k most certain; AURC = (1/N) Σ_{k=1}^N risk(k/N).
   **E-AURC** = AURC − AURC of the optimal ranking (images sorted by true risk) ≥ 0. Ties as above.
+* **Dice prediction** (segmentation quality prediction, scored as in the quality-prediction study): R² and
+  Pearson r between predicted and true Dice (:func:`dice_prediction_metrics`), plus Spearman and the mean
+  absolute error. :func:`loo_linear_dice` is the simplest predictor: Dice linear in one image-level score,
+  fitted leave-one-out, so no image's prediction has seen its own ground truth.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from trustseg.core.errors import DataError
 from trustseg.metrics.registry import METRICS
 
 
-def _check(uncertainty: Tensor | None, dice: Tensor) -> tuple[Tensor | None, Tensor]:
+def _check(uncertainty: Tensor | None, dice: Tensor, what: str = "uncertainty") -> tuple[Tensor | None, Tensor]:
     dice = torch.as_tensor(dice, dtype=torch.float64).reshape(-1)
     if dice.numel() == 0:
         raise DataError("quality control needs at least one image")
@@ -35,9 +39,9 @@ def _check(uncertainty: Tensor | None, dice: Tensor) -> tuple[Tensor | None, Ten
         return None, dice
     u = torch.as_tensor(uncertainty, dtype=torch.float64).reshape(-1)
     if u.shape != dice.shape:
-        raise DataError(f"uncertainty has {u.numel()} values but Dice has {dice.numel()}")
+        raise DataError(f"{what} has {u.numel()} values but Dice has {dice.numel()}")
     if not bool(torch.isfinite(u).all()):
-        raise DataError("uncertainty scores contain NaN or inf")
+        raise DataError(f"{what} values contain NaN or inf")
     return u, dice
 
 
@@ -120,9 +124,66 @@ def eaurc(uncertainty: Tensor, dice: Tensor) -> float:
     return float(_aurc_sorted(_ordered(u, 1 - d, descending=False)) - optimal)
 
 
+def r2_score(predicted: Tensor, true: Tensor) -> float:
+    """Coefficient of determination R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)² of predictions ŷ (N,) of y (N,).
+
+    scikit-learn's convention (``r2_score``): can be negative (worse than predicting the mean); when y is
+    constant, 1.0 for an exact prediction and 0.0 otherwise.
+    """
+    p, y = _check(predicted, true, "predicted Dice")
+    ss_res = float(((y - p) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+def dice_prediction_metrics(predicted: Tensor, true: Tensor) -> dict[str, float]:
+    """How well predicted per-image Dice (N,) matches the true Dice (N,): ``r2``, ``pearson``, ``spearman``, ``mae``.
+
+    Correlations are NaN when either input is constant.
+    """
+    from trustseg.metrics.uncertainty_quality import pearson, spearman
+
+    p, y = _check(predicted, true, "predicted Dice")
+    return {
+        "r2": r2_score(p, y),
+        "pearson": float(pearson(p, y)),
+        "spearman": float(spearman(p, y)),
+        "mae": float((p - y).abs().mean()),
+        "n": int(y.numel()),
+    }
+
+
+def loo_linear_dice(score: Tensor, dice: Tensor, clip: bool = True) -> Tensor:
+    """Leave-one-out linear prediction of each image's Dice from an image-level score ``(N,)`` -> ``(N,)``.
+
+    For image i, ordinary least squares Dice ≈ a + b·score is fitted on the other N − 1 images and evaluated
+    at score_i (closed form, O(N)); where the other scores are all equal the fit is their mean Dice. With
+    ``clip`` the prediction is clipped to [0, 1], the range of Dice. Needs N ≥ 3.
+    """
+    x, y = _check(score, dice, "score")
+    n = x.numel()
+    if n < 3:
+        raise DataError(f"leave-one-out Dice prediction needs at least 3 images, got {n}")
+    y_mean = y.mean()
+    x, y = x - x.mean(), y - y_mean  # centred (the fit is invariant; sums lose less precision)
+    m = n - 1
+    sx, sy = x.sum() - x, y.sum() - y
+    sxx, sxy = (x * x).sum() - x * x, (x * y).sum() - x * y
+    den = m * sxx - sx * sx
+    tiny = 1e-12 * (m * sxx).abs().clamp_min(1e-300)
+    slope = torch.where(den > tiny, (m * sxy - sx * sy) / torch.where(den > tiny, den, torch.ones_like(den)), 0 * den)
+    pred = (sy - slope * sx) / m + slope * x + y_mean
+    return pred.clamp(0, 1) if clip else pred
+
+
 METRICS.add("qc_curve", qc_curve)
 METRICS.add("qc_ideal_curve", qc_ideal_curve)
 METRICS.add("qc_random_curve", qc_random_curve)
 METRICS.add("d_auc", d_auc)
 METRICS.add("aurc", aurc)
 METRICS.add("eaurc", eaurc)
+METRICS.add("r2_score", r2_score)
+METRICS.add("dice_prediction", dice_prediction_metrics)
+METRICS.add("loo_linear_dice", loo_linear_dice)

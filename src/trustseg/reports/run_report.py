@@ -60,6 +60,7 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
         qc = results.get("quality_control", {}).get(f"{m}:mean", {})
         row["QC d-AUC"] = qc.get("d_auc")
         row["E-AURC"] = qc.get("eaurc")
+        row["Dice prediction R² (LOO)"] = qc.get("dice_prediction_loo", {}).get("r2")
     return row
 
 
