@@ -24,9 +24,8 @@ from trustseg.metrics.calibration_state import (
     merge_states,
     metrics_from_state,
     reliability_from_state,
-    validate_binary,
-    validate_probabilities,
 )
+from trustseg.metrics.calibration_torch import validate_binary, validate_probabilities
 from trustseg.metrics.registry import METRICS
 
 __all__ = [
