@@ -5,7 +5,8 @@ once and fills the same fixed-size state as the pure-torch path, with the same c
 computed in float64 from the probability's own dtype, first maximum on ties, ``eps`` clamp of the NLL, the same
 validation. It allocates nothing per voxel (one small histogram per call) and runs one call per thread on
 disjoint voxel ranges (ctypes releases the GIL), so it neither touches torch's thread settings nor makes
-chunk-sized temporaries. Sums are float64; only their order differs from the torch path (agreement ~1e-12).
+chunk-sized temporaries. The histograms equal the torch path's bit for bit; NLL and Brier are float64 throughout
+(the torch path rounds each voxel's log and square to float32 first: agreement ~1e-9 relative).
 
 Where it is not built, is stale, or is disabled (``TRUSTSEG_NO_KERNEL=1``), :func:`available` is False and
 the torch path runs. Inputs it does not take (non-CPU tensors, dtypes other than float32/float64 probabilities
