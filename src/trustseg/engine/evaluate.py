@@ -164,7 +164,7 @@ def evaluate_predictions(
         "calibration", "uncertainty", "quality_control", "per_case", "csv", ...}``.
     """
     from trustseg.data.dataset import load_dataset
-    from trustseg.engine.predict import load_prediction
+    from trustseg.engine.prediction_folder import load_prediction
 
     ds = load_dataset(data_root)
     classes, raters = ds.classes, ds.raters

@@ -65,7 +65,7 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _overview(out: Path, method: str, pred_dir: Path, dataset, measure: str | None, n: int = 4) -> str | None:
-    from trustseg.engine.predict import load_prediction
+    from trustseg.engine.prediction_folder import load_prediction
     from trustseg.reports.overview import OverviewRow, render_overview
 
     index = json.loads((pred_dir / "predictions.json").read_text())
