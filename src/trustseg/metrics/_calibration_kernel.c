@@ -126,12 +126,12 @@ static inline void hist_add_soft(hist_t *h, int which, int copy, int idx, double
 /* One voxel of the hard-label kernels, written for voxel I into accumulators PROD, BRIER and histogram copy C.
  * The loops run two voxels per step (copies 0 and 1, two independent product and Brier chains); a bad value
  * jumps to `done` with rc and *bad set. */
-#define BINARY_HARD_VOXEL(PT, I, PROD, BRIER, C)                                                                \
+#define BINARY_HARD_VOXEL(PT, I, PROD, BRIER, C)                                                              \
     {                                                                                                         \
         PT pi = p[I];                                                                                         \
-        if (!(pi >= 0 && pi <= 1)) { *bad = (I); rc = TS_BAD_PROB; goto done; }                                \
+        if (!(pi >= 0 && pi <= 1)) { *bad = (I); rc = TS_BAD_PROB; goto done; }                               \
         int64_t yv = (int64_t)y[I];                                                                           \
-        if (yv != 0 && yv != 1) { *bad = (I); rc = TS_BAD_LABEL; goto done; }                                  \
+        if (yv != 0 && yv != 1) { *bad = (I); rc = TS_BAD_LABEL; goto done; }                                 \
         PT qi = (PT)1 - pi;                                                                                   \
         PT pq[2] = {qi, pi};                                                                                  \
         PT py = pq[yv];                                                                                       \
@@ -143,9 +143,32 @@ static inline void hist_add_soft(hist_t *h, int which, int copy, int idx, double
             PT conf = pred1 ? pi : qi;                                                                        \
             hist_add(&h, 0, C, fine_index((double)conf, fine, closed), (double)conf, pred1 == yv);            \
         }                                                                                                     \
-        if (cls0) hist_add(&h, 1, C, fine_index((double)qi, fine, closed), (double)qi, yv == 0);             \
-        if (cls1) hist_add(&h, 2, C, fine_index((double)pi, fine, closed), (double)pi, yv == 1);             \
+        if (cls0) hist_add(&h, 1, C, fine_index((double)qi, fine, closed), (double)qi, yv == 0);              \
+        if (cls1) hist_add(&h, 2, C, fine_index((double)pi, fine, closed), (double)pi, yv == 1);              \
     }
+
+/* End of every kernel: hand the sums and histograms to the caller only if every voxel was valid; free. */
+#define FINISH_BINARY(BRIER_SUM)                                                                              \
+    if (rc == TS_OK) {                                                                                        \
+        sums[0] += nll;                                                                                       \
+        sums[1] += 2.0 * (BRIER_SUM); /* both classes' squared errors */                                      \
+        hist_flush(&h, 0, top_state);                                                                         \
+        hist_flush(&h, 1, cls_state);                                                                         \
+        hist_flush(&h, 2, cls_state + 3 * (size_t)(fine + 1));                                                \
+    }                                                                                                         \
+    hist_free(&h);                                                                                            \
+    return rc;
+
+#define FINISH_MULTI(BRIER_SUM)                                                                               \
+    if (rc == TS_OK) {                                                                                        \
+        sums[0] += nll;                                                                                       \
+        sums[1] += (BRIER_SUM);                                                                               \
+        hist_flush(&h, 0, top_state);                                                                         \
+        for (int k = 0; k < K; k++)                                                                           \
+            if (cmask[k]) hist_flush(&h, 1 + k, cls_state + 3 * (size_t)(fine + 1) * (size_t)k);              \
+    }                                                                                                         \
+    hist_free(&h);                                                                                            \
+    return rc;
 
 /* The loop shared by the hard-label kernels: two voxels a step (histogram copies 0 and 1, two independent
  * product and Brier chains), the NLL products folded into logs every NLL_BLOCK voxels; leaves nll, brier0/1, rc. */
@@ -170,59 +193,44 @@ done:                                                                           
         hist_t h;                                                                                             \
         if (!hist_alloc(&h, 3, fine + 1, 0)) return TS_NO_MEMORY;                                             \
         HARD_LABEL_LOOP(BINARY_HARD_VOXEL, PT)                                                                \
-        if (rc == TS_OK) {                                                                                    \
-            sums[0] += nll;                                                                                   \
-            sums[1] += 2.0 * (brier0 + brier1);                                                               \
-            hist_flush(&h, 0, top_state);                                                                     \
-            hist_flush(&h, 1, cls_state);                                                                     \
-            hist_flush(&h, 2, cls_state + 3 * (size_t)(fine + 1));                                            \
-        }                                                                                                     \
-        hist_free(&h);                                                                                        \
-        return rc;                                                                                            \
+        FINISH_BINARY(brier0 + brier1)                                                                        \
     }
 
 #define DEFINE_BINARY_SOFT(NAME, PT)                                                                          \
     TS_EXPORT int NAME(const PT *p, const PT *y, int64_t n, int fine, int closed, int top, int cls0, int cls1, \
                        double *top_state, double *cls_state, double *sums, int64_t *bad) {                    \
         hist_t h;                                                                                             \
-        if (!hist_alloc(&h, 3, fine + 1, 1)) return TS_NO_MEMORY;                                                \
+        if (!hist_alloc(&h, 3, fine + 1, 1)) return TS_NO_MEMORY;                                             \
         const PT eps = (PT)EPS_OF(PT);                                                                        \
         double nll = 0.0, brier = 0.0;                                                                        \
         int rc = TS_OK;                                                                                       \
         for (int64_t i = 0; i < n; i++) {                                                                     \
             PT pi = p[i], ti = y[i];                                                                          \
-            if (!(pi >= 0 && pi <= 1)) { *bad = i; rc = TS_BAD_PROB; break; }                                  \
-            if (!(ti >= 0 && ti <= 1)) { *bad = i; rc = TS_BAD_LABEL; break; }                                 \
+            if (!(pi >= 0 && pi <= 1)) { *bad = i; rc = TS_BAD_PROB; break; }                                 \
+            if (!(ti >= 0 && ti <= 1)) { *bad = i; rc = TS_BAD_LABEL; break; }                                \
             PT qi = (PT)1 - pi, ui = (PT)1 - ti;                                                              \
             if (ti != 0) nll -= (double)ti * log((double)(pi < eps ? eps : pi));                              \
             if (ui != 0) nll -= (double)ui * log((double)(qi < eps ? eps : qi));                              \
             double d = (double)pi - (double)ti;                                                               \
             brier += d * d;                                                                                   \
-            int c = (int)(i % COPIES);                                                                             \
+            int c = (int)(i % COPIES);                                                                        \
             if (top) {                                                                                        \
                 int pred1 = pi > qi;                                                                          \
                 PT conf = pred1 ? pi : qi;                                                                    \
-                hist_add_soft(&h, 0, c, fine_index((double)conf, fine, closed), (double)conf, (double)(pred1 ? ti : ui)); \
+                double acc = (double)(pred1 ? ti : ui);                                                      \
+                hist_add_soft(&h, 0, c, fine_index((double)conf, fine, closed), (double)conf, acc);          \
             }                                                                                                 \
-            if (cls0) hist_add_soft(&h, 1, c, fine_index((double)qi, fine, closed), (double)qi, (double)ui);        \
-            if (cls1) hist_add_soft(&h, 2, c, fine_index((double)pi, fine, closed), (double)pi, (double)ti);        \
+            if (cls0) hist_add_soft(&h, 1, c, fine_index((double)qi, fine, closed), (double)qi, (double)ui);  \
+            if (cls1) hist_add_soft(&h, 2, c, fine_index((double)pi, fine, closed), (double)pi, (double)ti);  \
         }                                                                                                     \
-        if (rc == TS_OK) {                                                                                    \
-            sums[0] += nll;                                                                                   \
-            sums[1] += 2.0 * brier;                                                                           \
-            hist_flush(&h, 0, top_state);                                                                     \
-            hist_flush(&h, 1, cls_state);                                                                     \
-            hist_flush(&h, 2, cls_state + 3 * (size_t)(fine + 1));                                            \
-        }                                                                                                     \
-        hist_free(&h);                                                                                        \
-        return rc;                                                                                            \
+        FINISH_BINARY(brier)                                                                                  \
     }
 
 /* ---------------------------------------------------------------------------------------------------------- */
 /* K classes: p (K, n) with class stride cs (voxels contiguous), hard labels (n,) in [0, K) or soft labels    */
 /* (K, n) with class stride ys (same dtype as p). cmask[k] != 0: fill class k's histogram.                   */
 
-#define MULTI_HARD_VOXEL(PT, I, PROD, BRIER, C)                                                                \
+#define MULTI_HARD_VOXEL(PT, I, PROD, BRIER, C)                                                               \
     {                                                                                                         \
         const PT *pv = p + (I);                                                                               \
         PT best = pv[0];                                                                                      \
@@ -237,18 +245,18 @@ done:                                                                           
             best = gt ? v : best;                                                                             \
             arg = gt ? k : arg;                                                                               \
         }                                                                                                     \
-        if (neg || !(fabs(s - 1.0) <= tol)) { *bad = (I); rc = TS_BAD_PROB; goto done; }                       \
+        if (neg || !(fabs(s - 1.0) <= tol)) { *bad = (I); rc = TS_BAD_PROB; goto done; }                      \
         int64_t yv = (int64_t)y[I];                                                                           \
-        if (yv < 0 || yv >= K) { *bad = (I); rc = TS_BAD_LABEL; goto done; }                                   \
+        if (yv < 0 || yv >= K) { *bad = (I); rc = TS_BAD_LABEL; goto done; }                                  \
         PT py = pv[yv * cs];                                                                                  \
         PROD *= (double)(py < eps ? eps : py);                                                                \
         BRIER += sq - 2.0 * (double)py + 1.0;                                                                 \
-        if (top) hist_add(&h, 0, C, fine_index((double)best, fine, closed), (double)best, arg == yv);          \
+        if (top) hist_add(&h, 0, C, fine_index((double)best, fine, closed), (double)best, arg == yv);         \
         if (any_cls) {                                                                                        \
             for (int k = 0; k < K; k++) {                                                                     \
                 if (!cmask[k]) continue;                                                                      \
                 PT v = pv[k * cs];                                                                            \
-                hist_add(&h, 1 + k, C, fine_index((double)v, fine, closed), (double)v, yv == k);             \
+                hist_add(&h, 1 + k, C, fine_index((double)v, fine, closed), (double)v, yv == k);              \
             }                                                                                                 \
         }                                                                                                     \
     }
@@ -263,15 +271,7 @@ done:                                                                           
         int any_cls = 0;                                                                                      \
         for (int k = 0; k < K; k++) any_cls |= cmask[k] != 0;                                                 \
         HARD_LABEL_LOOP(MULTI_HARD_VOXEL, PT)                                                                 \
-        if (rc == TS_OK) {                                                                                    \
-            sums[0] += nll;                                                                                   \
-            sums[1] += brier0 + brier1;                                                                       \
-            hist_flush(&h, 0, top_state);                                                                     \
-            for (int k = 0; k < K; k++)                                                                       \
-                if (cmask[k]) hist_flush(&h, 1 + k, cls_state + 3 * (size_t)(fine + 1) * (size_t)k);           \
-        }                                                                                                     \
-        hist_free(&h);                                                                                        \
-        return rc;                                                                                            \
+        FINISH_MULTI(brier0 + brier1)                                                                         \
     }
 
 #define DEFINE_MULTI_SOFT(NAME, PT)                                                                           \
@@ -279,7 +279,7 @@ done:                                                                           
                        int top, const uint8_t *cmask, double tol, double *top_state, double *cls_state,       \
                        double *sums, int64_t *bad) {                                                          \
         hist_t h;                                                                                             \
-        if (!hist_alloc(&h, 1 + K, fine + 1, 1)) return TS_NO_MEMORY;                                            \
+        if (!hist_alloc(&h, 1 + K, fine + 1, 1)) return TS_NO_MEMORY;                                         \
         const PT eps = (PT)EPS_OF(PT);                                                                        \
         double nll = 0.0, brier = 0.0;                                                                        \
         int rc = TS_OK;                                                                                       \
@@ -298,9 +298,9 @@ done:                                                                           
                 best = gt ? v : best;                                                                         \
                 arg = gt ? k : arg;                                                                           \
             }                                                                                                 \
-            if (neg || !(fabs(s - 1.0) <= tol)) { *bad = i; rc = TS_BAD_PROB; break; }                         \
-            if (tneg || !(fabs(st - 1.0) <= tol)) { *bad = i; rc = TS_BAD_LABEL; break; }                      \
-            int c = (int)(i % COPIES);                                                                             \
+            if (neg || !(fabs(s - 1.0) <= tol)) { *bad = i; rc = TS_BAD_PROB; break; }                        \
+            if (tneg || !(fabs(st - 1.0) <= tol)) { *bad = i; rc = TS_BAD_LABEL; break; }                     \
+            int c = (int)(i % COPIES);                                                                        \
             for (int k = 0; k < K; k++) {                                                                     \
                 PT v = pv[k * cs], t = tv[k * ys];                                                            \
                 if (t != 0) nll -= (double)t * log((double)(v < eps ? eps : v));                              \
@@ -308,26 +308,21 @@ done:                                                                           
                 brier += d * d;                                                                               \
                 if (cmask[k]) hist_add_soft(&h, 1 + k, c, fine_index((double)v, fine, closed), (double)v, (double)t); \
             }                                                                                                 \
-            if (top) hist_add_soft(&h, 0, c, fine_index((double)best, fine, closed), (double)best, (double)tv[arg * ys]); \
+            if (top) {                                                                                       \
+                double acc = (double)tv[arg * ys];                                                           \
+                hist_add_soft(&h, 0, c, fine_index((double)best, fine, closed), (double)best, acc);          \
+            }                                                                                                \
         }                                                                                                     \
-        if (rc == TS_OK) {                                                                                    \
-            sums[0] += nll;                                                                                   \
-            sums[1] += brier;                                                                                 \
-            hist_flush(&h, 0, top_state);                                                                     \
-            for (int k = 0; k < K; k++)                                                                       \
-                if (cmask[k]) hist_flush(&h, 1 + k, cls_state + 3 * (size_t)(fine + 1) * (size_t)k);           \
-        }                                                                                                     \
-        hist_free(&h);                                                                                        \
-        return rc;                                                                                            \
+        FINISH_MULTI(brier)                                                                                   \
     }
 
 /* ts_<binary|multi>_<f32|f64>_<u8|i8|i16|i32|i64|soft>: probability dtype, then label dtype (soft: as p) */
-#define DEFINE_ALL_LABELS(KIND, kind, PT, SUF)                      \
-    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_u8, PT, uint8_t)   \
-    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i8, PT, int8_t)    \
-    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i16, PT, int16_t)  \
-    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i32, PT, int32_t)  \
-    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i64, PT, int64_t)  \
+#define DEFINE_ALL_LABELS(KIND, kind, PT, SUF)                                                                \
+    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_u8, PT, uint8_t)                                                 \
+    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i8, PT, int8_t)                                                  \
+    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i16, PT, int16_t)                                                \
+    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i32, PT, int32_t)                                                \
+    DEFINE_##KIND##_HARD(ts_##kind##_##SUF##_i64, PT, int64_t)                                                \
     DEFINE_##KIND##_SOFT(ts_##kind##_##SUF##_soft, PT)
 
 DEFINE_ALL_LABELS(BINARY, binary, float, f32)
