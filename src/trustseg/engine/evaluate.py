@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,14 @@ class Pair:
         seg: ``(*spatial)`` int64 predicted class map.
         probs_path: The probability map file (``None`` when absent), for metrics that need probabilities.
         case: The dataset case (image, rater labels ``(R, *spatial)``).
+        entry: The case's entry of ``predictions.json`` (its files).
     """
 
     case_id: str
     seg: np.ndarray
     probs_path: Path | None
     case: Case
+    entry: dict[str, Any] = field(default_factory=dict)
 
 
 def read_index(pred_dir: str | Path) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
         if tuple(seg.shape) != tuple(case.labels.shape[1:]):
             raise DataError(f"prediction shape {seg.shape} differs from the labels {case.labels.shape[1:]}", seg_path)
         probs = entry["files"].get("probs")
-        yield Pair(cid, seg.astype(np.int64), None if probs is None else pred_dir / probs, case)
+        yield Pair(cid, seg.astype(np.int64), None if probs is None else pred_dir / probs, case, entry)
 
 
 def case_metrics(pair: Pair, classes: list[str], raters: list[str], empty: str = "one") -> dict[str, float]:
@@ -171,7 +173,7 @@ def evaluate_predictions(
     ev = EvaluationSuite(classes, len(raters), suite)
     rows = []
     for pair in load_pairs(pred_dir, data_root, split):
-        pred = load_prediction(pred_dir, pair.case_id)
+        pred = load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False)  # seg: read by load_pairs
         samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
         if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
             probs = torch.nn.functional.one_hot(torch.from_numpy(pair.seg), len(classes)).movedim(-1, 0).float()

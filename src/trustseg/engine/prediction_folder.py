@@ -234,18 +234,28 @@ def read_map(path: str | Path) -> np.ndarray:
     return read_image(path).array
 
 
-def load_prediction(pred_dir: str | Path, case_id: str) -> dict[str, Any]:
+def load_prediction(
+    pred_dir: str | Path, case_id: str, *, entry: dict[str, Any] | None = None, seg: bool = True
+) -> dict[str, Any]:
     """One case of a prediction folder, as arrays.
 
+    Args:
+        pred_dir: The prediction folder.
+        case_id: The case.
+        entry: The case's entry of ``predictions.json``, when the caller has read the index already (saves
+            reading it again per case).
+        seg: Read the segmentation (``False``: ``"seg"`` is None, for callers that hold it already).
+
     Returns:
-        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64,
+        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
         "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
     """
     from trustseg.data.io import read_label
 
     pred_dir = Path(pred_dir)
-    index = json.loads((pred_dir / "predictions.json").read_text())
-    entry = next((c for c in index["cases"] if c["id"] == case_id), None)
+    if entry is None:
+        index = json.loads((pred_dir / "predictions.json").read_text())
+        entry = next((c for c in index["cases"] if c["id"] == case_id), None)
     if entry is None:
         raise DataError(f"case {case_id!r} is not in this prediction folder", pred_dir / "predictions.json")
     files = entry["files"]
@@ -256,7 +266,7 @@ def load_prediction(pred_dir: str | Path, case_id: str) -> dict[str, Any]:
     samples = files.get("samples")
     return {
         "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
-        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64),
+        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64) if seg else None,
         "maps": maps,
         "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
     }
