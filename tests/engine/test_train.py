@@ -13,10 +13,11 @@ import torch
 from trustseg.core.errors import DataError, UnknownNameError
 from trustseg.data.case import Case
 from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
+from trustseg.engine.calibrate import calibrate_run
 from trustseg.engine.checkpoint import load_checkpoint
 from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
 from trustseg.engine.loader import CaseLoader, random_crop
-from trustseg.engine.train import calibrate_run, foreground_dice, train
+from trustseg.engine.train import foreground_dice, train
 from trustseg.models.config import NetConfig
 
 

@@ -203,6 +203,8 @@ def train(
             train_member(cfg, out, m, dataset=dataset, method=method, resume=resume, progress=progress)
     temperature = read_run_json(out).get("temperature", 1.0)
     if calibrate and info.is_main:
+        from trustseg.engine.calibrate import calibrate_run
+
         temperature = calibrate_run(out)
     barrier(info)
     return summarize(out, members, method.name or cfg.method.name, temperature)
@@ -399,41 +401,6 @@ class _Bar:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-
-
-def calibrate_run(run_dir: str | Path) -> float:
-    """Fit a post-hoc temperature on the validation cases of a trained run and store it in ``run.json``.
-
-    Uses :func:`trustseg.methods.temperature.fit_method_temperature`: one ``T`` minimising the NLL of the soft
-    label ȳ under the predictive mean of the (tempered) samples. The validation cases form one batch, zero-padded
-    to a common shape (the padding counts as background), and are predicted whole.
-
-    Returns:
-        The fitted temperature.
-
-    Raises:
-        ConfigError: no validation cases, or a method without logits.
-    """
-    from trustseg.engine.predict import load_run
-    from trustseg.methods.temperature import fit_method_temperature
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir / CONFIG)
-    method, models, info = load_run(run_dir)
-    dataset = load_data(cfg)
-    _, val_ids = split_ids(dataset, cfg)
-    if not val_ids:
-        raise ConfigError(f"{cfg.data}: no validation cases to fit a temperature on")
-    loader = CaseLoader(
-        dataset.__getitem__, val_ids, dataset.num_classes, batch_size=len(val_ids), pad_multiple=multiple_of(info)
-    )
-    batches = [batch for _, batch in loader.batches(0)]
-    method.temperature = 1.0
-    t = float(fit_method_temperature(method, models, batches, target="soft"))
-    data = read_run_json(run_dir)
-    data["temperature"] = t
-    atomic_write_json(run_dir / RUN_JSON, data)
-    return t
 
 
 def multiple_of(info: dict[str, Any]) -> int:
