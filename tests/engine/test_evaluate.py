@@ -106,3 +106,29 @@ def test_errors(hand, tmp_path):
     with pytest.raises(DataError, match="differs from the labels"):
         evaluate_predictions(bad, root, tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_bad_probabilities_or_maps_name_the_case_and_file(hand, tmp_path):
+    root, _ = hand
+    pa = np.zeros((4, 4), np.int64)
+    pred = pred_folder(tmp_path / "p3", {"a": pa})
+    probs = np.stack([np.full((4, 4), 0.5), np.full((4, 4), 0.25), np.full((4, 4), 0.25)]).astype(np.float32)
+    ent = np.zeros((4, 4), np.float32)
+    np.save(pred / "a_probs.npy", probs)
+    np.save(pred / "a_entropy.npy", ent)
+    index = json.loads((pred / "predictions.json").read_text())
+    index["cases"][0]["shape"] = [4, 4]
+    index["cases"][0]["files"].update({"probs": "a_probs.npy", "measures": {"entropy": "a_entropy.npy"}})
+    atomic_write_json(pred / "predictions.json", index)
+    evaluate_predictions(pred, root, tmp_path / "ok.json", split="test")  # valid as written
+    probs[0, 1, 2] = np.nan
+    np.save(pred / "a_probs.npy", probs)
+    with pytest.raises(DataError, match=r"a_probs\.npy: case a: probabilities contain NaN"):
+        evaluate_predictions(pred, root, tmp_path / "m.json", split="test")
+    probs[0, 1, 2] = 0.5
+    np.save(pred / "a_probs.npy", probs)
+    ent[0, 0] = np.inf
+    np.save(pred / "a_entropy.npy", ent)
+    with pytest.raises(DataError, match=r"a_entropy\.npy: case a: .*map 'entropy'"):
+        evaluate_predictions(pred, root, tmp_path / "m.json", split="test")
+    assert not (tmp_path / "m.json").exists()

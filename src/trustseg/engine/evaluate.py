@@ -95,6 +95,15 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
         yield Pair(cid, seg.astype(np.int64), None if probs is None else pred_dir / probs, case, entry)
 
 
+def _case_file(pred_dir: Path, entry: dict[str, Any], problem: str) -> Path:
+    """The file of a predicted case that a problem is about: a measure map it names, else the probabilities."""
+    files = entry.get("files", {})
+    for name, fname in files.get("measures", {}).items():
+        if f"map {name!r}" in problem:
+            return pred_dir / fname
+    return pred_dir / files.get("probs", files.get("seg", "predictions.json"))
+
+
 def case_metrics(pair: Pair, classes: list[str], raters: list[str], empty: str = "one") -> dict[str, float]:
     """Dice per foreground class against each rater and the majority vote, and their means.
 
@@ -179,14 +188,19 @@ def evaluate_predictions(
             probs = torch.nn.functional.one_hot(torch.from_numpy(pair.seg), len(classes)).movedim(-1, 0).float()
         else:
             probs = torch.from_numpy(pred["probs"])
-        row = ev.add_case(
-            pair.case_id,
-            probs,
-            torch.from_numpy(pair.case.labels),
-            spacing=tuple(pair.case.spacing),
-            maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},
-            samples=samples,
-        )
+        try:
+            row = ev.add_case(
+                pair.case_id,
+                probs,
+                torch.from_numpy(pair.case.labels),
+                spacing=tuple(pair.case.spacing),
+                maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},
+                samples=samples,
+            )
+        except ValueError as e:  # the suite's input checks (NaN, shapes, sums): name the prediction's file
+            problem = str(getattr(e, "problem", e))
+            culprit = _case_file(Path(pred_dir), pair.entry, problem)
+            raise DataError(f"case {pair.case_id}: {problem}", culprit) from None
         rows.append({**row, **case_metrics(pair, classes, raters, empty)})
     if not rows:
         raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
