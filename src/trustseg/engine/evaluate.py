@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,14 @@ class Pair:
     Attributes:
         case_id: The case.
         seg: ``(*spatial)`` int64 predicted class map.
-        probs_path: The probability map file (``None`` when absent), for metrics that need probabilities.
         case: The dataset case (image, rater labels ``(R, *spatial)``).
-        entry: The case's entry of ``predictions.json`` (its files).
+        entry: The case's entry of ``predictions.json`` (its files: probabilities, maps, samples).
     """
 
     case_id: str
     seg: np.ndarray
-    probs_path: Path | None
     case: Case
-    entry: dict[str, Any] = field(default_factory=dict)
+    entry: dict[str, Any]
 
 
 def read_index(pred_dir: str | Path) -> dict[str, Any]:
@@ -91,8 +89,7 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
         case = ds[cid]
         if tuple(seg.shape) != tuple(case.labels.shape[1:]):
             raise DataError(f"prediction shape {seg.shape} differs from the labels {case.labels.shape[1:]}", seg_path)
-        probs = entry["files"].get("probs")
-        yield Pair(cid, seg.astype(np.int64), None if probs is None else pred_dir / probs, case, entry)
+        yield Pair(cid, seg.astype(np.int64), case, entry)
 
 
 def _case_file(pred_dir: Path, entry: dict[str, Any], problem: str) -> Path:
