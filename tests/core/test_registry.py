@@ -52,3 +52,19 @@ def test_resolve_comma_list():
     assert [e.name for e in resolve(reg, "entropy, mutual_information")] == ["entropy", "mutual_information"]
     with pytest.raises(UnknownNameError):
         resolve(reg, ["entropy", "mi2"])
+
+
+def test_metadata_is_kept_and_read_only():
+    reg = Registry("thing")
+    reg.add("a", 1, doc="one", requires=("probs",), higher_is_better=True)
+
+    @reg.register("b")
+    def b():
+        """Bee."""
+
+    assert reg.meta("a") == {"requires": ("probs",), "higher_is_better": True}
+    assert reg.entry("b").meta == {} and reg.entry("b").doc == "Bee."
+    with pytest.raises(TypeError):
+        reg.meta("a")["requires"] = ()  # type: ignore[index]
+    with pytest.raises(UnknownNameError, match="did you mean 'a'"):
+        reg.meta("aa")

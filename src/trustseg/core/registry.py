@@ -15,8 +15,9 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from trustseg.core.errors import UnknownNameError
@@ -26,11 +27,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One registered object and its one-line documentation."""
+    """One registered object, its one-line documentation and its metadata.
+
+    Attributes:
+        name: The registered name.
+        obj: The object.
+        doc: One line of documentation (the docstring's first line unless given).
+        meta: What the object declares about itself (capabilities, inputs it needs, orientation, ...); the keys
+            are the registry owner's vocabulary, documented where the registry is defined.
+    """
 
     name: str
     obj: T
     doc: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Registry(Generic[T]):
@@ -44,23 +54,28 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, doc: str | None = None) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; ``doc`` defaults to the docstring's first line."""
+    def register(self, name: str, doc: str | None = None, **meta: Any) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` with metadata ``meta``; ``doc`` defaults to the docstring's
+        first line."""
 
         def deco(obj: T) -> T:
-            self.add(name, obj, doc)
+            self.add(name, obj, doc, **meta)
             return obj
 
         return deco
 
-    def add(self, name: str, obj: T, doc: str | None = None) -> None:
-        """Register ``obj`` under ``name``. Registering a name twice is an error."""
+    def add(self, name: str, obj: T, doc: str | None = None, **meta: Any) -> None:
+        """Register ``obj`` under ``name`` with metadata ``meta``. Registering a name twice is an error."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         if doc is None:
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()[0:1]
-            doc = doc[0] if doc else ""
-        self._entries[name] = Entry(name, obj, doc)
+            lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()[0:1]
+            doc = lines[0] if lines else ""
+        self._entries[name] = Entry(name, obj, doc, MappingProxyType(dict(meta)))
+
+    def meta(self, name: str) -> Mapping[str, Any]:
+        """The metadata of ``name`` (read-only; unknown names get a "did you mean" error)."""
+        return self.entry(name).meta
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name`` or raise :class:`UnknownNameError` with suggestions."""
