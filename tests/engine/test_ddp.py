@@ -23,7 +23,7 @@ def test_torchrun_two_processes(tmp_path, method):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "trustseg.engine.distributed", "--config", str(cfg), "--out", str(run)]
+    cmd += ["-m", "trustseg.engine.launch", "ddp", "--config", str(cfg), "--out", str(run)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ddp = json.loads((run / "member_0" / "ddp.json").read_text())

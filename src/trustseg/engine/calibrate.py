@@ -1,6 +1,6 @@
 """Post-hoc temperature scaling of a trained run (``trustseg train --calibrate``, or later on its own).
 
-The fitted temperature is stored in the run's ``run.json`` and applied by :func:`trustseg.engine.predict.load_run`.
+The fitted temperature is stored in the run's ``run.json`` and applied by :func:`trustseg.inference.run_predictor.load_run`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from pathlib import Path
 
 from trustseg.core.atomic import atomic_write_json
 from trustseg.core.errors import ConfigError
-from trustseg.engine.checkpoint import read_run_json
 from trustseg.engine.config import load_run_config
 from trustseg.engine.loader import CaseLoader
-from trustseg.engine.train import CONFIG, RUN_JSON, load_data, multiple_of, split_ids
+from trustseg.engine.setup import load_data, split_ids
+from trustseg.inference.run_folder import CONFIG, RUN_JSON, read_run_json, size_multiple
+from trustseg.inference.run_predictor import load_run
+from trustseg.methods.temperature import fit_method_temperature
 
 
 def calibrate_run(run_dir: str | Path) -> float:
@@ -28,9 +30,6 @@ def calibrate_run(run_dir: str | Path) -> float:
     Raises:
         ConfigError: no validation cases, or a method without logits.
     """
-    from trustseg.engine.predict import load_run
-    from trustseg.methods.temperature import fit_method_temperature
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir / CONFIG)
     method, models, info = load_run(run_dir)
@@ -39,7 +38,7 @@ def calibrate_run(run_dir: str | Path) -> float:
     if not val_ids:
         raise ConfigError(f"{cfg.data}: no validation cases to fit a temperature on")
     loader = CaseLoader(
-        dataset.__getitem__, val_ids, dataset.num_classes, batch_size=len(val_ids), pad_multiple=multiple_of(info)
+        dataset.__getitem__, val_ids, dataset.num_classes, batch_size=len(val_ids), pad_multiple=size_multiple(info)
     )
     batches = [batch for _, batch in loader.batches(0)]
     method.temperature = 1.0

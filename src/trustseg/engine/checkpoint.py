@@ -14,8 +14,8 @@ A checkpoint is replaced only once the new file is complete, so an interruption 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,19 +25,34 @@ import torch
 from torch import nn
 
 from trustseg.core.atomic import atomic_torch_save, atomic_write_text
-from trustseg.core.errors import DataError
 from trustseg.engine.seeding import get_rng_state
+from trustseg.inference.run_folder import (
+    BEST,
+    CONFIG,
+    HISTORY,
+    LAST,
+    RUN_JSON,
+    load_checkpoint,
+    member_dir,
+    read_run_json,
+)
 
-RUN_JSON = "run.json"
-CONFIG = "config.yaml"
-LAST = "last.pt"
-BEST = "best.pt"
-HISTORY = "history.csv"
-
-
-def member_dir(run_dir: str | Path, member: int) -> Path:
-    """``RUN/member_<m>``."""
-    return Path(run_dir) / f"member_{member}"
+__all__ = [
+    "BEST",
+    "CONFIG",
+    "HISTORY",
+    "LAST",
+    "RUN_JSON",
+    "cpu_state_dict",
+    "load_checkpoint",
+    "member_dir",
+    "read_run_json",
+    "save_checkpoint",
+    "save_member_state",
+    "unwrap",
+    "weights_digest",
+    "write_history",
+]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -55,28 +70,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``.
-
-    Raises:
-        DataError: when the file is missing or not a readable checkpoint (naming the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("checkpoint not found", path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors vary
-        raise DataError(f"not a readable checkpoint ({type(e).__name__}: {e})", path) from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise DataError("not a trustseg checkpoint (no 'model' entry)", path)
-    return state
-
-
 def weights_digest(model: nn.Module) -> str:
     """SHA-1 of all parameters and buffers in state-dict order (equal digests mean bitwise-equal weights)."""
-    import hashlib
-
     h = hashlib.sha1()
     for name, t in unwrap(model).state_dict().items():
         h.update(name.encode())
@@ -103,14 +98,6 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return "" if v != v else f"{v:.6g}"
     return v
-
-
-def read_run_json(run_dir: str | Path) -> dict[str, Any]:
-    """The ``run.json`` of a run folder."""
-    path = Path(run_dir) / RUN_JSON
-    if not path.is_file():
-        raise DataError("not a trustseg run folder (no run.json)", Path(run_dir))
-    return json.loads(path.read_text())
 
 
 def save_member_state(

@@ -1,17 +1,16 @@
 """Data-parallel training with ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
 
-:func:`trustseg.engine.train.train` detects a ``torchrun`` launch from the ``WORLD_SIZE``/``RANK`` environment
+:func:`trustseg.engine.run.train` detects a ``torchrun`` launch from the ``WORLD_SIZE``/``RANK`` environment
 variables, initialises the process group, wraps each model in ``DistributedDataParallel`` and shards every
 global batch among the ranks. Only rank 0 writes files; all ranks meet at a barrier at the end.
 
 Command line (one process per rank)::
 
-    torchrun --nproc_per_node 2 -m trustseg.engine.distributed --config config.yaml --out runs/ddp
+    torchrun --nproc_per_node 2 -m trustseg.engine.launch ddp --config config.yaml --out runs/ddp
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,25 +108,3 @@ def cleanup() -> None:
     """Destroy the process group if one was initialised."""
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``torchrun ... -m trustseg.engine.distributed --config CFG --out RUN [--resume]``."""
-    parser = argparse.ArgumentParser(description="Data-parallel training (launch with torchrun).")
-    parser.add_argument("--config", required=True, help="run config (YAML/TOML/JSON)")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue from last.pt")
-    args = parser.parse_args(argv)
-
-    from trustseg.engine.config import load_run_config
-    from trustseg.engine.train import train
-
-    cfg = load_run_config(args.config)
-    try:
-        train(cfg, args.out, resume=args.resume, progress=env_info().is_main)
-    finally:
-        cleanup()
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trustseg.core.predictive import Predictive
-from trustseg.engine.sliding_window import blend_weights, sliding_window_predict, window_starts
+from trustseg.inference.sliding_window import blend_weights, sliding_window_predict, window_starts
 
 
 def pointwise(dims: int, k: int = 3, c: int = 2):

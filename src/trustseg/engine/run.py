@@ -1,0 +1,99 @@
+"""Train a run: every member of the configured method into the run folder.
+
+:func:`train` builds the method named in the config, checks the dataset against it, writes the run files and
+trains each of its ``num_members`` members (1 except for deep ensembles) into ``RUN/member_<m>/`` with seed
+``seed + m``: one after another by default, in parallel processes with ``workers > 1``
+(:func:`trustseg.engine.member.run_members_parallel`), or data-parallel over the ranks of a ``torchrun`` launch.
+The per-member loop is :func:`trustseg.engine.fit.train_member`.
+
+Run folder::
+
+    RUN/config.yaml           the RunConfig (read back by resume, member processes and prediction)
+    RUN/run.json              method, params, classes, raters, shapes, members, patch size, temperature
+    RUN/member_<m>/last.pt    resumable state (written atomically at the end of every epoch)
+    RUN/member_<m>/best.pt    weights of the best validation Dice
+    RUN/member_<m>/history.csv
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trustseg.engine import checkpoint as ck
+from trustseg.engine.calibrate import calibrate_run
+from trustseg.engine.config import RunConfig, check_same_config, load_run_config
+from trustseg.engine.distributed import barrier, init_distributed
+from trustseg.engine.fit import train_member
+from trustseg.engine.member import run_members_parallel
+from trustseg.engine.run_folder import write_run_files
+from trustseg.engine.setup import load_data, make_method, pad_multiple
+from trustseg.inference.device import resolve_device
+from trustseg.inference.run_folder import CONFIG, read_run_json
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    workers: int = 1,
+    calibrate: bool = False,
+) -> dict[str, Any]:
+    """Train every member of the configured method into the run folder ``out``.
+
+    Args:
+        cfg: The run configuration (written to ``out/config.yaml``).
+        out: Run folder.
+        resume: Continue each member from its ``last.pt``; finished members are skipped. The configuration must
+            equal the run's saved ``config.yaml`` (except ``data``), else :class:`ConfigError`. Without it, training
+            starts afresh (checkpoints and temperature of an earlier run in ``out`` are discarded).
+        progress: Show a progress bar (rank 0 only).
+        workers: Train up to this many ensemble members at once, each in its own process
+            (``python -m trustseg.engine.launch member``). Ignored under ``torchrun``.
+        calibrate: Fit a post-hoc temperature on the validation cases afterwards (stored in ``run.json``).
+
+    Returns:
+        Summary: ``{"run", "method", "members": [{"member", "best_val_dice", "best_epoch", "epochs", "best",
+        "last"}], "temperature"}``.
+    """
+    out = Path(out)
+    if resume and (out / CONFIG).is_file():
+        check_same_config(load_run_config(out / CONFIG), cfg, out / CONFIG)
+    device = resolve_device(cfg.train.device, "train.device")
+    info = init_distributed(device)
+    dataset = load_data(cfg)
+    method = make_method(cfg, dataset)
+    if info.is_main:
+        write_run_files(cfg, out, dataset, method, pad_multiple(cfg), resume)
+    barrier(info)
+    members = list(range(method.num_members))
+    if workers > 1 and len(members) > 1 and not info.enabled:
+        run_members_parallel(out, members, workers, resume)
+    else:
+        for m in members:
+            train_member(cfg, out, m, dataset=dataset, method=method, resume=resume, progress=progress)
+    temperature = read_run_json(out).get("temperature", 1.0)
+    if calibrate and info.is_main:
+        temperature = calibrate_run(out)
+    barrier(info)
+    return summarize(out, members, method.name or cfg.method.name, temperature)
+
+
+def summarize(out: Path, members: list[int], method_name: str, temperature: float) -> dict[str, Any]:
+    """Read each member's ``last.pt`` into the summary :func:`train` returns."""
+    rows = []
+    for m in members:
+        d = ck.member_dir(out, m)
+        state = ck.load_checkpoint(d / ck.LAST)
+        rows.append(
+            {
+                "member": m,
+                "best_val_dice": state.get("best_dice"),
+                "best_epoch": state.get("best_epoch"),
+                "epochs": state["epoch"],
+                "best": str(d / ck.BEST),
+                "last": str(d / ck.LAST),
+            }
+        )
+    return {"run": str(out), "method": method_name, "members": rows, "temperature": temperature}

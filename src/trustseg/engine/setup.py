@@ -1,0 +1,46 @@
+"""Run setup shared by training, calibration and member processes: the dataset, the split, the method."""
+
+from __future__ import annotations
+
+from trustseg.core.errors import ConfigError
+from trustseg.data.dataset import Dataset, load_dataset
+from trustseg.engine.config import RunConfig
+from trustseg.methods.base import Method, build_method
+
+
+def pad_multiple(cfg: RunConfig) -> int:
+    """Spatial sizes fed to the U-Net are padded to a multiple of ``2**(depth - 1)``."""
+    return 2 ** max(0, len(cfg.net.channels) - 1)
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    """Open the dataset ``cfg.data``."""
+    if not cfg.data:
+        raise ConfigError("no dataset given (set 'data' in the config or pass --data)")
+    return load_dataset(cfg.data)
+
+
+def split_ids(dataset: Dataset, cfg: RunConfig) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: ``dataset.fold(k)`` when ``train.fold`` is set, else the fixed split.
+
+    ``train.max_train_cases`` keeps the first cases of the training list.
+    """
+    if cfg.train.fold is not None:
+        train_ids, val_ids = dataset.fold(cfg.train.fold)
+    else:
+        train_ids, val_ids = dataset.split("train"), dataset.split("val")
+    train_ids, val_ids = list(train_ids), list(val_ids)
+    if cfg.train.max_train_cases is not None:
+        train_ids = train_ids[: cfg.train.max_train_cases]
+    if not train_ids:
+        raise ConfigError(f"{cfg.data}: the training split is empty")
+    return train_ids, val_ids
+
+
+def make_method(cfg: RunConfig, dataset: Dataset) -> Method:
+    """Build the configured method for the dataset's shapes and check it can learn from its raters."""
+    method = build_method(
+        cfg.method.name, cfg.net, dataset.spatial_dims, dataset.channels, dataset.num_classes, cfg.method.params
+    )
+    method.check_raters(dataset.num_raters)
+    return method

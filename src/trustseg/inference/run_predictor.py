@@ -1,0 +1,126 @@
+"""A trained trustseg run as a :class:`~trustseg.inference.predictor.Predictor` (scheme ``run``).
+
+* :func:`load_run`: the method and its trained member networks (``best.pt`` of each member, else ``last.pt``),
+  loaded with ``weights_only=True``; the post-hoc temperature of ``run.json`` is applied.
+* :class:`RunPredictor`: ``predict(image, spacing)`` for one raw image, through the one inference function
+  :func:`trustseg.inference.tensor.predict_tensor`, on the predictor's device. 2D images and volumes no larger
+  than the training patch are predicted whole (zero-padded to the network's size multiple and cropped back);
+  larger 3D volumes by sliding window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trustseg.core.config import from_dict
+from trustseg.core.predictive import Predictive
+from trustseg.inference.device import resolve_device
+from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
+from trustseg.inference.run_folder import load_checkpoint, member_checkpoint, read_run_json, size_multiple
+from trustseg.inference.tensor import predict_tensor
+from trustseg.methods.base import Method, build_method
+from trustseg.models.config import NetConfig
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best"
+) -> tuple[Method, list[nn.Module], dict[str, Any]]:
+    """Load a trained run.
+
+    Args:
+        run_dir: Run folder (``config.yaml``, ``run.json``, ``member_<m>/``).
+        device: Where to put the models.
+        which: ``best`` (``best.pt``, falling back to ``last.pt``) or ``last``.
+
+    Returns:
+        ``(method, models, info)``: the method (temperature set from ``run.json``), one eval-mode network per
+        member, and the ``run.json`` contents plus ``checkpoints`` (the files loaded) and ``run_dir``.
+
+    Raises:
+        DataError: not a run folder, or a member without a checkpoint.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_json(run_dir)
+    net = from_dict(NetConfig, dict(info.get("net") or {}), where=f"{run_dir / 'run.json'}: net")
+    params = dict(info["params"])
+    if info["method"] == "mc-dropout" and "where" not in params:
+        # trained before the `where` option existed: dropout sat where net.dropout_where put it (decoder), not
+        # in the later default "last"; predict with the placement the weights were trained with
+        params["where"] = None
+    method = build_method(info["method"], net, info["spatial_dims"], info["in_channels"], info["num_classes"], params)
+    method.temperature = float(info.get("temperature") or 1.0)
+    models, files = [], []
+    for m in range(int(info["members"])):
+        path = member_checkpoint(run_dir, m, which)
+        state = load_checkpoint(path)
+        model = method.build_model(m)
+        model.load_state_dict(state["model"])
+        models.append(model.to(device).eval())
+        files.append(str(path))
+    info = {**info, "checkpoints": files, "run_dir": str(run_dir)}
+    return method, models, info
+
+
+class RunPredictor:
+    """A trained trustseg run, predicting one image at a time on one device.
+
+    Args:
+        run_dir: The run folder.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:N`` or a device.
+        which: Checkpoint of each member: ``best`` (falling back to ``last``) or ``last``.
+        overlap: Sliding-window overlap for 3D volumes larger than the training patch.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, device: str | torch.device = "auto", which: str = "best", overlap: float = 0.5
+    ):
+        self.device = resolve_device(device, "predict device")
+        self.method, self.models, self.run_info = load_run(run_dir, device=self.device, which=which)
+        self.patch_size = self.run_info.get("patch_size")
+        self.multiple = size_multiple(self.run_info)
+        self.overlap = overlap
+        ri = self.run_info
+        self._info = PredictorInfo(
+            classes=tuple(ri["classes"]),
+            in_channels=int(ri["in_channels"]),
+            spatial_dims=int(ri["spatial_dims"]),
+            method=str(ri["method"]),
+            primary_measure=str(getattr(self.method, "primary_measure", "entropy")),
+            samples_are_heads=bool(getattr(self.method, "samples_are_heads", False)),
+            capabilities=frozenset({"temperature"}),
+            source=str(run_dir),
+        )
+
+    @property
+    def info(self) -> PredictorInfo:
+        """What the run needs and offers."""
+        return self._info
+
+    @torch.no_grad()
+    def predict_batch(self, x: Tensor) -> Predictive:
+        """Predict a batch ``(B, C, *spatial)`` of prepared images on the predictor's device (stays there)."""
+        return predict_tensor(self.method, self.models, x.to(self.device), self.patch_size, self.multiple, self.overlap)
+
+    def prepare(self, image: np.ndarray | Tensor) -> Tensor:
+        """The network input ``(C, *spatial)`` float32 for a raw image (checked)."""
+        check_image(self._info, image)
+        return torch.as_tensor(np.asarray(image, dtype=np.float32) if not isinstance(image, Tensor) else image).float()
+
+    def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
+        """Predict one raw image ``(C, *spatial)``: a Predictive with ``B = 1``, on the CPU, float32."""
+        pred = self.predict_batch(self.prepare(image)[None])
+        return pred.map(lambda t: t.float().cpu())
+
+
+@PREDICTORS.register("run", doc="a run folder trained by trustseg (all members, temperature, padding)")
+def _run_predictor(location: str, device: str | torch.device = "auto", **options: Any) -> RunPredictor:
+    return RunPredictor(location, device=device, **options)
+
+
+__all__ = ["RunPredictor", "load_run"]
