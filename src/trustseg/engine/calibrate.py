@@ -1,6 +1,7 @@
 """Post-hoc temperature scaling of a trained run (``trustseg train --calibrate``, or later on its own).
 
-The fitted temperature is stored in the run's ``run.json`` and applied by :func:`trustseg.inference.run_predictor.load_run`.
+The fitted temperature is stored in the run's ``run.json`` and applied by
+:func:`trustseg.inference.run_predictor.load_run`.
 """
 
 from __future__ import annotations
