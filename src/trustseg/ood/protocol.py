@@ -1,177 +1,67 @@
-"""OOD detection and noise-robustness protocols over a trained run and a dataset split.
+"""OOD detection and noise robustness of a trained run (the Python API of earlier versions).
 
-* :func:`ood_detection`: for each distortion and severity, predict on the clean and the distorted copies of
-  the same test images and report, for every image-level score (:mod:`trustseg.ood.scores`), the AUROC and
-  the FPR at 95% TPR of separating distorted (positive) from clean (negative). The Dice of each set is
-  reported too, so one sees how much the distortion hurt.
-* :func:`noise_robustness`: SURE's protocol: x + N(μ, 0.3²) for μ ∈ {0.1, 0.3, 0.5, 0.7, 0.9}; per level the
-  mean Dice, HD95, top-label ECE and UEO.
-
-Images are predicted in memory (nothing is written per case); results are plain dicts for the evaluation JSON.
+The protocols themselves are :mod:`trustseg.evaluation.robustness` and take any predictor; these wrappers load
+a run folder as a :class:`~trustseg.inference.run_predictor.RunPredictor` (the same predictor ``trustseg predict``
+uses, on the same device) and run them. ``trustseg evaluate --run RUN --distort ... --noise-robustness`` goes
+through :func:`trustseg.evaluation.evaluate.evaluate_predictions`, which calls the same protocols.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor
+from trustseg.evaluation.robustness import NOISE_LEVELS, NoiseConfig, OODConfig, noise_protocol
+from trustseg.evaluation.robustness import ood_detection as _ood_detection
+from trustseg.inference.predictor import Predictor, load_predictor
 
-NOISE_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-def _predict_cases(method, models, images: Sequence[np.ndarray], patch_size=None):
-    from trustseg.engine.predict import predict_image
-
-    return [predict_image(method, models, img, patch_size=patch_size) for img in images]
+__all__ = ["NOISE_LEVELS", "noise_robustness", "ood_detection"]
 
 
-def _scores_of(preds, layer_heads: bool) -> dict[str, Tensor]:
-    from trustseg.ood.scores import image_scores
-
-    per = [image_scores(p, layer_heads=layer_heads) for p in preds]
-    keys = set.intersection(*(set(s) for s in per))
-    return {k: torch.cat([s[k].reshape(-1) for s in per]) for k in sorted(keys)}
-
-
-def _mean_fg_dice(preds, cases, num_classes: int) -> float:
-    from trustseg.metrics.overlap import dice
-
-    vals = []
-    for p, c in zip(preds, cases):
-        maj = torch.from_numpy(c.majority_vote(num_classes))
-        d = dice(p.hard()[0], maj, num_classes, empty="nan", include_background=False)
-        vals.append(torch.nanmean(d.float()))
-    return float(torch.stack(vals).nanmean()) if vals else float("nan")
+def _predictor(model: str | Path | Predictor, device: str) -> Predictor:
+    return load_predictor(model, device) if isinstance(model, (str, Path)) else model
 
 
 def ood_detection(
-    run_dir,
+    model: str | Path | Predictor,
     cases: Sequence[Any],
-    num_classes: int,
+    num_classes: int | None = None,
     distortions: Sequence[str] = ("noise", "blur", "contrast", "bias", "ghosting"),
     severities: Sequence[int] = (1, 3, 5),
     seed: int = 0,
     progress: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """AUROC / FPR@95 of every image-level score, per distortion and severity.
+    """AUROC / FPR@95 of every image-level score, per distortion and severity (see
+    :func:`trustseg.evaluation.robustness.ood_detection`).
 
     Args:
-        run_dir: A trained run folder.
+        model: A predictor, or a run folder / ``SCHEME:LOCATION`` spec.
         cases: Test cases (:class:`~trustseg.data.case.Case`).
-        num_classes: K.
+        num_classes: Unused (the predictor knows its classes); kept for earlier callers.
         distortions: Names in ``DISTORTIONS``.
         severities: Levels 1..5.
         seed: Seed of the distortions' randomness.
-
-    Returns:
-        ``{"clean_dice": float, "results": [{"distortion", "severity", "dice", "scores": {name: {"auroc",
-        "fpr95"}}}, ...], "best": {distortion: (score name, mean AUROC over severities)}}``
+        progress: Show a progress bar.
+        device: Device when ``model`` is a spec.
     """
-    from trustseg.data.distortions import DISTORTIONS, distort
-    from trustseg.engine.predict import load_run
-    from trustseg.metrics.ood_detection import fpr_at_95_tpr, ood_auroc
-
-    for name in distortions:
-        DISTORTIONS.get(name)  # did-you-mean before any work
-    for s in severities:
-        if not 1 <= int(s) <= 5:
-            raise ValueError(f"severity {s} is outside 1..5")
-    method, models, info = load_run(run_dir)
-    layer_heads = info.get("method") == "layer-ensemble"
-    patch = info.get("patch_size")
-    clean_preds = _predict_cases(method, models, [c.image for c in cases], patch)
-    clean_scores = _scores_of(clean_preds, layer_heads)
-    out: dict[str, Any] = {"clean_dice": _mean_fg_dice(clean_preds, cases, num_classes), "results": []}
-    jobs = [(d, s) for d in distortions for s in severities]
-    for d, s in _progress(jobs, progress, "OOD protocol"):
-        imgs = [distort(c.image, d, int(s), seed=seed + i) for i, c in enumerate(cases)]
-        preds = _predict_cases(method, models, imgs, patch)
-        scores = _scores_of(preds, layer_heads)
-        res = {}
-        for k in sorted(set(scores) & set(clean_scores)):
-            res[k] = {
-                "auroc": float(ood_auroc(clean_scores[k], scores[k])),
-                "fpr95": float(fpr_at_95_tpr(clean_scores[k], scores[k])),
-            }
-        out["results"].append(
-            {"distortion": d, "severity": int(s), "dice": _mean_fg_dice(preds, cases, num_classes), "scores": res}
-        )
-    best = {}
-    for d in distortions:
-        rows = [r for r in out["results"] if r["distortion"] == d]
-        names = set.intersection(*(set(r["scores"]) for r in rows)) if rows else set()
-        if names:
-            mean_auc = {n: float(np.mean([r["scores"][n]["auroc"] for r in rows])) for n in names}
-            top = max(mean_auc, key=mean_auc.get)
-            best[d] = {"score": top, "mean_auroc": mean_auc[top]}
-    out["best"] = best
-    return out
+    cfg = OODConfig(tuple(distortions), tuple(int(s) for s in severities), seed)
+    return _ood_detection(_predictor(model, device), cases, cfg, progress)
 
 
 def noise_robustness(
-    run_dir,
+    model: str | Path | Predictor,
     cases: Sequence[Any],
-    num_classes: int,
+    num_classes: int | None = None,
     levels: Sequence[float] = NOISE_LEVELS,
     sigma: float = 0.3,
     seed: int = 0,
     measure: str = "entropy",
     progress: bool = False,
+    device: str = "auto",
 ) -> list[dict[str, float]]:
-    """SURE's noise-robustness protocol: per noise mean μ, mean Dice, HD95, top-label ECE and UEO.
-
-    Dice and HD95 are of the foreground classes against the majority vote (HD95 in the surface convention,
-    with the case spacing); ECE is top-label with 15 bins against the majority vote; UEO uses the ``measure``
-    map (default predictive entropy, or vacuity for evidential runs) against the error mask.
-    """
-    from trustseg.data.distortions import add_gaussian_noise
-    from trustseg.engine.predict import load_run
-    from trustseg.measures.pixel import available_measures, uncertainty_map
-    from trustseg.metrics.calibration import ece_toplabel
-    from trustseg.metrics.surface import hd95
-    from trustseg.metrics.uncertainty_quality import ueo
-
-    method, models, info = load_run(run_dir)
-    patch = info.get("patch_size")
-    rows = []
-    for mu in _progress(list(levels), progress, "noise robustness"):
-        imgs = [add_gaussian_noise(c.image, mu, sigma=sigma, seed=seed + i) for i, c in enumerate(cases)]
-        preds = _predict_cases(method, models, imgs, patch)
-        dices, hds, eces, ueos = [], [], [], []
-        for p, c in zip(preds, cases):
-            maj = torch.from_numpy(c.majority_vote(num_classes))
-            hard = p.hard()[0]
-            dices.append(_mean_fg_dice([p], [c], num_classes))
-            per_class = [
-                float(hd95(hard == k, maj == k, spacing=c.spacing))
-                for k in range(1, num_classes)
-                if bool((maj == k).any()) and bool((hard == k).any())
-            ]
-            hds.append(float(np.mean(per_class)) if per_class else float("nan"))
-            eces.append(float(ece_toplabel(p.mean()[0], maj)))
-            name = "vacuity" if "vacuity" in available_measures(p) else measure
-            err = hard != maj
-            u = uncertainty_map(p, name)[0]
-            ueos.append(float(ueo(u, err)[0]) if bool(err.any()) else float("nan"))
-        rows.append(
-            {
-                "mu": float(mu),
-                "dice": float(np.nanmean(dices)),
-                "hd95": float(np.nanmean(hds)) if np.isfinite(hds).any() else float("nan"),
-                "ece": float(np.nanmean(eces)),
-                "ueo": float(np.nanmean(ueos)) if np.isfinite(ueos).any() else float("nan"),
-            }
-        )
-    return rows
-
-
-def _progress(items, enabled: bool, label: str):
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=label)
+    """SURE's noise-robustness protocol: per noise mean μ, mean Dice, HD95, top-label ECE and UEO (see
+    :func:`trustseg.evaluation.robustness.noise_protocol`)."""
+    cfg = NoiseConfig(tuple(float(mu) for mu in levels), sigma, seed, measure)
+    return noise_protocol(_predictor(model, device), cases, cfg, progress)["levels"]
