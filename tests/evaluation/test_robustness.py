@@ -13,9 +13,9 @@ from tests.engine.test_train import make_data, tiny_cfg
 from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
 from trustseg.data.dataset import load_dataset
+from trustseg.engine.evaluate import evaluate_predictions
 from trustseg.engine.predict import predict_folder
 from trustseg.engine.run import train
-from trustseg.evaluation.evaluate import evaluate_predictions
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig, noise_protocol, ood_detection
 from trustseg.inference.predictor import Predictor, PredictorInfo
 from trustseg.inference.run_predictor import RunPredictor
@@ -101,7 +101,9 @@ class NoiseStub(DistanceStub):
         base = super().predict(self.clean[0]).probs[0, 0, 1]  # the clean square, confident
         h, w = base.shape
         yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        edge = torch.minimum(torch.minimum(yy - h // 4, 3 * h // 4 - 1 - yy), torch.minimum(xx - w // 4, 3 * w // 4 - 1 - xx))
+        edge = torch.minimum(
+            torch.minimum(yy - h // 4, 3 * h // 4 - 1 - yy), torch.minimum(xx - w // 4, 3 * w // 4 - 1 - xx)
+        )
         near = torch.exp(-edge.abs().float())  # 1 on the boundary, falling away from it
         p_fg = torch.where(base > 0.5, 1 - 0.4 * near * shift, 0.4 * near * shift).clamp(1e-6, 1 - 1e-6)
         return Predictive(probs=torch.stack([1 - p_fg, p_fg])[None, None].float())

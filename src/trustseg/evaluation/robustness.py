@@ -107,13 +107,13 @@ def _scale(predictor) -> np.ndarray | None:
     return None if s is None else np.asarray(s, dtype=np.float64)
 
 
-def _scaled(image: np.ndarray, scale: np.ndarray | None, fn) -> np.ndarray:
-    """Apply an additive/multiplicative distortion ``fn`` in normalised units: ``x + s·(fn(x/s) − x/s)``."""
+def _scaled(image: np.ndarray, scale: np.ndarray | None, fn, *args: Any, **kwargs: Any) -> np.ndarray:
+    """``fn(image, *args, **kwargs)`` in normalised units: ``x + s·(fn(x/s) − x/s)`` with the per-channel scale s."""
     if scale is None:
-        return fn(image)
+        return fn(image, *args, **kwargs)
     s = scale.reshape((-1,) + (1,) * (image.ndim - 1))
     z = image / s
-    return (image + s * (fn(z) - z)).astype(image.dtype, copy=False)
+    return (image + s * (fn(z, *args, **kwargs) - z)).astype(image.dtype, copy=False)
 
 
 def _majority(case: _Case, num_classes: int) -> Tensor:
@@ -161,9 +161,7 @@ def ood_detection(predictor, cases: Sequence[_Case], cfg: OODConfig | None = Non
     out: dict[str, Any] = {"clean_dice": _mean_dice(clean, majs, k), "results": []}
     jobs = [(d, int(s)) for d in cfg.distortions for s in cfg.severities]
     for d, s in _progress(jobs, progress, "OOD protocol"):
-        imgs = [
-            _scaled(c.image, scale, lambda z, i=i: distort(z, d, s, seed=cfg.seed + i)) for i, c in enumerate(cases)
-        ]
+        imgs = [_scaled(c.image, scale, distort, d, s, seed=cfg.seed + i) for i, c in enumerate(cases)]
         preds = _predict(predictor, imgs, cases)
         scores = _scores_of(preds, heads)
         res = {
@@ -238,7 +236,9 @@ def noise_protocol(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = 
         maj = _majority(case, k)
         maps = []
         for j, mu in enumerate(levels):
-            img = _scaled(case.image, scale, lambda z, mu=mu: add_gaussian_noise(z, mu, sigma=cfg.sigma, seed=cfg.seed + i))
+            img = _scaled(
+                case.image, scale, lambda z, mu=mu: add_gaussian_noise(z, mu, sigma=cfg.sigma, seed=cfg.seed + i)
+            )
             row, u = _level_metrics(predictor.predict(img, case.spacing), case, maj, k, cfg.measure)
             per_level[j].append(row)
             maps.append(u)

@@ -75,16 +75,26 @@ class RunPredictor:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:N`` or a device.
         which: Checkpoint of each member: ``best`` (falling back to ``last``) or ``last``.
         overlap: Sliding-window overlap for 3D volumes larger than the training patch.
+        seed: Seed of the random draws of a prediction (MC-dropout masks): every :meth:`predict` call reseeds a
+            private copy of torch's generators with it, so an image gets the same prediction whatever was
+            predicted before it and by whichever path (``trustseg predict``, evaluation, OOD/noise protocols);
+            torch's global random state is left as it was.
     """
 
     def __init__(
-        self, run_dir: str | Path, device: str | torch.device = "auto", which: str = "best", overlap: float = 0.5
+        self,
+        run_dir: str | Path,
+        device: str | torch.device = "auto",
+        which: str = "best",
+        overlap: float = 0.5,
+        seed: int = 0,
     ):
         self.device = resolve_device(device, "predict device")
         self.method, self.models, self.run_info = load_run(run_dir, device=self.device, which=which)
         self.patch_size = self.run_info.get("patch_size")
         self.multiple = size_multiple(self.run_info)
         self.overlap = overlap
+        self.seed = int(seed)
         ri = self.run_info
         self._info = PredictorInfo(
             classes=tuple(ri["classes"]),
@@ -114,7 +124,10 @@ class RunPredictor:
 
     def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
         """Predict one raw image ``(C, *spatial)``: a Predictive with ``B = 1``, on the CPU, float32."""
-        pred = self.predict_batch(self.prepare(image)[None])
+        x = self.prepare(image)[None]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            pred = self.predict_batch(x)
         return pred.map(lambda t: t.float().cpu())
 
 
