@@ -236,9 +236,7 @@ def noise_protocol(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = 
         maj = _majority(case, k)
         maps = []
         for j, mu in enumerate(levels):
-            img = _scaled(
-                case.image, scale, lambda z, mu=mu: add_gaussian_noise(z, mu, sigma=cfg.sigma, seed=cfg.seed + i)
-            )
+            img = _scaled(case.image, scale, add_gaussian_noise, mu, sigma=cfg.sigma, seed=cfg.seed + i)
             row, u = _level_metrics(predictor.predict(img, case.spacing), case, maj, k, cfg.measure)
             per_level[j].append(row)
             maps.append(u)
