@@ -21,10 +21,10 @@ N_i / n_i, and the fit minimises
 ℓ_v(T) the voxel's NLL. For every T, E[Σ_{v ∈ S_i} ℓ_v(T)] = (n_i / N_i) Σ_{v ∈ case i} ℓ_v(T), so L̂(T) is an
 unbiased estimate of the mean NLL over all valid voxels of all cases, and equals it when no case has more than
 ``max_voxels`` valid voxels (then the streamed fit is the one-batch fit). Memory: Σ_i min(N_i, max_voxels) ×
-(M + 1) × K float32 values for M samples and K classes (the default 2¹⁵ voxels per case is 1.4 MB per case for
-M = 10, K = 4), plus one float64 copy of the kept logits while the NLL is evaluated; one batch's logits at a time
-besides. Voxels that a batch only carries as padding are dropped before sampling, so padding never counts as
-background.
+(M + 1) × K float32 values for M samples and K classes (the default 2¹⁵ voxels per case is 5.8 MB per case for
+M = 10, K = 4), plus a few float64 temporaries of the kept logits' size while the NLL is evaluated, and one
+batch's logits at a time. Voxels that a batch only carries as padding are dropped before sampling, so padding
+never counts as background.
 """
 
 from __future__ import annotations
