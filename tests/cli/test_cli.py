@@ -6,11 +6,13 @@ import pytest
 
 from trustseg.cli.main import build_parser, main, parse_severities
 from trustseg.core.errors import ConfigError
+from trustseg.engine.calibrate import calibrate_run
 
 SUBCOMMANDS = [
     "synth",
     "import",
     "train",
+    "calibrate",
     "predict",
     "evaluate",
     "methods",
@@ -140,3 +142,22 @@ def test_resume_reads_the_runs_own_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "fresh"), "--resume", "--no-progress"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_calibrate_fits_and_stores_the_temperature(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["synth", "--out", str(data), "--cases", "8", "--raters", "3", "--size", "16", "--ext", ".npy"]) == 0
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("net: {channels: [4, 8]}\ntrain: {batch_size: 4, epochs: 1}\n")
+    assert main(["train", "--data", str(data), "--out", str(run), "--config", str(cfg), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(run)]) == 0
+    t_val = json.loads((run / "run.json").read_text())["temperature"]
+    assert t_val > 0 and f"{t_val:.6g}" in capsys.readouterr().out
+    assert calibrate_run(run) == pytest.approx(t_val)  # the CLI is the function
+    assert main(["calibrate", str(run), "--data", str(data), "--split", "test"]) == 0
+    t_test = json.loads((run / "run.json").read_text())["temperature"]
+    assert t_test == pytest.approx(calibrate_run(run, split="test")) and t_test != t_val
+    capsys.readouterr()
+    assert main(["calibrate", str(run), "--split", "tset"]) == 2
+    assert "unknown split 'tset'" in capsys.readouterr().err

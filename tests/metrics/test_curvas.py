@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import math
+import warnings
+from fractions import Fraction
 
 import numpy as np
 import properscoring
 import pytest
+import scipy
 import torch
 from monai.metrics import DiceMetric
 from scipy.integrate import quad
+from scipy.interpolate import interp1d
 from scipy.stats import norm
 from torchmetrics.classification import MulticlassCalibrationError
 
 from trustseg.core.errors import DataError
-from trustseg.metrics import METRICS, curvas
+from trustseg.metrics import METRICS, curvas, overlap
+from trustseg.metrics.calibration import calibration_metrics
+from trustseg.metrics.calibration_state import calibration_state, reliability_from_state
 
 
 def _worked_example():
@@ -80,7 +86,38 @@ def test_dice_empty_label():
     assert math.isnan(curvas.consensus_dice(empty, labels, 1))
     assert curvas.consensus_dice(empty, labels, 1, empty=1.0) == 1.0
     assert curvas.consensus_dice(~empty, labels, 1) == 0.0
-    assert math.isnan(curvas.consensus_dice(~empty, labels, 1, mode="challenge"))
+    assert curvas.consensus_dice(~empty, labels, 1, mode="challenge") == 0.0  # no valid row: 0, as the script
+
+
+@pytest.mark.parametrize("predicted", [True, False])
+def test_challenge_dice_without_consensus_row_is_zero_as_monai(predicted):
+    # One rater lacks the organ: no voxel is consensus foreground, every row is ignored (NaN) by MONAI, and its
+    # "mean" reduction then returns 0: the script counts the organ as Dice 0 (review F1).
+    g = torch.Generator().manual_seed(4)
+    labels = (torch.rand(3, 3, 5, 6, generator=g) < 0.6).long()
+    labels[1] = 0
+    pred = (torch.rand(3, 5, 6, generator=g) < 0.5) if predicted else torch.zeros(3, 5, 6, dtype=torch.bool)
+    fg, _, dis = curvas.consensus_regions(labels, 1)
+    assert not bool(fg.any())
+    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=True)
+    metric((pred & ~dis).to(torch.uint8), fg.to(torch.uint8))
+    assert float(metric.aggregate()) == 0.0
+    assert curvas.consensus_dice(pred, labels, 1, mode="challenge") == 0.0
+    # volumetric mode keeps its own policy: 0 when something is predicted outside the dissensus, else `empty`
+    vol = curvas.consensus_dice(pred, labels, 1)
+    assert vol == 0.0 if bool((pred & ~dis).any()) else math.isnan(vol)
+
+
+def test_volumetric_dice_is_the_overlap_consensus_dice():
+    # one implementation: the CURVAS volumetric Dice of organ c is overlap.consensus_dice's class-c entry
+    g = torch.Generator().manual_seed(8)
+    for _ in range(20):
+        labels = torch.randint(0, 4, (3, 4, 5, 6), generator=g)
+        labels[:, :2] = labels[0, :2]
+        pred = torch.randint(0, 4, (4, 5, 6), generator=g)
+        ref = overlap.consensus_dice(pred, labels, 4, empty="nan")
+        for c in (1, 2, 3):
+            assert curvas.consensus_dice(pred == c, labels, c) == pytest.approx(float(ref[c - 1]), nan_ok=True)
 
 
 def test_consensus_confidence_hand_computed():
@@ -174,3 +211,94 @@ def test_errors():
         flat = torch.zeros(4, 4, dtype=torch.bool)
         curvas.consensus_dice(flat, torch.zeros(3, 4, 4, dtype=torch.long), 1, mode="challenge")
     assert "curvas" in METRICS
+
+
+# -- challenge mode vs the official script: the documented differences (docs/metrics_calibration.md) ----------
+def _script_crps(x, mu, sigma):
+    """The script's CRPS as it computes it: interp1d CDF, Heaviside via sign, scipy quad over μ ± 3σ."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quad's IntegrationWarning (subdivisions exhausted); σ = 0: NaN grid
+        dist = norm(loc=mu, scale=sigma)
+        grid = np.linspace(dist.ppf(0.01), dist.ppf(0.99), 100)
+        cdf = interp1d(grid, dist.cdf(grid), bounds_error=False, fill_value=(0, 1))
+        return quad(lambda v: (cdf(v) - 0.5 * (np.sign(v - x) + 1)) ** 2, mu - 3 * sigma, mu + 3 * sigma)[0]
+
+
+def _script_ece(organ_probs, gt):
+    """The script's ECE: background 1 − Σ organs in the input dtype, torchmetrics, 4 classes, 50 bins."""
+    full = torch.cat([1 - organ_probs.sum(0, keepdim=True), organ_probs])
+    return float(MulticlassCalibrationError(num_classes=4, n_bins=50)(full.reshape(4, -1).T, gt.reshape(-1)))
+
+
+def test_script_crps_quad_is_inexact_and_sigma_zero_depends_on_scipy():
+    # F2: quad on the discontinuous integrand misses the exact value (which test_crps_challenge_matches_fine_
+    # integration checks piece by piece) by more than rounding, up to ~1e-3 relative in small cases.
+    for x, mu, sigma in [(1000.0, 1010.0, 30.0), (31.3, 30.0, 2.0)]:
+        exact = curvas.crps_challenge(x, mu, sigma)
+        assert 1e-7 < abs(_script_crps(x, mu, sigma) - exact) / exact < 2e-3
+    # F3: σ = 0 makes the script's grid NaN; scipy >= 1.17 returns 0 for an empty interval, older scipy NaN.
+    script = _script_crps(5.0, 5.0, 0.0)
+    if tuple(int(v) for v in scipy.__version__.split(".")[:2]) >= (1, 17):
+        assert script == 0.0
+    else:
+        assert math.isnan(script)
+    assert curvas.crps_challenge(5.0, 5.0, 0.0) == 0.0
+
+
+def test_script_ece_softmaxes_everything_when_float32_organs_sum_above_one():
+    # F5: one voxel whose float32 organ probabilities sum to 1 + 2^-23 (0.5 and 0.5 + 2 ulp) makes the script's
+    # background −1.2e-7; torchmetrics then reads all inputs as logits and softmaxes every voxel. trustseg clips
+    # that background to 0.
+    g = torch.Generator().manual_seed(2)
+    logits = 8 * torch.randn(4, 2, 6, 6, generator=g)
+    organ = (0.999 * torch.softmax(logits.double(), 0)[1:]).float()  # Σ organs < 1 everywhere ...
+    gt = logits.argmax(0)
+    organ[:, 0, 0, 0] = torch.tensor([0.5, 0.50000012, 0.0])  # ... except at this voxel
+    background = 1 - organ.sum(0)
+    assert float(background[0, 0, 0]) < 0 and bool((background.flatten()[1:] > 0).all())
+    ours = curvas.curvas_metrics(organ, gt[None], includes_background=False, mode="challenge")["ece"][0]
+    full = torch.cat([1 - organ.sum(0, keepdim=True), organ]).reshape(4, -1).T
+    softmaxed = MulticlassCalibrationError(num_classes=4, n_bins=50)(torch.softmax(full, 1), gt.reshape(-1))
+    assert _script_ece(organ, gt) == pytest.approx(float(softmaxed), abs=1e-7)
+    assert _script_ece(organ, gt) - ours > 0.1
+    clipped = torch.cat([background.clamp_min(0)[None], organ]).reshape(4, -1).T  # what trustseg scores
+    intended = MulticlassCalibrationError(num_classes=4, n_bins=50)(clipped, gt.reshape(-1))
+    assert ours == pytest.approx(float(intended), abs=1e-6)
+
+
+def test_torchmetrics_bins_float32_edges_below_b_over_n_one_bin_higher():
+    # F7: float32(0.7) = 0.69999999 equals torchmetrics' float32 edge 35 and goes to its bin 35; trustseg compares
+    # with the exact 35/50 and puts it in bin 34 with the 0.69 voxels. 100 hits at 0.7, 100 misses at 0.69:
+    # separate bins give ½(1 − 0.7) + ½ 0.69 = 0.495, one merged bin |0.5 − 0.695| = 0.195.
+    conf32 = torch.tensor([0.7] * 100 + [0.69] * 100, dtype=torch.float32)
+    y = torch.tensor([1] * 100 + [0] * 100)
+    for conf, merged in ((conf32, True), (torch.tensor([0.7] * 100 + [0.69] * 100, dtype=torch.float64), False)):
+        probs = torch.stack([1 - conf, conf])
+        tm = float(MulticlassCalibrationError(num_classes=2, n_bins=50)(probs.T, y))
+        ours = calibration_metrics(probs, y, bins=50, closed="torchmetrics", classes=False)["ece_toplabel"]
+        assert tm == pytest.approx(0.495, abs=1e-6)
+        assert ours == pytest.approx(0.195 if merged else 0.495, abs=1e-6)
+    # the float32 confidences binned differently are exactly torchmetrics' float32 edges e_k below k/50
+    edges = torch.linspace(0, 1, 51)
+    below = [k for k in range(1, 50) if Fraction(float(edges[k])) < Fraction(k, 50)]
+    assert len(below) == 31 and 35 in below
+    for k in range(1, 50):
+        one = edges[k : k + 1]  # one voxel, foreground probability e_k
+        state = calibration_state(one, torch.ones(1, dtype=torch.long), binary=True, bins=50, closed="torchmetrics")
+        ours = int(reliability_from_state(state, 50, "torchmetrics", "foreground")["count"].argmax())
+        theirs = int(torch.bucketize(one, edges, right=True)) - 1
+        assert theirs == k and ours == (k - 1 if k in below else k)
+
+
+def test_torchmetrics_float32_bin_sums_drift_on_repeated_confidences():
+    # F6: torchmetrics sums each bin in float32; 20 000 equal confidences 0.95 drift by ~1e-5 from the exact
+    # bin mean, which trustseg keeps (float64 sums). The exact ECE is |accuracy − float32(0.95)|.
+    n = 20_000
+    conf = torch.full((n,), 0.95)
+    y = (torch.rand(n, generator=torch.Generator().manual_seed(0)) < 0.9).long()
+    probs = torch.stack([1 - conf, conf])
+    exact = abs(float(y.double().mean()) - float(conf[0]))
+    tm = float(MulticlassCalibrationError(num_classes=2, n_bins=50)(probs.T, y))
+    ours = calibration_metrics(probs, y, bins=50, closed="torchmetrics", classes=False)["ece_toplabel"]
+    assert ours == pytest.approx(exact, abs=1e-12)
+    assert 1e-6 < abs(tm - exact) < 1e-4

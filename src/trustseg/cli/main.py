@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trustseg import __version__
+from trustseg.engine.calibrate import calibrate_run
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +95,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit a trained run's post-hoc temperature (trustseg.engine.calibrate.calibrate_run)"
+    )
+    p.add_argument("run", type=Path, help="trained run folder (the temperature is written into its run.json)")
+    p.add_argument("--data", type=Path, default=None, help="dataset to fit on (default: the run's own)")
+    p.add_argument("--split", default=None, help="split to fit on (default: the run's validation cases, or val)")
+    p.set_defaults(func=cmd_calibrate)
+
+
 def _add_lists(sub: argparse._SubParsersAction) -> None:
     for name, what in (
         ("methods", "uncertainty methods"),
@@ -125,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_synth, _add_import, _add_train, _add_predict, _add_evaluate, _add_lists, _add_demo):
         add(sub)
+    _add_calibrate(sub)
     return parser
 
 
@@ -217,6 +229,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     _console().print(f"run written to [bold]{args.out}[/]")
     _console().print(summary)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    t = calibrate_run(args.run, data=args.data, split=args.split)
+    _console().print(f"temperature {t:.6g} written to [bold]{Path(args.run) / 'run.json'}[/]")
     return 0
 
 

@@ -54,10 +54,12 @@ class CalibrationAccumulator:
         chunk_size: Voxels processed at a time in :meth:`update`.
 
     Example:
-        >>> acc = CalibrationAccumulator(4)
-        >>> for probs, label in cases:  # (4, D, H, W), (D, H, W)
+        >>> acc = CalibrationAccumulator(2, bins=10)
+        >>> probs = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.75, 0.75, 0.75, 0.75]])  # (K, *sp): 4 voxels
+        >>> for label in (torch.tensor([1, 1, 1, 0]), torch.tensor([1, 1, 0, 0])):  # two cases, (*sp) each
         ...     acc.update(probs, label)
-        >>> acc.compute()["ece_toplabel"]
+        >>> acc.compute()["ece_toplabel"]  # one bin: confidence 0.75, accuracy 5/8
+        0.125
     """
 
     def __init__(

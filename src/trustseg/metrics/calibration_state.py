@@ -26,7 +26,10 @@ Conventions (see ``docs/metrics_calibration.md``):
 * **Bins** (equal width on [0, 1]): bin b holds b/n ≤ c < (b+1)/n with the last bin closed (``closed="left"``,
   the default); ``closed="right"``: b/n < c ≤ (b+1)/n with the first bin closed at 0; ``closed="torchmetrics"``:
   as "left" plus an extra bin holding exactly c = 1 (what torchmetrics' ``bucketize(..., right=True) - 1``
-  does). Edges are the exact reals b/n (the test is done in float64, exact for float32 inputs).
+  does). Edges are the exact reals b/n (the test is done in float64, exact for float32 inputs). torchmetrics
+  instead compares float32 confidences with float32 edges: a float32 edge below b/n (31 of the 49 inner edges
+  for n = 50, e.g. float32(0.7)) is its bin b and our bin b − 1, so "torchmetrics" mode equals torchmetrics'
+  binning only away from those values (``docs/metrics_calibration.md``, Bins).
 * ECE = Σ_b (n_b / N) |acc_b − conf_b| = Σ_b |Σacc_b − Σconf_b| / N; MCE = max over non-empty bins.
 * ACE (Nixon et al. 2019, adaptive / equal-mass bins): for each class, the N confidences sorted and cut into
   ``bins`` ranges of equal count, ACE = mean over classes and ranges of |acc_r − conf_r|. Exact in

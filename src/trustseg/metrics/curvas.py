@@ -1,19 +1,26 @@
 """CURVAS (MICCAI 2024, 3 raters, multi-organ CT) metrics, in two modes.
 
 * ``mode="volumetric"`` (the intended definitions): Dice over the whole volume restricted to the consensus
-  regions; the exact CRPS of the rater-volume Gaussian against the predicted volume; σ = 0 and absent labels
-  handled.
-* ``mode="challenge"`` (the official evaluation script's semantics, reproduced from its reading, see
-  ``docs/metrics_calibration.md``): its Dice receives ``(D, H, W)`` arrays without batch/channel axes, so the
-  Dice routine (MONAI ``DiceMetric(include_background=False, ignore_empty=True)``) reads D as the batch, H as
-  the channel and W as the only spatial axis: one Dice per 1D row (d, h), the rows h = 0 dropped as
-  "background", rows with an empty consensus foreground ignored (NaN), the rest averaged per slice and the
-  slice means averaged. Its CRPS integrates
+  regions (:func:`trustseg.metrics.overlap.consensus_dice`, the one implementation); the exact CRPS of the
+  rater-volume Gaussian against the predicted volume; σ = 0 and absent labels handled.
+* ``mode="challenge"`` (the official evaluation script's semantics, reproduced from its reading): its Dice
+  receives ``(D, H, W)`` arrays without batch/channel axes, so the Dice routine (MONAI ``DiceMetric(
+  include_background=False, reduction="mean", ignore_empty=True)``) reads D as the batch, H as the channel and W
+  as the only spatial axis: one Dice per 1D row (d, h), the rows h = 0 dropped as "background", rows with an
+  empty consensus foreground ignored (NaN), the rest averaged per slice and the slice means averaged; an organ
+  with no such row scores 0 (MONAI's "mean" reduction returns 0 when no value is left). Its CRPS integrates
   (F̃(v) − 1[v ≥ V̂])² only over [μ − 3σ, μ + 3σ], where F̃ is the normal CDF linearly interpolated on 100
   equally spaced points between the 1 % and 99 % quantiles, 0 below and 1 above them (``interp1d`` with
-  ``fill_value=(0, 1)``); we integrate that piecewise-quadratic integrand exactly (scipy's ``quad`` approximates
-  it). With σ = 0 the interval is empty and the script's CRPS is 0. Its ECE is torchmetrics'
-  ``MulticlassCalibrationError`` (top-label, 50 bins, [lo, hi) plus a bin for confidence exactly 1).
+  ``fill_value=(0, 1)``). Its ECE is torchmetrics' ``MulticlassCalibrationError`` (top-label, 50 bins, [lo, hi)
+  plus a bin for confidence exactly 1).
+
+Where challenge mode and the script differ (``docs/metrics_calibration.md``, "challenge mode vs the official
+script"): we integrate the CRPS exactly where the script's ``quad`` is off by 2e-6 to 2e-5 relative (CT-sized
+volumes; up to ~1e-3 on small ones); with σ = 0 we return 0, the script 0 (scipy ≥ 1.17) or NaN (older scipy);
+we clip float32 background probabilities 1 − Σ organs that round below 0, where torchmetrics then softmaxes the
+whole volume; we sum the ECE bins and the predicted volume in float64 (the script: float32, up to ~1e-4 in the
+ECE on quantised maps); float32 confidences equal to torchmetrics' float32 bin edge just below b/50 fall one bin
+lower here; the script's crop to the CT foreground box is not reproduced.
 
 Regions for organ c with rater maps y^(r): consensus foreground = ∧_r [y^(r) = c], consensus background =
 ∧_r [y^(r) ≠ c], dissensus = the rest (ignored: the prediction is masked out there).
@@ -29,6 +36,7 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.metrics import overlap
 from trustseg.metrics.calibration import calibration_metrics
 from trustseg.metrics.registry import METRICS
 
@@ -69,19 +77,28 @@ def consensus_dice(
         pred: ``(*sp)`` bool mask of the predicted organ (e.g. ``argmax(probs) == cls``).
         labels: ``(R, *sp)`` rater maps.
         cls: Organ label.
-        mode: "volumetric": 2|P∩G| / (|P| + |G|) over the volume, P = pred ∧ ¬dissensus, G = consensus fg;
-            ``empty`` when both are empty. "challenge": (D, H, W) only; row Dice 2|P_dh∩G_dh| / (|P_dh| + |G_dh|)
-            for the rows h ≥ 1 with |G_dh| > 0, averaged over the rows of each slice d, then over the slices
-            that have such a row (MONAI's "mean" reduction: channels first, then batch); NaN when none.
-        empty: Value when P and G are both empty (volumetric mode).
+        mode: "volumetric": 2|P∩G| / (|P| + |G|) over the volume, P = pred ∧ ¬dissensus, G = consensus fg
+            (:func:`trustseg.metrics.overlap.consensus_dice` of the binary problem "organ ``cls`` or not");
+            ``empty`` when P and G are both empty. "challenge": (D, H, W) only; row Dice
+            2|P_dh∩G_dh| / (|P_dh| + |G_dh|) for the rows h ≥ 1 with |G_dh| > 0, averaged over the rows of each
+            slice d, then over the slices that have such a row (MONAI's "mean" reduction: channels first, then
+            batch); 0 when no row has a consensus foreground, as MONAI's reduction and so the script.
+        empty: Value when P and G are both empty (volumetric mode only).
+
+    Example:
+        >>> labels = torch.tensor([[[1, 1, 0]], [[1, 0, 0]]])  # two raters, one row: G = {0}, dissensus {1}
+        >>> consensus_dice(torch.tensor([[True, True, True]]), labels, 1)  # P = {0, 2}: 2·1 / (2 + 1)
+        0.6666666666666666
     """
+    p = torch.as_tensor(pred).bool()
+    if _mode(mode) == "volumetric":
+        hit = (torch.as_tensor(labels) == cls).long()
+        value = float(overlap.consensus_dice(p.long(), hit, 2, empty="nan")[0])
+        return float(empty) if math.isnan(value) else value
     fg, _, dis = consensus_regions(labels, cls)
-    p = torch.as_tensor(pred).bool() & ~dis
+    p = p & ~dis
     if p.shape != fg.shape:
         raise DataError(f"prediction {tuple(p.shape)} and labels {tuple(fg.shape)} differ in shape")
-    if _mode(mode) == "volumetric":
-        denom = int(p.sum()) + int(fg.sum())
-        return 2.0 * int((p & fg).sum()) / denom if denom else float(empty)
     if p.ndim != 3:
         raise DataError(f"challenge-mode Dice reads (D, H, W) volumes as rows; got {p.ndim} dimensions")
     p, g = p[:, 1:].double(), fg[:, 1:].double()  # rows h = 0 are the dropped "background channel"
@@ -91,7 +108,7 @@ def consensus_dice(
     n_rows = rows.sum(-1)
     slices = n_rows > 0
     if not bool(slices.any()):
-        return math.nan
+        return 0.0  # MONAI's "mean" reduction of all-NaN (ignored) rows gives its t_zero
     return float((dice.sum(-1)[slices] / n_rows[slices]).mean())
 
 
@@ -138,7 +155,9 @@ def crps_challenge(x: float, mu: float, sigma: float) -> float:
     F̃ = normal CDF linearly interpolated on 100 equally spaced points v_0..v_99 from the 1 % to the 99 %
     quantile, 0 below v_0 and 1 above v_99 (so it jumps by 0.01 at both ends); H = 1 for v > x, 0 below.
     On each piece F̃ − H is linear, g(v) = g_a + (g_b − g_a)(v − a)/(b − a), and ∫_a^b g² = (b − a)(g_a² + g_a g_b
-    + g_b²)/3. σ = 0 gives 0 (empty interval), as in the script.
+    + g_b²)/3. The script integrates the same integrand with scipy's ``quad``, which misses this exact value by
+    2e-6 to 2e-5 relative on CT-sized volumes and up to ~1e-3 relative on small ones. σ = 0 gives 0 (empty
+    interval): the script also gives 0 with scipy ≥ 1.17, but NaN with older scipy (its CDF grid is NaN).
     """
     if sigma < 0:
         raise ConfigError(f"sigma must be >= 0, got {sigma}")
@@ -184,6 +203,8 @@ def volume_crps(
 ) -> dict[str, float]:
     """Volume CRPS of organ ``cls``: V̂ = Σ p × voxel volume against N(μ, σ) of the rater volumes (population σ).
 
+    V̂ is summed in float64 (the script sums float32 input in float32: V̂ up to ~1e-7 relative apart).
+
     Returns:
         dict ``crps``, ``predicted_volume``, ``mu``, ``sigma`` (same unit as ∏ spacing). Absent organ (all
         raters empty): μ = σ = 0, so the volumetric CRPS is V̂ and the challenge CRPS 0.
@@ -200,6 +221,8 @@ def with_background(organ_probs: Tensor, tol: float = 1e-4) -> Tensor:
     """Prepend the background probability 1 − Σ organ probabilities: ``(O, *sp)`` -> ``(O + 1, *sp)``.
 
     Tiny negative backgrounds (Σ up to 1 + ``tol``) are clipped to 0; a larger excess raises :class:`DataError`.
+    The script keeps them: one float32 voxel with 1 − Σ < 0 makes torchmetrics read its whole input as logits and
+    softmax every voxel, so its ECE is then not the ECE of the probabilities (which is what we compute).
     """
     organ_probs = torch.as_tensor(organ_probs)
     bg = 1 - organ_probs.sum(0, keepdim=True)

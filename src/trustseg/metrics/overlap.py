@@ -211,31 +211,39 @@ def consensus_dice(
     """Dice on the consensus regions (CURVAS convention), per class.
 
     For class k: consensus foreground ``C⁺ = {all raters say k}``, consensus background ``C⁻ = {no rater says k}``,
-    dissensus (the rest) is ignored. ``Dice_k = 2|P_k ∩ C⁺| / (|P_k ∩ (C⁺ ∪ C⁻)| + |C⁺|)``.
+    dissensus (the rest) is ignored. ``Dice_k = 2|P_k ∩ C⁺| / (|P_k ∩ (C⁺ ∪ C⁻)| + |C⁺|)``. This is the one
+    implementation: the CURVAS volumetric Dice (:func:`trustseg.metrics.curvas.consensus_dice`) calls it on the
+    binary problem "organ or not" (with ``empty="nan"``, its default).
 
     Args:
         pred: Predicted class map ``(*spatial)``.
         labels: Rater class maps ``(R, *spatial)``.
         num_classes: K.
-        empty: Value when ``C⁺`` is empty and the prediction has no class-k voxel in the consensus region.
+        empty: Policy when the denominator is 0, i.e. ``C⁺`` is empty and the prediction has no class-k voxel in
+            the consensus region: ``"one"`` -> 1, ``"nan"`` -> NaN, ``"zero"`` -> 0.
         include_background: Keep class 0.
 
     Returns:
         float64 ``(K,)`` or ``(K - 1,)``.
+
+    Example:
+        >>> labels = torch.tensor([[[1, 1, 0, 0]], [[1, 0, 1, 0]]])  # C⁺ = {0}, C⁻ = {3}, dissensus {1, 2}
+        >>> consensus_dice(torch.tensor([[1, 1, 1, 1]]), labels, 2)  # 2·1 / (|{0, 3}| + 1)
+        tensor([0.6667], dtype=torch.float64)
     """
     p, y = _as_long(pred, "pred"), _as_long(labels, "labels")
     if y.shape[1:] != p.shape:
         raise DataError(f"labels {tuple(y.shape)} must be (R, *pred.shape) with pred {tuple(p.shape)}")
     _check_classes(p, num_classes, "pred")
     _check_classes(y, num_classes, "labels")
-    r = y.shape[0]
-    counts = torch.nn.functional.one_hot(y, num_classes).sum(0).reshape(-1, num_classes)  # (V, K) votes
-    p1 = torch.nn.functional.one_hot(p.reshape(-1), num_classes).bool()  # (V, K)
-    cfg = counts == r
-    region = cfg | (counts == 0)
-    tp = (p1 & cfg).sum(0)
-    pred_in = (p1 & region).sum(0)
-    out = _ratio(2 * tp, pred_in + cfg.sum(0), empty)
+    counts = torch.zeros(num_classes, 2, dtype=torch.int64)  # per class: 2|P ∩ C⁺|, |P ∩ (C⁺ ∪ C⁻)| + |C⁺|
+    for k in range(0 if include_background else 1, num_classes):
+        hit = y == k  # (R, *spatial): one bool map per class, never a one-hot of all classes
+        fg, region = hit.all(0), ~(hit.any(0) & ~hit.all(0))
+        pk = p == k
+        counts[k, 0] = 2 * int((pk & fg).sum())
+        counts[k, 1] = int((pk & region).sum()) + int(fg.sum())
+    out = _ratio(counts[:, 0], counts[:, 1], empty)
     return out if include_background else out[1:]
 
 
