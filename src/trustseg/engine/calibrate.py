@@ -15,6 +15,7 @@ from trustseg.data.dataset import load_dataset
 from trustseg.engine.config import load_run_config
 from trustseg.engine.loader import collate
 from trustseg.engine.setup import load_data, split_ids
+from trustseg.inference.device import resolve_device
 from trustseg.inference.run_folder import CONFIG, RUN_JSON, read_run_json, size_multiple
 from trustseg.inference.run_predictor import load_run
 from trustseg.methods.base import Batch
@@ -40,7 +41,7 @@ def calibrate_run(
     split: str | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> float:
     """Fit a post-hoc temperature on validation cases of a trained run and store it in ``run.json``.
 
@@ -57,7 +58,7 @@ def calibrate_run(
             for the run's dataset, ``val`` for ``data``.
         max_voxels: Voxels kept per case.
         seed: Seed of the voxel subsample.
-        device: Where to run the networks.
+        device: Where to run the networks (``auto``: CUDA when available, as ``trustseg predict``).
 
     Returns:
         The fitted temperature.
@@ -68,7 +69,7 @@ def calibrate_run(
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir / CONFIG)
-    method, models, info = load_run(run_dir, device=device)
+    method, models, info = load_run(run_dir, device=resolve_device(device, "calibrate device"))
     dataset = load_data(cfg) if data is None else load_dataset(data)
     if data is None and split is None:
         _, ids = split_ids(dataset, cfg)
