@@ -338,7 +338,8 @@ class NormFitter:
         self._reservoir: _Reservoir | None = None
 
     def add(self, image: Any, mask: Any = None, where: str | None = None) -> None:
-        """Add one ``(C, *spatial)`` image; ``mask`` (``ct`` only) as in :func:`fit_normalization`.
+        """Add one ``(C, *spatial)`` image; ``mask`` (``ct`` only) as in :func:`fit_normalization`; ``where`` (the
+        file or ``case '<id>'``) is named in errors.
 
         Raises:
             DataError: NaN/Inf intensities, a channel count other than the first case's, a mask of the wrong shape.
@@ -410,7 +411,7 @@ def fit_normalization(
     fitter = NormFitter(cfg)
     mask_iter = iter(masks) if masks is not None and fitter.cfg.scheme == "ct" else None
     for i, image in enumerate(images):
-        where = str(ids[i]) if ids is not None and i < len(ids) else None
+        where = f"case {ids[i]!r}" if ids is not None and i < len(ids) else None
         mask = None
         if mask_iter is not None:
             mask = next(mask_iter, None)
@@ -435,5 +436,5 @@ def fit_case_normalization(
     fitter = NormFitter(cfg)
     for cid in ids:
         case = get_case(cid)
-        fitter.add(case.image, case.labels, where=str(cid))
+        fitter.add(case.image, case.labels, where=f"case {cid!r}")
     return fitter.finish()
