@@ -153,3 +153,18 @@ def test_errors():
     for kwargs in bad:
         with pytest.raises(ConfigError, match="train.augment"):
             AugmentConfig(**kwargs)
+
+
+@pytest.mark.parametrize("plane", [(0, 1), (0, 2), (1, 2)])
+def test_3d_small_rotations_stay_in_their_plane(plane):
+    # a volume constant along the axis outside the plane stays so: every slice across that axis rotates alike
+    img2d, _ = _case((14, 14))
+    other = ({0, 1, 2} - set(plane)).pop()
+    img = np.expand_dims(img2d, 1 + other).repeat(6, axis=1 + other)
+    lab = (img[:1] > np.median(img[0])).astype(np.int64)
+    cfg = AugmentConfig(**{**NONE, "rotate_prob": 1.0, "rotate_degrees": 30.0, "plane": plane})
+    out_img, out_lab = Augmenter(cfg)(img, lab, seed=1)
+    assert not np.allclose(out_img, img, atol=1e-3)
+    ref_img, ref_lab = np.take(out_img, [0], axis=1 + other), np.take(out_lab, [0], axis=1 + other)
+    np.testing.assert_allclose(out_img, np.broadcast_to(ref_img, img.shape), atol=1e-5)
+    np.testing.assert_array_equal(out_lab, np.broadcast_to(ref_lab, lab.shape))
