@@ -16,6 +16,7 @@ from trustseg.data.distortions import (
     distort,
     distort_case,
 )
+from trustseg.data.normalization import NormConfig, fit_normalization
 from trustseg.data.synthetic import SynthConfig, generate_case
 
 NAMES = ["noise", "blur", "contrast", "bias", "ghosting"]
@@ -148,3 +149,74 @@ def test_add_gaussian_noise(case2d):
     np.testing.assert_allclose(add_gaussian_noise(img, 0.1, 0.0), img + 0.1, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="sigma"):
         add_gaussian_noise(img, 0.1, -1.0)
+
+
+# ------------------------------------------------------------------------------------- severities in normalised units
+@pytest.fixture(scope="module")
+def raw_and_stats(case2d):
+    """A 2-channel raw image (two different intensity ranges) and z-score statistics fitted on other raw images."""
+    rng = np.random.default_rng(7)
+    base = case2d.image.astype(np.float64)
+    raw = np.concatenate([100.0 + 40.0 * base, -1000.0 + 900.0 * base[::-1, ::-1]])
+    train = [raw + rng.normal(0, 5.0, raw.shape) for _ in range(3)]
+    return raw, fit_normalization(train, None, NormConfig("zscore"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("use_scale", [True, False])
+def test_distorting_raw_then_normalising_equals_normalising_then_distorting(name, use_scale, raw_and_stats):
+    raw, stats = raw_and_stats
+    severity = 4
+    if use_scale:  # severities in normalised units: raw with scale = stats.scale, normalised with scale 1
+        a = stats.apply(distort(raw, name, severity, seed=2, scale=stats.scale))
+        b = distort(stats.apply(raw).astype(np.float64), name, severity, seed=2, scale=1.0)
+    else:  # relative to the image's own statistics: commutes with the affine z-score as well
+        a = stats.apply(distort(raw, name, severity, seed=2))
+        b = distort(stats.apply(raw).astype(np.float64), name, severity, seed=2)
+    assert np.abs(b - stats.apply(raw)).mean() > 0.01  # the distortion does something
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+
+
+def test_noise_scale_sets_the_std_in_raw_units(raw_and_stats):
+    raw, stats = raw_and_stats
+    sigma = LEVELS["noise"][2]
+    diff = distort(raw, "noise", 3, seed=0, scale=stats.scale) - raw
+    np.testing.assert_allclose(diff.std(axis=(1, 2)), sigma * np.asarray(stats.scale), rtol=0.05)
+    # the same draws as without a scale: only the per-channel factor differs
+    plain = distort(raw, "noise", 3, seed=0) - raw
+    own_std = raw.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(diff / np.asarray(stats.scale)[:, None, None], plain / own_std, atol=1e-9)
+    # scale-free distortions ignore the scale
+    for name in ("blur", "contrast", "bias", "ghosting"):
+        np.testing.assert_array_equal(distort(raw, name, 3, seed=1, scale=stats.scale), distort(raw, name, 3, seed=1))
+
+
+def test_scale_none_keeps_todays_noise(case2d):
+    img = case2d.image.astype(np.float64)
+    rng = np.random.default_rng(4)
+    ref = img + img.std(axis=(1, 2), keepdims=True) * LEVELS["noise"][1] * rng.standard_normal(img.shape)
+    np.testing.assert_array_equal(distort(img, "noise", 2, seed=4), ref)
+    np.testing.assert_array_equal(
+        add_gaussian_noise(img, 0.3, 0.3, seed=4), img + np.random.default_rng(4).normal(0.3, 0.3, img.shape)
+    )
+
+
+def test_add_gaussian_noise_scale_commutes_with_zscore(raw_and_stats):
+    raw, stats = raw_and_stats
+    a = stats.apply(add_gaussian_noise(raw, 0.5, 0.3, seed=1, scale=stats.scale))
+    b = add_gaussian_noise(stats.apply(raw).astype(np.float64), 0.5, 0.3, seed=1)
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    # batched (B, C, *spatial) with the channel axis 1
+    batch = np.stack([raw, raw])
+    out = add_gaussian_noise(batch, 0.5, 0.3, seed=1, scale=stats.scale, channel_axis=1) - batch
+    noise = np.random.default_rng(1).normal(0.5, 0.3, batch.shape)
+    np.testing.assert_allclose(out, noise * np.asarray(stats.scale)[None, :, None, None], rtol=1e-12)
+
+
+def test_bad_scale():
+    img = np.ones((2, 8, 8))
+    for bad in ([1.0, 2.0, 3.0], [1.0, 0.0], [np.nan, 1.0], -1.0):
+        with pytest.raises(ValueError, match="scale"):
+            distort(img, "noise", 1, scale=bad)
+    with pytest.raises(ValueError, match="scale"):
+        add_gaussian_noise(img, 0.1, 0.3, scale=[1.0, 2.0, 3.0])

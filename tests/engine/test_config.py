@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from trustseg.core.config import replace as config_replace
 from trustseg.core.errors import ConfigError
-from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config, save_run_config
+from trustseg.data.augmentation import AugmentConfig
+from trustseg.data.normalization import NormConfig
+from trustseg.engine.config import (
+    MethodConfig,
+    RunConfig,
+    TrainConfig,
+    check_same_config,
+    load_run_config,
+    load_saved_run_config,
+    save_run_config,
+)
 from trustseg.models.config import NetConfig
 
 
@@ -53,3 +64,66 @@ def test_bad_literal_and_values(tmp_path):
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"val_every": 0}, {"patch_size": (0, 4)}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
+
+
+# ------------------------------------------------------------------------ normalisation and augmentation options
+def test_normalization_and_augment_defaults_and_round_trip(tmp_path):
+    cfg = RunConfig()
+    assert cfg.normalization == NormConfig("zscore") and cfg.train.augment == AugmentConfig(enabled=True)
+    cfg = RunConfig(
+        data="d",
+        normalization=NormConfig("ct", percentiles=(1.0, 99.0), reservoir=5000),
+        train=TrainConfig(augment=AugmentConfig(flip_axes=(0,), plane=(1, 2), elastic_prob=0.3)),
+    )
+    path = save_run_config(cfg, tmp_path / "config.yaml")
+    assert load_run_config(path) == cfg
+    assert load_saved_run_config(path) == cfg  # a config written today holds every option
+    text = path.read_text()
+    assert "normalization:" in text and "augment:" in text
+
+
+def test_normalization_and_augment_did_you_mean(tmp_path):
+    for text, hint in [
+        ("normalization:\n  schem: ct\n", "did you mean 'scheme'"),
+        ("normalization:\n  scheme: zscor\n", "did you mean 'zscore'"),
+        ("train:\n  augment:\n    flip_prop: 0.3\n", "did you mean 'flip_prob'"),
+        ("train:\n  augment:\n    padding_mode: border2\n", "did you mean 'border'"),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=hint):
+            load_run_config(path)
+    path.write_text("train:\n  augment:\n    flip_prob: 2.0\n")
+    with pytest.raises(ConfigError, match="flip_prob"):
+        load_run_config(path)
+
+
+OLD_CONFIG = """data: runs/synth
+net: {channels: [8, 16], dropout: 0.0}
+method: {name: softmax, params: {}}
+train: {epochs: 2, batch_size: 2, seed: 0}
+"""
+
+
+def test_a_run_folder_written_before_normalisation_reads_as_trained(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_CONFIG)
+    user = load_run_config(path)  # a user's config file: missing options take today's defaults
+    assert user.normalization.scheme == "zscore" and user.train.augment.enabled
+    saved = load_saved_run_config(path)  # the run's own config: it was trained raw, without augmentation
+    assert saved.normalization == NormConfig("none") and saved.train.augment == AugmentConfig(enabled=False)
+    assert saved.train.epochs == 2 and saved.net.channels == (8, 16)
+    # resuming it with today's defaults is refused, naming both options
+    with pytest.raises(ConfigError, match="normalization.scheme: 'none' -> 'zscore'.*train.augment.enabled"):
+        check_same_config(saved, user, path)
+    # ... and accepted with the settings it was trained with
+    old_way = config_replace(user, **{"normalization.scheme": "none", "train.augment.enabled": False})
+    check_same_config(saved, old_way, path)
+    # an empty train section, or none at all
+    path.write_text("data: d\ntrain:\n")
+    assert not load_saved_run_config(path).train.augment.enabled
+    path.write_text("data: d\n")
+    assert load_saved_run_config(path).normalization.scheme == "none"
+    path.write_text("data: d\ntrain: 3\n")
+    with pytest.raises(ConfigError, match="config.yaml"):
+        load_saved_run_config(path)

@@ -9,7 +9,12 @@ Example ``config.yaml``::
     data: runs/synth
     net: {channels: [16, 32, 64], dropout: 0.1}
     method: {name: mc-dropout, params: {samples: 10}}
-    train: {epochs: 20, batch_size: 8, patch_size: [64, 64, 64]}
+    normalization: {scheme: zscore}
+    train: {epochs: 20, batch_size: 8, patch_size: [64, 64, 64], augment: {rotate_prob: 0.0}}
+
+Options left out of a file take their defaults (:func:`load_run_config`), except when reading a run folder's own
+``config.yaml`` (:func:`load_saved_run_config`): there a missing ``normalization`` or ``train.augment`` means
+the run predates them, i.e. it was trained on raw intensities without augmentation.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trustseg.core.config import load_config, save_config, to_dict
+from trustseg.core.config import from_dict, load_config, read_mapping, save_config, to_dict
 from trustseg.core.errors import ConfigError
+from trustseg.data.augmentation import AugmentConfig
+from trustseg.data.normalization import NormConfig
 from trustseg.models.config import NetConfig
 
 
@@ -43,6 +50,8 @@ class TrainConfig:
         grad_clip: Maximum gradient norm (``None`` disables clipping).
         fold: Use the dataset's k-fold split ``fold`` (train/val) instead of its fixed train/val split.
         max_train_cases: Train on at most this many training cases (the first ones, in split order).
+        augment: Random augmentation of the training crops (``trustseg.data.augmentation``; on by default,
+            ``{enabled: false}`` switches it off). Validation is never augmented.
     """
 
     epochs: int = 20
@@ -57,6 +66,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     fold: int | None = None
     max_train_cases: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -97,17 +107,51 @@ class RunConfig:
         net: Network shape.
         method: Method name and parameters.
         train: Optimisation settings.
+        normalization: Intensity normalisation, fitted on the training cases (``trustseg.data.normalization``;
+            per-channel z-score by default, ``{scheme: none}`` for raw intensities).
     """
 
     data: str = ""
     net: NetConfig = field(default_factory=NetConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    normalization: NormConfig = field(default_factory=NormConfig)
+
+
+#: What a run folder's ``config.yaml`` written before an option existed means by its absence: how such a run
+#: was trained. Every ``config.yaml`` written since holds every option, so only older runs are affected.
+LEGACY_DEFAULTS: dict[str, Any] = {"normalization": {"scheme": "none"}, "train.augment": {"enabled": False}}
 
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read a :class:`RunConfig` from a YAML/TOML/JSON file (unknown keys raise ``ConfigError``)."""
     return load_config(RunConfig, path)
+
+
+def load_saved_run_config(path: str | Path) -> RunConfig:
+    """Read a run folder's own ``config.yaml``: like :func:`load_run_config`, except that options the file lacks
+    take their :data:`LEGACY_DEFAULTS` (what the run was trained with), not today's defaults.
+
+    A run trained before normalisation and augmentation existed has neither key and was trained on raw
+    intensities without augmentation; reading it with today's defaults would claim z-score and augmentation.
+    Use this for every config read back from a run folder (resume checks, prediction, calibration).
+    """
+    data = read_mapping(path)
+    for dotted, value in LEGACY_DEFAULTS.items():
+        *parents, key = dotted.split(".")
+        node: Any = data
+        for name in parents:
+            if node.get(name) is None:  # absent, or an empty YAML section
+                node[name] = {}
+            node = node[name]
+            if not isinstance(node, dict):  # a bad value: from_dict reports it
+                break
+        else:
+            node.setdefault(key, dict(value))
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
@@ -117,6 +161,11 @@ def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
 
 def check_same_config(saved: RunConfig, cfg: RunConfig, where: str | Path) -> None:
     """Refuse to resume with settings other than the run's own (``data`` may be spelled differently).
+
+    ``saved`` should come from :func:`load_saved_run_config`: a run trained before normalisation and augmentation
+    existed then reads as ``normalization.scheme: none`` and ``train.augment.enabled: false``, so resuming it with
+    today's defaults is refused (it would continue a raw-intensity model on normalised, augmented inputs); resume
+    it with its own ``config.yaml``, or a config that sets those two options.
 
     Raises:
         ConfigError: listing each differing option as ``name: saved -> given``.

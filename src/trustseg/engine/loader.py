@@ -5,10 +5,26 @@ indexable by id) and kept in memory after the first read (the datasets this tool
 
 Every epoch draws its order and its patch positions from a generator seeded by ``(seed, epoch)``, so a given
 epoch produces the same batches whether training ran straight through or was resumed.
+
+Optional steps (both off by default, which keeps the batches exactly as without them):
+
+- ``normalization`` (a fitted :class:`~trustseg.data.normalization.NormStats`): applied to each image once,
+  when the case is read (before caching), so cropping pads with 0 *normalised* units (the training mean for the
+  z-score schemes) and every later step sees normalised intensities. Give it to the training and the validation
+  loader alike.
+- ``augment`` (:class:`~trustseg.data.augmentation.AugmentConfig`, training loader only): applied to each case of
+  a batch **after** cropping, seeded by ``(seed, "augment", epoch, case_id)``. After, because the cost then
+  scales with the patch rather than the volume (rotating or deforming a whole CT volume every step would dominate
+  the step), the patch positions are exactly those drawn without augmentation, and the output keeps the patch
+  shape. The price: a rotated or deformed patch is filled with ``padding_mode`` (zeros) in its corners instead of
+  the tissue just outside it (nnU-Net crops a larger region first to avoid this); with small angles (±15°,
+  p = 0.2) it touches few voxels. Under data parallelism each rank augments only its own cases; the seeds depend
+  on the case, not on the rank, so the union over the ranks equals the single-process batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -16,7 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trustseg.data.augmentation import AugmentConfig, Augmenter
 from trustseg.data.case import Case
+from trustseg.data.normalization import NormStats
 from trustseg.engine.seeding import epoch_seed, make_generator
 from trustseg.methods.base import Batch
 
@@ -94,6 +112,9 @@ class CaseLoader:
         seed: Seed of the order and patch streams.
         pad_multiple: Pad batched spatial sizes to a multiple of this.
         cache: Keep cases in memory after the first read.
+        normalization: Fitted statistics applied to each image when it is read (``None``: raw intensities).
+        augment: Augmentation of each (cropped) case, seeded by ``(seed, "augment", epoch, case_id)``; for the
+            training loader only (``None`` or ``enabled=False``: none).
     """
 
     def __init__(
@@ -107,6 +128,8 @@ class CaseLoader:
         seed: int = 0,
         pad_multiple: int = 1,
         cache: bool = True,
+        normalization: NormStats | None = None,
+        augment: AugmentConfig | None = None,
     ):
         if not ids:
             raise ValueError("CaseLoader needs at least one case id")
@@ -119,18 +142,26 @@ class CaseLoader:
         self.seed = seed
         self.pad_multiple = pad_multiple
         self._cache: dict[str, Case] | None = {} if cache else None
+        self.normalization = normalization
+        self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
 
     def __len__(self) -> int:
         """Batches per epoch."""
         return math.ceil(len(self.ids) / self.batch_size)
 
     def case(self, case_id: str) -> Case:
-        """The case ``case_id`` (from the cache when loaded before)."""
+        """The case ``case_id``, normalised if the loader normalises (from the cache when loaded before)."""
         if self._cache is None:
-            return self.get_case(case_id)
+            return self._read(case_id)
         if case_id not in self._cache:
-            self._cache[case_id] = self.get_case(case_id)
+            self._cache[case_id] = self._read(case_id)
         return self._cache[case_id]
+
+    def _read(self, case_id: str) -> Case:
+        case = self.get_case(case_id)
+        if self.normalization is None:
+            return case
+        return dataclasses.replace(case, image=self.normalization.apply(case.image, where=f"case {case_id!r}"))
 
     def order(self, epoch: int) -> list[str]:
         """The case order of ``epoch`` (shuffled with a generator seeded by ``(seed, epoch)`` if enabled)."""
@@ -148,7 +179,7 @@ class CaseLoader:
         that every rank runs the same number of steps.
 
         Args:
-            epoch: Epoch index (seeds the order and the patch positions).
+            epoch: Epoch index (seeds the order, the patch positions and the augmentation).
             rank: This process's rank.
             world_size: Number of data-parallel processes.
         """
@@ -167,6 +198,10 @@ class CaseLoader:
                     image, labels = random_crop(image, labels, self.patch_size, patch_gen)
                 crops.append((cid, image, labels))
             mine = crops[rank::world_size]
+            if self.augmenter is not None:
+                mine = [
+                    (cid, *self.augmenter(im, lb, epoch_seed(self.seed, "augment", epoch, cid))) for cid, im, lb in mine
+                ]
             yield (
                 [c[0] for c in mine],
                 collate([c[1] for c in mine], [c[2] for c in mine], self.num_classes, self.pad_multiple),
