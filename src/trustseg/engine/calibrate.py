@@ -12,7 +12,8 @@ from pathlib import Path
 from trustseg.core.atomic import atomic_write_json
 from trustseg.core.errors import ConfigError
 from trustseg.data.dataset import load_dataset
-from trustseg.engine.config import load_run_config
+from trustseg.data.normalization import NormStats
+from trustseg.engine.config import load_saved_run_config
 from trustseg.engine.loader import collate
 from trustseg.engine.setup import load_data, split_ids
 from trustseg.inference.device import resolve_device
@@ -22,16 +23,20 @@ from trustseg.methods.base import Batch
 from trustseg.methods.temperature import DEFAULT_MAX_VOXELS, fit_method_temperature
 
 
-def case_batches(dataset, ids: Sequence[str], multiple: int = 1) -> Iterator[tuple[Batch, list[tuple[int, ...]]]]:
+def case_batches(
+    dataset, ids: Sequence[str], multiple: int = 1, normalization: NormStats | None = None
+) -> Iterator[tuple[Batch, list[tuple[int, ...]]]]:
     """One batch per case, read when needed: ``(batch, [unpadded spatial shape])``.
 
-    The image is zero-padded at the end of each axis to a multiple of ``multiple`` (what the U-Net needs); the
-    shape lets :func:`~trustseg.methods.temperature.fit_method_temperature` drop the padded voxels. At most one
-    case is in memory at a time.
+    The image is normalised as in training (``normalization``, the run's stored statistics; ``None`` for runs
+    trained on raw intensities), then zero-padded at the end of each axis to a multiple of ``multiple`` (the
+    network's size multiple); the shape lets :func:`~trustseg.methods.temperature.fit_method_temperature` drop the
+    padded voxels. At most one case is in memory at a time.
     """
     for cid in ids:
         case = dataset[cid]
-        yield collate([case.image], [case.labels], dataset.num_classes, multiple), [tuple(case.image.shape[1:])]
+        image = case.image if normalization is None else normalization.apply(case.image, where=f"case {cid!r}")
+        yield collate([image], [case.labels], dataset.num_classes, multiple), [tuple(case.image.shape[1:])]
 
 
 def calibrate_run(
@@ -68,7 +73,7 @@ def calibrate_run(
             logits.
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir / CONFIG)
+    cfg = load_saved_run_config(run_dir / CONFIG)
     method, models, info = load_run(run_dir, device=resolve_device(device, "calibrate device"))
     dataset = load_data(cfg) if data is None else load_dataset(data)
     if data is None and split is None:
@@ -82,7 +87,9 @@ def calibrate_run(
             f"{dataset.root}: {dataset.num_classes} classes, but the run {run_dir} predicts {info['num_classes']}"
         )
     method.temperature = 1.0
-    batches = case_batches(dataset, ids, size_multiple(info))
+    stored = info.get("normalization")
+    stats = None if stored is None else NormStats.from_dict(stored, where=str(run_dir / RUN_JSON))
+    batches = case_batches(dataset, ids, size_multiple(info), stats)
     t = float(fit_method_temperature(method, models, batches, target="soft", max_voxels=max_voxels, seed=seed))
     record = read_run_json(run_dir)
     record["temperature"] = t

@@ -25,7 +25,7 @@ from trustseg.engine.config import RunConfig
 from trustseg.engine.distributed import all_reduce_mean, barrier, gather_objects, init_distributed, wrap_model
 from trustseg.engine.loader import CaseLoader
 from trustseg.engine.seeding import epoch_seed, make_generator, seed_everything, set_rng_state
-from trustseg.engine.setup import load_data, make_method, pad_multiple, split_ids
+from trustseg.engine.setup import load_data, make_method, normalization_stats, pad_multiple, split_ids
 from trustseg.inference.device import resolve_device, use_amp
 from trustseg.inference.tensor import predict_tensor
 from trustseg.methods.base import Method, TrainContext
@@ -100,12 +100,24 @@ def train_member(
     seed = tc.seed + member
     train_ids, val_ids = split_ids(dataset, cfg)
     mult = pad_multiple(cfg)
+    stats = normalization_stats(cfg, dataset, train_ids, out)
     train_loader = CaseLoader(
-        dataset.__getitem__, train_ids, dataset.num_classes, tc.batch_size, True, tc.patch_size, seed, mult
+        dataset.__getitem__,
+        train_ids,
+        dataset.num_classes,
+        tc.batch_size,
+        True,
+        tc.patch_size,
+        seed,
+        mult,
+        normalization=stats,
+        augment=tc.augment,
     )
     val_loader = None
     if val_ids:
-        val_loader = CaseLoader(dataset.__getitem__, val_ids, dataset.num_classes, 1, False, None, seed, mult)
+        val_loader = CaseLoader(
+            dataset.__getitem__, val_ids, dataset.num_classes, 1, False, None, seed, mult, normalization=stats
+        )
 
     seed_everything(seed)
     model = method.build_model(member).to(device)

@@ -22,12 +22,12 @@ from typing import Any
 
 from trustseg.engine import checkpoint as ck
 from trustseg.engine.calibrate import calibrate_run
-from trustseg.engine.config import RunConfig, check_same_config, load_run_config
+from trustseg.engine.config import RunConfig, check_same_config, load_saved_run_config
 from trustseg.engine.distributed import barrier, init_distributed
 from trustseg.engine.fit import train_member
 from trustseg.engine.member import run_members_parallel
 from trustseg.engine.run_folder import write_run_files
-from trustseg.engine.setup import load_data, make_method, pad_multiple
+from trustseg.engine.setup import load_data, make_method, normalization_stats, pad_multiple, split_ids
 from trustseg.inference.device import resolve_device
 from trustseg.inference.run_folder import CONFIG, read_run_json
 
@@ -59,13 +59,14 @@ def train(
     """
     out = Path(out)
     if resume and (out / CONFIG).is_file():
-        check_same_config(load_run_config(out / CONFIG), cfg, out / CONFIG)
+        check_same_config(load_saved_run_config(out / CONFIG), cfg, out / CONFIG)
     device = resolve_device(cfg.train.device, "train.device")
     info = init_distributed(device)
     dataset = load_data(cfg)
     method = make_method(cfg, dataset)
     if info.is_main:
-        write_run_files(cfg, out, dataset, method, pad_multiple(cfg), resume)
+        stats = normalization_stats(cfg, dataset, split_ids(dataset, cfg)[0], out if resume else None)
+        write_run_files(cfg, out, dataset, method, pad_multiple(cfg), stats, resume)
     barrier(info)
     members = list(range(method.num_members))
     if workers > 1 and len(members) > 1 and not info.enabled:

@@ -11,13 +11,20 @@ from typing import Any
 
 from trustseg.core.atomic import atomic_write_json
 from trustseg.core.config import to_dict
-from trustseg.engine.config import RunConfig, load_run_config, save_run_config
+from trustseg.data.normalization import NormStats
+from trustseg.engine.config import RunConfig, load_saved_run_config, save_run_config
 from trustseg.inference.run_folder import CONFIG, RUN_JSON, read_run_json
 from trustseg.methods.base import Method
 
 
 def write_run_files(
-    cfg: RunConfig, out: Path, dataset, method: Method, multiple: int, resume: bool = False
+    cfg: RunConfig,
+    out: Path,
+    dataset,
+    method: Method,
+    multiple: int,
+    normalization: NormStats,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Write ``config.yaml`` and ``run.json`` (on resume, a temperature fitted before is kept).
 
@@ -27,6 +34,7 @@ def write_run_files(
         dataset: The opened dataset (classes, raters, shapes).
         method: The built method.
         multiple: The network's spatial size multiple (stored as ``pad_multiple``).
+        normalization: The intensity normalisation fitted on the training cases (applied at every prediction).
         resume: Keep the temperature of an existing ``run.json``.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +52,7 @@ def write_run_files(
         "patch_size": None if cfg.train.patch_size is None else list(cfg.train.patch_size),
         "pad_multiple": multiple,
         "temperature": old.get("temperature", 1.0),
+        "normalization": normalization.to_dict(),
         "net": to_dict(cfg.net),
         "data": cfg.data,
     }
@@ -52,5 +61,5 @@ def write_run_files(
 
 
 def config_from_run(run_dir: str | Path) -> RunConfig:
-    """The :class:`RunConfig` saved in a run folder."""
-    return load_run_config(Path(run_dir) / CONFIG)
+    """The :class:`RunConfig` saved in a run folder (options it lacks read as what the run was trained with)."""
+    return load_saved_run_config(Path(run_dir) / CONFIG)

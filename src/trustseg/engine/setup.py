@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trustseg.core.errors import ConfigError
 from trustseg.data.dataset import Dataset, load_dataset
+from trustseg.data.normalization import NormStats, fit_case_normalization
 from trustseg.engine.config import RunConfig
+from trustseg.inference.run_folder import RUN_JSON, read_run_json
 from trustseg.methods.base import Method, build_method
 
 
@@ -44,3 +48,15 @@ def make_method(cfg: RunConfig, dataset: Dataset) -> Method:
     )
     method.check_raters(dataset.num_raters)
     return method
+
+
+def normalization_stats(
+    cfg: RunConfig, dataset: Dataset, train_ids: list[str], run_dir: Path | None = None
+) -> NormStats:
+    """The run's intensity normalisation: the statistics stored in ``run_dir/run.json`` when there are some (every
+    member and every resumed process uses the same), else fitted on the training cases (``cfg.normalization``)."""
+    if run_dir is not None and (Path(run_dir) / RUN_JSON).is_file():
+        stored = read_run_json(run_dir).get("normalization")
+        if stored is not None:
+            return NormStats.from_dict(stored, where=str(Path(run_dir) / RUN_JSON))
+    return fit_case_normalization(dataset.__getitem__, train_ids, cfg.normalization)

@@ -13,8 +13,10 @@ and device. Their clean-image numbers are therefore those of ``trustseg evaluate
   UCC_μ (the fraction of near-boundary pixels whose uncertainty rises with the noise, and the official code's
   2-point rank correlation of the same).
 
-Distortion severities and noise levels are in normalised intensity units: each is multiplied by the predictor's
-``info.intensity_scale`` (its training intensity std per channel) before it is added to the raw image.
+Distortion severities and noise levels are in normalised intensity units: the distortions get the predictor's
+``info.intensity_scale`` (raw units per normalised unit, per channel: the training std for z-score) as their
+``scale`` (:func:`trustseg.data.distortions.distort`, :func:`~trustseg.data.distortions.add_gaussian_noise`), so
+x + N(μ, 0.3²) means the same thing for a CT in Hounsfield units and a PNG in 0..255.
 
 Conventions: Dice is the mean over foreground classes of the Dice against the majority vote, a class empty in
 both maps left out (the headline ``dice_majority`` of the evaluation); HD95 in the surface convention with the
@@ -107,15 +109,6 @@ def _scale(predictor) -> np.ndarray | None:
     return None if s is None else np.asarray(s, dtype=np.float64)
 
 
-def _scaled(image: np.ndarray, scale: np.ndarray | None, fn, *args: Any, **kwargs: Any) -> np.ndarray:
-    """``fn(image, *args, **kwargs)`` in normalised units: ``x + s·(fn(x/s) − x/s)`` with the per-channel scale s."""
-    if scale is None:
-        return fn(image, *args, **kwargs)
-    s = scale.reshape((-1,) + (1,) * (image.ndim - 1))
-    z = image / s
-    return (image + s * (fn(z, *args, **kwargs) - z)).astype(image.dtype, copy=False)
-
-
 def _majority(case: _Case, num_classes: int) -> Tensor:
     return torch.as_tensor(majority_vote(torch.as_tensor(case.labels), num_classes)).long()
 
@@ -161,7 +154,7 @@ def ood_detection(predictor, cases: Sequence[_Case], cfg: OODConfig | None = Non
     out: dict[str, Any] = {"clean_dice": _mean_dice(clean, majs, k), "results": []}
     jobs = [(d, int(s)) for d in cfg.distortions for s in cfg.severities]
     for d, s in _progress(jobs, progress, "OOD protocol"):
-        imgs = [_scaled(c.image, scale, distort, d, s, seed=cfg.seed + i) for i, c in enumerate(cases)]
+        imgs = [distort(c.image, d, s, seed=cfg.seed + i, scale=scale) for i, c in enumerate(cases)]
         preds = _predict(predictor, imgs, cases)
         scores = _scores_of(preds, heads)
         res = {
@@ -236,7 +229,7 @@ def noise_protocol(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = 
         maj = _majority(case, k)
         maps = []
         for j, mu in enumerate(levels):
-            img = _scaled(case.image, scale, add_gaussian_noise, mu, sigma=cfg.sigma, seed=cfg.seed + i)
+            img = add_gaussian_noise(case.image, mu, sigma=cfg.sigma, seed=cfg.seed + i, scale=scale)
             row, u = _level_metrics(predictor.predict(img, case.spacing), case, maj, k, cfg.measure)
             per_level[j].append(row)
             maps.append(u)

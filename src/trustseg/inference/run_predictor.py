@@ -2,7 +2,8 @@
 
 * :func:`load_run`: the method and its trained member networks (``best.pt`` of each member, else ``last.pt``),
   loaded with ``weights_only=True``; the post-hoc temperature of ``run.json`` is applied.
-* :class:`RunPredictor`: ``predict(image, spacing)`` for one raw image, through the one inference function
+* :class:`RunPredictor`: ``predict(image, spacing)`` for one raw image (normalised with the statistics stored in
+  ``run.json``, as in training), through the one inference function
   :func:`trustseg.inference.tensor.predict_tensor`, on the predictor's device. 2D images and volumes no larger
   than the training patch are predicted whole (zero-padded to the network's size multiple and cropped back);
   larger 3D volumes by sliding window.
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from trustseg.core.config import from_dict
 from trustseg.core.predictive import Predictive
+from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 from trustseg.inference.run_folder import load_checkpoint, member_checkpoint, read_run_json, size_multiple
@@ -96,6 +98,9 @@ class RunPredictor:
         self.overlap = overlap
         self.seed = int(seed)
         ri = self.run_info
+        stored = ri.get("normalization")
+        #: The run's intensity normalisation (``None`` for runs trained before it existed: raw intensities).
+        self.normalization = None if stored is None else NormStats.from_dict(stored, where=f"{run_dir}/run.json")
         self._info = PredictorInfo(
             classes=tuple(ri["classes"]),
             in_channels=int(ri["in_channels"]),
@@ -104,6 +109,7 @@ class RunPredictor:
             primary_measure=str(getattr(self.method, "primary_measure", "entropy")),
             samples_are_heads=bool(getattr(self.method, "samples_are_heads", False)),
             capabilities=frozenset({"temperature"}),
+            intensity_scale=None if self.normalization is None else tuple(self.normalization.scale),
             source=str(run_dir),
         )
 
@@ -118,8 +124,11 @@ class RunPredictor:
         return predict_tensor(self.method, self.models, x.to(self.device), self.patch_size, self.multiple, self.overlap)
 
     def prepare(self, image: np.ndarray | Tensor) -> Tensor:
-        """The network input ``(C, *spatial)`` float32 for a raw image (checked)."""
+        """The network input ``(C, *spatial)`` float32 for a raw image: checked, then normalised as in training."""
         check_image(self._info, image)
+        if self.normalization is not None:
+            arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+            return torch.from_numpy(self.normalization.apply(arr))
         return torch.as_tensor(np.asarray(image, dtype=np.float32) if not isinstance(image, Tensor) else image).float()
 
     def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
