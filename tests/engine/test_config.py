@@ -19,14 +19,14 @@ def test_defaults():
 def test_yaml_round_trip(tmp_path):
     cfg = RunConfig(
         data="some/data",
-        net=NetConfig(channels=(8, 16, 32), dropout=0.2),
+        net=NetConfig(params={"channels": (8, 16, 32), "dropout": 0.2}),
         method=MethodConfig("ensemble", {"members": 3}),
         train=TrainConfig(epochs=3, patch_size=(32, 32, 16), fold=2, amp="off", grad_clip=None, max_train_cases=5),
     )
     path = save_run_config(cfg, tmp_path / "config.yaml")
     back = load_run_config(path)
     assert back == cfg
-    assert isinstance(back.train.patch_size, tuple) and isinstance(back.net.channels, tuple)
+    assert isinstance(back.train.patch_size, tuple) and isinstance(back.net.params["channels"], tuple)
 
 
 def test_toml(tmp_path):

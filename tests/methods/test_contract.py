@@ -21,7 +21,7 @@ from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.models.config import NetConfig
 
 NAMES = METHODS.names()
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 K, R, C, B = 3, 3, 1, 2
 SHAPES = {2: (16, 16), 3: (8, 8, 8)}
 #: Smaller-than-default settings that keep each case fast (the defaults are exercised in the per-method tests).

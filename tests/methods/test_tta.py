@@ -11,7 +11,7 @@ from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.methods.tta import make_views
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 class Pointwise(nn.Module):

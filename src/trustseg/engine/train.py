@@ -38,6 +38,7 @@ from trustseg.engine.distributed import all_reduce_mean, barrier, gather_objects
 from trustseg.engine.loader import CaseLoader
 from trustseg.engine.seeding import epoch_seed, make_generator, seed_everything, set_rng_state
 from trustseg.methods.base import Method, TrainContext, build_method
+from trustseg.models.factory import size_multiple
 
 RUN_JSON = ck.RUN_JSON
 CONFIG = ck.CONFIG
@@ -65,8 +66,8 @@ def use_amp(amp: str, device: torch.device) -> bool:
 
 
 def pad_multiple(cfg: RunConfig) -> int:
-    """Spatial sizes fed to the U-Net are padded to a multiple of ``2**(depth - 1)``."""
-    return 2 ** max(0, len(cfg.net.channels) - 1)
+    """Spatial sizes fed to the network are padded to a multiple of its size multiple."""
+    return size_multiple(cfg.net)
 
 
 def load_data(cfg: RunConfig):
