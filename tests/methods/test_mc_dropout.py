@@ -157,3 +157,37 @@ def test_chunked_samples_are_stochastic_and_seeded():
         b = m.predict([model], x).probs
     assert torch.equal(a, b)
     assert not torch.allclose(a[0], a[1]) and not torch.allclose(a[2], a[3])
+
+
+def test_encoder_once_is_an_accepted_alias_of_prefix_once():
+    old = _method(encoder_once=False, samples=2)
+    assert old.params.prefix_once is False and "encoder_once" not in old.params_dict()
+    assert _method(encoder_once=True, prefix_once=True).params.prefix_once
+    with pytest.raises(ConfigError, match="'encoder_once' is the old name of 'prefix_once'"):
+        _method(encoder_once=True, prefix_once=False)
+
+
+def test_upgrade_params_of_runs_saved_by_older_versions():
+    cls = type(_method())
+    # saved before `where` existed (dropout where net.dropout_where put it) and with the old name of prefix_once
+    old = {"p": 0.2, "samples": 10, "encoder_once": True, "chunk": 1, "target": "soft"}
+    up = cls.upgrade_params(old)
+    assert up == {"p": 0.2, "samples": 10, "prefix_once": True, "chunk": 1, "target": "soft", "where": None}
+    assert cls.upgrade_params(up) == up and old["encoder_once"] is True  # idempotent, input untouched
+    net = NetConfig(params={"channels": (4, 8, 16)})  # dropout_where defaults to decoder
+    assert _holders(_method(net, **up).build_model()) == ["bottleneck.6", "decoder.0.6", "decoder.1.6"]
+    today = _method().params_dict()
+    assert cls.upgrade_params(today) == today  # saved today: nothing to change
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"p": 1.0}, r"^method.mc-dropout.p must be in \(0, 1\), got 1.0$"),
+        ({"samples": 0}, r"^method.mc-dropout.samples must be >= 1, got 0$"),
+        ({"chunk": -1}, r"^method.mc-dropout.chunk must be >= 1, got -1$"),
+    ],
+)
+def test_parameter_messages(params, message):
+    with pytest.raises(ConfigError, match=message):
+        _method(**params)
