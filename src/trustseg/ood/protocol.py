@@ -22,10 +22,10 @@ from torch import Tensor
 NOISE_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def _predict_cases(method, models, images: Sequence[np.ndarray], patch_size=None):
+def _predict_cases(method, models, images: Sequence[np.ndarray], patch_size=None, multiple=1):
     from trustseg.engine.predict import predict_image
 
-    return [predict_image(method, models, img, patch_size=patch_size) for img in images]
+    return [predict_image(method, models, img, patch_size=patch_size, multiple=multiple) for img in images]
 
 
 def _scores_of(preds, layer_heads: bool) -> dict[str, Tensor]:
@@ -81,14 +81,14 @@ def ood_detection(
             raise ValueError(f"severity {s} is outside 1..5")
     method, models, info = load_run(run_dir)
     layer_heads = info.get("method") == "layer-ensemble"
-    patch = info.get("patch_size")
-    clean_preds = _predict_cases(method, models, [c.image for c in cases], patch)
+    patch, mult = info.get("patch_size"), int(info.get("pad_multiple", 1))  # networks do not pad: we do
+    clean_preds = _predict_cases(method, models, [c.image for c in cases], patch, mult)
     clean_scores = _scores_of(clean_preds, layer_heads)
     out: dict[str, Any] = {"clean_dice": _mean_fg_dice(clean_preds, cases, num_classes), "results": []}
     jobs = [(d, s) for d in distortions for s in severities]
     for d, s in _progress(jobs, progress, "OOD protocol"):
         imgs = [distort(c.image, d, int(s), seed=seed + i) for i, c in enumerate(cases)]
-        preds = _predict_cases(method, models, imgs, patch)
+        preds = _predict_cases(method, models, imgs, patch, mult)
         scores = _scores_of(preds, layer_heads)
         res = {}
         for k in sorted(set(scores) & set(clean_scores)):
@@ -135,11 +135,11 @@ def noise_robustness(
     from trustseg.metrics.uncertainty_quality import ueo
 
     method, models, info = load_run(run_dir)
-    patch = info.get("patch_size")
+    patch, mult = info.get("patch_size"), int(info.get("pad_multiple", 1))  # networks do not pad: we do
     rows = []
     for mu in _progress(list(levels), progress, "noise robustness"):
         imgs = [add_gaussian_noise(c.image, mu, sigma=sigma, seed=seed + i) for i, c in enumerate(cases)]
-        preds = _predict_cases(method, models, imgs, patch)
+        preds = _predict_cases(method, models, imgs, patch, mult)
         dices, hds, eces, ueos = [], [], [], []
         for p, c in zip(preds, cases):
             maj = torch.from_numpy(c.majority_vote(num_classes))
