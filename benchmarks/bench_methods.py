@@ -33,9 +33,9 @@ import machine  # noqa: E402
 WORK = HERE / "_work"
 QUBIQ = HERE.parent.parent / "shared" / "data" / "qubiq2020-brain-growth" / "brain-growth"
 ONE_PASS = ("evidential", "sure", "edue", "layer-ensemble")
-COST_PARAMS = {"mc-dropout": {"samples": 10, "encoder_once": True}, "ensemble": {"members": 5}}
+COST_PARAMS = {"mc-dropout": {"samples": 10, "prefix_once": True}, "ensemble": {"members": 5}}
 #: Extra configurations benchmarked beside each method's defaults: (method, params).
-EXTRA = [("mc-dropout", {"samples": 10, "encoder_once": True, "where": "decoder"})]
+EXTRA = [("mc-dropout", {"samples": 10, "prefix_once": True, "where": "decoder"})]
 SHAPE = (8, 1, 128, 128)
 
 
@@ -47,7 +47,7 @@ def _cost_child(name: str, params: dict, reps: int) -> dict:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    net = NetConfig(channels=(16, 32, 64, 128))
+    net = NetConfig(params={"channels": (16, 32, 64, 128)})
     x = torch.randn(*SHAPE)
     plain = build_network(net, 2, 1, 2).eval()
     method = build_method(name, net, 2, 1, 2, params)
@@ -121,7 +121,7 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
         res_path = WORK / f"{data_name}_{label}_eval" / "results.json"
         cfg = RunConfig(
             data=str(data),
-            net=NetConfig(channels=(16, 32, 64)),
+            net=NetConfig(params={"channels": (16, 32, 64)}),
             method=MethodConfig(name=name, params=params),
             train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, seed=0),
         )

@@ -80,7 +80,7 @@ def throughput(repeats: int = 2) -> dict:
     train_ids = ds.split("train")
     cfg = RunConfig(
         data=str(data),
-        net=NetConfig(channels=(16, 32, 64, 128)),
+        net=NetConfig(params={"channels": (16, 32, 64, 128)}),
         method=MethodConfig(name="softmax"),
         train=TrainConfig(epochs=20, batch_size=8, seed=0),
     )

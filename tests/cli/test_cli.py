@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trustseg.cli.main import build_parser, main, parse_severities
+from trustseg.cli.main import build_parser, main, parse_severities, run_config_from_args
 from trustseg.core.errors import ConfigError
 from trustseg.engine.calibrate import calibrate_run
 
@@ -66,6 +66,17 @@ def test_severities_as_lists_and_ranges():
     for bad in ("0..3", "6", "a", "", "1...3", "5..1"):
         with pytest.raises(ConfigError, match="from 1 to 5"):
             parse_severities(bad)
+
+
+@pytest.mark.parametrize("key", ["net.channels", "net.params.channels"])
+def test_set_network_parameters_old_and_new_spelling(key, tmp_path):
+    args = build_parser().parse_args(
+        ["train", "--out", str(tmp_path), "--set", f"{key}=[8,16,32]", "--set", "net.norm=batch"]
+    )
+    cfg = run_config_from_args(args)
+    assert cfg.net.name == "unet" and cfg.net.params["channels"] == (8, 16, 32) and cfg.net.params["norm"] == "batch"
+    with pytest.raises(ConfigError, match="did you mean 'channels'"):
+        run_config_from_args(build_parser().parse_args(["train", "--out", str(tmp_path), "--set", "net.chanels=[8]"]))
 
 
 def test_end_to_end_synth_train_predict_evaluate(tmp_path, capsys):

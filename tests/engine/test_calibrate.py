@@ -26,7 +26,7 @@ def run(tmp_path_factory):
     data = make_synthetic_dataset(tmp / "data", SynthConfig(cases=12, raters=3, dims=2, size=16, seed=0), ext=".npy")
     cfg = RunConfig(
         data=str(data),
-        net=NetConfig(channels=(4, 8)),
+        net=NetConfig(params={"channels": (4, 8)}),
         method=MethodConfig("softmax", {}),
         train=TrainConfig(epochs=1, batch_size=4),
     )

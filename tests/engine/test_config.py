@@ -30,14 +30,14 @@ def test_defaults():
 def test_yaml_round_trip(tmp_path):
     cfg = RunConfig(
         data="some/data",
-        net=NetConfig(channels=(8, 16, 32), dropout=0.2),
+        net=NetConfig(params={"channels": (8, 16, 32), "dropout": 0.2}),
         method=MethodConfig("ensemble", {"members": 3}),
         train=TrainConfig(epochs=3, patch_size=(32, 32, 16), fold=2, amp="off", grad_clip=None, max_train_cases=5),
     )
     path = save_run_config(cfg, tmp_path / "config.yaml")
     back = load_run_config(path)
     assert back == cfg
-    assert isinstance(back.train.patch_size, tuple) and isinstance(back.net.channels, tuple)
+    assert isinstance(back.train.patch_size, tuple) and isinstance(back.net.params["channels"], tuple)
 
 
 def test_toml(tmp_path):
@@ -112,7 +112,7 @@ def test_a_run_folder_written_before_normalisation_reads_as_trained(tmp_path):
     assert user.normalization.scheme == "zscore" and user.train.augment.enabled
     saved = load_saved_run_config(path)  # the run's own config: it was trained raw, without augmentation
     assert saved.normalization == NormConfig("none") and saved.train.augment == AugmentConfig(enabled=False)
-    assert saved.train.epochs == 2 and saved.net.channels == (8, 16)
+    assert saved.train.epochs == 2 and tuple(saved.net.params["channels"]) == (8, 16)
     # resuming it with today's defaults is refused, naming both options
     with pytest.raises(ConfigError, match="normalization.scheme: 'none' -> 'zscore'.*train.augment.enabled"):
         check_same_config(saved, user, path)

@@ -164,7 +164,7 @@ def test_3d_nifti_folder(tmp_path):
 
 def test_predict_image_sizes_and_sliding_window():
     torch.manual_seed(0)
-    method = build_method("softmax", NetConfig(channels=(4, 8, 16)), 3, 1, 2)
+    method = build_method("softmax", NetConfig(params={"channels": (4, 8, 16)}), 3, 1, 2)
     models = [method.build_model().eval()]
     vol = np.random.default_rng(0).random((1, 20, 12, 9), dtype=np.float32)
     sw = predict_image(method, models, vol, patch_size=(8, 8, 8), multiple=4)  # larger than the patch: windows

@@ -34,7 +34,7 @@ def tiny_cfg(
     kw = {"batch_size": 4, **train_kw}
     return RunConfig(
         data=str(root),
-        net=NetConfig(channels=(4, 8), dropout=dropout),
+        net=NetConfig(params={"channels": (4, 8), "dropout": dropout}),
         method=MethodConfig(method, params or {}),
         train=TrainConfig(epochs=epochs, **kw),
     )

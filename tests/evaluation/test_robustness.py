@@ -126,8 +126,8 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("robust")
     data = make_data(tmp, cases=8, size=18)
     run = tmp / "run"
-    cfg = dataclasses.replace(tiny_cfg(data, "mc-dropout", {"samples": 3}, epochs=1), net=tiny_cfg(data).net)
-    cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, channels=(4, 8, 16), dropout=0.2))
+    cfg = tiny_cfg(data, "mc-dropout", {"samples": 3}, epochs=1)
+    cfg = dataclasses.replace(cfg, net=cfg.net.with_params(channels=(4, 8, 16), dropout=0.2))
     train(cfg, run, progress=False)
     return data, run
 

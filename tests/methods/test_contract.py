@@ -2,26 +2,33 @@
 
 Each case builds the method with a tiny U-Net, trains every member for a few Adam steps through
 ``method.loss``, saves and reloads the weights (``weights_only=True``), predicts, and checks shapes,
-normalisation and determinism under a seed. Methods registered by any module of ``trustseg.methods`` are
-picked up at collection time.
+normalisation and determinism under a seed. The declared capabilities are checked too: the primary measure is a
+registered measure the prediction supports, ``samples_are_heads`` matches the samples, the default optimiser is
+AdamW with cosine decay, ``upgrade_params`` is idempotent, the needed network capabilities are enforced, and
+``target`` has one home. Methods registered by any module of ``trustseg.methods`` are picked up at collection time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import math
+from types import MappingProxyType
 
 import pytest
 import torch
 
 import trustseg.methods
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.predictive import Predictive
-from trustseg.methods import METHODS, Batch, TrainContext, build_method
+from trustseg.measures import MEASURES
+from trustseg.methods import METHODS, Batch, Method, TrainContext, build_method
+from trustseg.models import CAPABILITIES, MODELS
 from trustseg.models.config import NetConfig
 
 NAMES = METHODS.names()
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 K, R, C, B = 3, 3, 1, 2
 SHAPES = {2: (16, 16), 3: (8, 8, 8)}
 #: Smaller-than-default settings that keep each case fast (the defaults are exercised in the per-method tests).
@@ -128,3 +135,86 @@ def test_train_save_load_predict(name, dims):
     if pred.alpha is not None:
         assert torch.equal(again.alpha, pred.alpha)
     assert all(torch.equal(again.extras[k], v) for k, v in pred.extras.items())
+
+    # the primary measure is one the prediction supports
+    umap = MEASURES.get(method.primary_measure)(pred)
+    assert umap.shape == (B, *SHAPES[dims]) and torch.isfinite(umap).all()
+    # samples that are heads are the finest M heads, coarse -> fine
+    if method.samples_are_heads:
+        with torch.no_grad():
+            heads = loaded[0](x, all_outputs=True)["heads"]
+        assert 1 <= m <= len(heads)
+        expected = torch.stack([torch.softmax(h / method.temperature, 1) for h in heads[len(heads) - m :]])
+        assert torch.allclose(pred.probs, expected, atol=1e-6)
+    # the post-training step returns entries for run.json
+    extra = method.after_training(loaded, [batch])
+    assert isinstance(extra, dict)
+    json.dumps(extra)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_capabilities(name):
+    cls = METHODS.get(name)
+    assert isinstance(cls.primary_measure, str) and cls.primary_measure in MEASURES
+    assert isinstance(cls.samples_are_heads, bool)
+    assert cls.required_capabilities <= CAPABILITIES
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    assert set(cls.param_aliases.values()) <= fields and not set(cls.param_aliases) & fields
+    method = build_method(name, NET, 2, C, K, FAST.get(name))
+    assert "target" not in vars(method) and "num_members" not in vars(method)  # one home each: a property
+    assert method.num_members >= 1 and isinstance(method.needs_raters, bool)
+    sentinel = object()
+    if type(method).augmentation is Method.augmentation:
+        assert method.augmentation(sentinel) is sentinel
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).required_capabilities])
+def test_a_network_without_the_needed_capabilities_is_refused(name, monkeypatch):
+    entry = MODELS.entry("unet")
+    meta = MappingProxyType({**entry.meta, "capabilities": frozenset()})
+    monkeypatch.setitem(MODELS._entries, "unet", dataclasses.replace(entry, meta=meta))
+    with pytest.raises(ConfigError, match=f"^method {name} needs a network with .+; unet offers no optional"):
+        build_method(name, NET, 2, C, K, FAST.get(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_optimizer_is_adamw_with_cosine_decay(name):
+    method = build_method(name, NET, 2, C, K, FAST.get(name))
+    model = method.build_model(0)
+    ref_model = method.build_model(0)
+    ref_model.load_state_dict(model.state_dict())
+    model.eval(), ref_model.eval()  # no dropout noise: both runs see the same gradients
+    total, lr, wd = 5, 2e-3, 1e-4
+    opt, sched = method.configure_optimizer(model, lr, wd, total)
+    assert isinstance(opt, torch.optim.Optimizer) and isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+    if type(method).configure_optimizer is not Method.configure_optimizer:
+        return  # a method's own optimiser: only the types are part of the contract
+    # today's: AdamW with the run's lr and weight decay, lr factor 0.5 (1 + cos(π min(s, S) / S)) per step s
+    ref = torch.optim.AdamW(ref_model.parameters(), lr=lr, weight_decay=wd)
+    ref_sched = torch.optim.lr_scheduler.LambdaLR(
+        ref, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / max(1, total)))
+    )
+    assert type(opt) is torch.optim.AdamW and opt.defaults == ref.defaults
+    batch = _batch(2)
+    for step in range(total + 2):
+        for o, mdl in ((opt, model), (ref, ref_model)):
+            o.zero_grad()
+            mdl(batch.image).square().mean().backward()
+            o.step()
+        sched.step()
+        ref_sched.step()
+        assert opt.param_groups[0]["lr"] == ref.param_groups[0]["lr"], step
+    assert opt.param_groups[0]["lr"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_upgrade_params_is_idempotent(name):
+    cls = METHODS.get(name)
+    method = build_method(name, NET, 2, C, K, FAST.get(name))
+    for saved in (method.params_dict(), {}):
+        up = cls.upgrade_params(saved)
+        assert cls.upgrade_params(up) == up
+        build_method(name, NET, 2, C, K, up)  # upgraded parameters build
+    # today's saved parameters mean the same after the upgrade
+    assert build_method(name, NET, 2, C, K, cls.upgrade_params(method.params_dict())).params == method.params

@@ -10,7 +10,7 @@ from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.methods.edue import variance_from_raw
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 def _batch(dims: int, r: int = 3, k: int = 2, b: int = 2) -> Batch:

@@ -10,7 +10,7 @@ from trustseg.methods import build_method
 from trustseg.methods.ensemble import member_seed
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 def _flat(model):

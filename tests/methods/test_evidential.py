@@ -9,7 +9,7 @@ from trustseg.core.errors import ConfigError
 from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 def _batch(dims: int, b: int = 2, r: int = 3, k: int = 3, seed: int = 0) -> Batch:

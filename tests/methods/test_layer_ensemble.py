@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 from trustseg.core.errors import ConfigError
 from trustseg.methods import Batch, TrainContext, build_method
-from trustseg.methods.layer_ensemble import layer_agreement, pair_dice
+from trustseg.methods.layer_ensemble import layer_agreement
 from trustseg.methods.losses import dice_ce_loss
+from trustseg.metrics.overlap import pooled_foreground_dice
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8, 16))
+NET = NetConfig(params={"channels": (4, 8, 16)})
 
 
 def _onehot_heads(masks, k=2):
@@ -52,14 +53,16 @@ def test_skip_must_leave_a_head():
         build_method("layer-ensemble", NET, 2, 1, 3, {"skip": 3})
 
 
-def test_pair_dice_hand_values():
+def test_pooled_foreground_dice_hand_values():
     a = torch.tensor([[1, 1, 0, 0]])
     b = torch.tensor([[1, 0, 0, 0]])
-    assert pair_dice(a, b).item() == pytest.approx(2 / 3)
+    assert pooled_foreground_dice(a, b).item() == pytest.approx(2 / 3)
     # multi-class, pooled over foreground classes: one matching class-2 pixel, 2 + 2 foreground pixels
-    assert pair_dice(torch.tensor([[1, 2]]), torch.tensor([[2, 2]])).item() == pytest.approx(0.5)
-    assert pair_dice(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)).item() == 1.0
-    assert pair_dice(torch.tensor([[1, 0]]), torch.tensor([[0, 1]])).item() == 0.0
+    assert pooled_foreground_dice(torch.tensor([[1, 2]]), torch.tensor([[2, 2]])).item() == pytest.approx(0.5)
+    assert (
+        pooled_foreground_dice(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)).item() == 1.0
+    )
+    assert pooled_foreground_dice(torch.tensor([[1, 0]]), torch.tensor([[0, 1]])).item() == 0.0
 
 
 def test_aula_identical_heads_is_one():

@@ -10,7 +10,7 @@ from trustseg.methods import Batch, TrainContext, build_method
 from trustseg.methods.losses import dice_ce_loss
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 def _batch(b=2, r=3, k=3, shape=(16, 16)):

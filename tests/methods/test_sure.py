@@ -10,7 +10,7 @@ from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.methods.edl_losses import evidence_to_alpha
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 def _batch(dims: int, b: int = 2, k: int = 2, seed: int = 0) -> Batch:

@@ -50,7 +50,7 @@ def test_sample_axis_uses_the_predictive_mean():
 
 
 def test_fit_method_temperature_sets_and_uses_t():
-    net = NetConfig(channels=(4, 8))
+    net = NetConfig(params={"channels": (4, 8)})
     m = build_method("softmax", net, 2, 1, 2)
     model = m.build_model().eval()
     x = torch.randn(3, 1, 16, 16)
@@ -63,7 +63,9 @@ def test_fit_method_temperature_sets_and_uses_t():
 
 @pytest.mark.parametrize("name", ["mc-dropout", "layer-ensemble", "tta"])
 def test_fit_method_temperature_on_sample_methods(name):
-    m = build_method(name, NetConfig(channels=(4, 8)), 2, 1, 2, {"samples": 2} if name == "mc-dropout" else None)
+    m = build_method(
+        name, NetConfig(params={"channels": (4, 8)}), 2, 1, 2, {"samples": 2} if name == "mc-dropout" else None
+    )
     model = m.build_model().eval()
     x = torch.randn(2, 1, 8, 8)
     t = fit_method_temperature(m, [model], [Batch(x, torch.randint(0, 2, (2, 2, 8, 8)), 2)], max_iter=20)

@@ -11,7 +11,7 @@ from trustseg.methods import METHODS, Batch, TrainContext, build_method
 from trustseg.methods.tta import make_views
 from trustseg.models.config import NetConfig
 
-NET = NetConfig(channels=(4, 8))
+NET = NetConfig(params={"channels": (4, 8)})
 
 
 class Pointwise(nn.Module):
@@ -116,3 +116,14 @@ def test_bad_base():
         build_method("tta", NET, 2, 1, 3, {"base": "tta"})
     with pytest.raises(Exception, match="did you mean 'softmax'"):
         build_method("tta", NET, 2, 1, 3, {"base": "sofmax"})
+
+
+def test_upgrade_params_upgrades_the_base_params():
+    cls = METHODS.get("tta")
+    old = {"base": "mc-dropout", "base_params": {"samples": 2, "encoder_once": False}}
+    up = cls.upgrade_params(old)
+    assert up["base_params"] == {"samples": 2, "prefix_once": False, "where": None}
+    assert cls.upgrade_params(up) == up
+    m = build_method("tta", NET, 2, 1, 3, up)
+    assert m.base.params.where is None and m.base.params.prefix_once is False
+    assert cls.upgrade_params({"base": "softmax"}) == {"base": "softmax", "base_params": {}}

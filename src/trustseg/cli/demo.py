@@ -62,7 +62,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         t = time.perf_counter()
         cfg = RunConfig(
             data=str(data),
-            net=NetConfig(channels=(16, 32, 64), norm="instance"),
+            net=NetConfig(params={"channels": (16, 32, 64), "norm": "instance"}),
             method=MethodConfig(name=name, params=params),
             train=TrainConfig(epochs=epochs or default_epochs, batch_size=8, lr=3e-3, seed=seed),
         )

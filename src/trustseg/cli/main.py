@@ -212,6 +212,11 @@ def run_config_from_args(args: argparse.Namespace):
     changes = {k: v for k, v in changes.items() if not k.startswith("method.params.")}
     if params:
         changes["method.params"] = {**dict(cfg.method.params), **params}
+    # net.<field> (the flat U-Net keys of older versions) and net.params.<field> both set a network parameter
+    net_keys = [k for k in changes if k.startswith("net.") and k not in ("net.name", "net.params")]
+    net_params = {k.removeprefix("net.").removeprefix("params."): changes.pop(k) for k in net_keys}
+    if net_params:
+        changes["net.params"] = {**dict(cfg.net.params), **net_params}
     return replace(cfg, **changes) if changes else cfg
 
 

@@ -103,11 +103,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     """Build the dataclass ``cls`` from a mapping, checking every key and converting types.
 
+    A class with a classmethod ``upgrade_mapping(data) -> data`` gets mappings written by older versions
+    rewritten by it before the keys are checked.
+
     Raises:
         ConfigError: on an unknown key (with a "did you mean"), or a value of the wrong type.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
+    if hasattr(cls, "upgrade_mapping"):
+        data = cls.upgrade_mapping(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}

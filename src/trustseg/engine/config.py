@@ -7,7 +7,7 @@ into every run folder, so a run can always be reproduced or resumed from its own
 Example ``config.yaml``::
 
     data: runs/synth
-    net: {channels: [16, 32, 64], dropout: 0.1}
+    net: {name: unet, params: {channels: [16, 32, 64], dropout: 0.1}}
     method: {name: mc-dropout, params: {samples: 10}}
     normalization: {scheme: zscore}
     train: {epochs: 20, batch_size: 8, patch_size: [64, 64, 64], augment: {rotate_prob: 0.0}}

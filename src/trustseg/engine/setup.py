@@ -10,11 +10,13 @@ from trustseg.data.normalization import NormStats, fit_case_normalization
 from trustseg.engine.config import RunConfig
 from trustseg.inference.run_folder import RUN_JSON, read_run_json
 from trustseg.methods.base import Method, build_method
+from trustseg.models.factory import size_multiple
 
 
 def pad_multiple(cfg: RunConfig) -> int:
-    """Spatial sizes fed to the U-Net are padded to a multiple of ``2**(depth - 1)``."""
-    return 2 ** max(0, len(cfg.net.channels) - 1)
+    """The spatial size multiple of the configured network (its own property, e.g. ``2**(depth - 1)`` for a U-Net):
+    training batches and predicted images are zero-padded to it."""
+    return size_multiple(cfg.net)
 
 
 def load_data(cfg: RunConfig) -> Dataset:

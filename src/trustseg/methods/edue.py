@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
-from trustseg.methods.base import METHODS, Batch, Method, TrainContext
+from trustseg.methods.base import METHODS, Batch, Method, TrainContext, param_error
 from trustseg.methods.losses import soft_cross_entropy, soft_dice_loss
 from trustseg.models.factory import build_network
+from trustseg.models.protocol import ALL_OUTPUTS, EXTRA_HEADS
 
 #: Name of the extra output head and of the prediction's extra map.
 VARIANCE_KEY = "rater_variance"
@@ -62,7 +62,7 @@ class EdueParams:
     def __post_init__(self) -> None:
         for name in ("var_weight", "w_dice", "w_ce"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise param_error("edue", name, "be >= 0", getattr(self, name))
 
 
 def variance_from_raw(raw: Tensor, num_classes: int) -> Tensor:
@@ -75,18 +75,19 @@ class Edue(Method):
     """Expert-disagreement-guided one-pass uncertainty (EDUE); needs R ≥ 2 raters per case."""
 
     name = "edue"
-    target = "all_raters"
+    fixed_target = "all_raters"
     Params = EdueParams
     needs_raters = True
+    primary_measure = "predicted_variance"
+    required_capabilities = frozenset({EXTRA_HEADS, ALL_OUTPUTS})
 
     def build_model(self, member: int = 0) -> nn.Module:
-        """U-Net with the extra ``rater_variance`` head (bias initialised to ``init_logit``)."""
+        """The network with the extra ``rater_variance`` head (its bias, if any, initialised to ``init_logit``)."""
         model = build_network(
             self.net, self.spatial_dims, self.in_channels, self.num_classes, extra_outputs={VARIANCE_KEY: 1}
         )
-        heads = getattr(model, "extra_heads", None)
-        head = heads[VARIANCE_KEY] if heads is not None and VARIANCE_KEY in heads else None
-        if head is not None and getattr(head, "bias", None) is not None:
+        head = model.extra_heads[VARIANCE_KEY]
+        if getattr(head, "bias", None) is not None:
             with torch.no_grad():
                 head.bias.fill_(self.params.init_logit)
         return model

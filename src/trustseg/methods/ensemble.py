@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.core.errors import ConfigError
-from trustseg.methods.base import METHODS
+from trustseg.methods.base import METHODS, param_error
 from trustseg.methods.softmax import LogitMethod, SegTarget
 from trustseg.models.factory import build_network
 
@@ -37,6 +37,10 @@ class EnsembleParams:
     members: int = 5
     target: SegTarget = "soft"
 
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise param_error("ensemble", "members", "be >= 1", self.members)
+
 
 def member_seed(member: int, base: int | None = None) -> int:
     """Initialisation seed of ``member``: ``(base + 1_000_003 · member) mod 2⁶³``, base = ``torch.initial_seed()``."""
@@ -51,11 +55,10 @@ class Ensemble(LogitMethod):
     name = "ensemble"
     Params = EnsembleParams
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.params.members < 1:
-            raise ConfigError(f"method.ensemble.members must be >= 1, got {self.params.members}")
-        self.num_members = self.params.members
+    @property
+    def num_members(self) -> int:
+        """``members``: each member is trained as its own job."""
+        return self.params.members
 
     def build_model(self, member: int = 0) -> nn.Module:
         """A U-Net initialised from :func:`member_seed` ``(member)`` (the global RNG state is preserved)."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
-from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
-from trustseg.methods.base import METHODS, Batch, Method, TrainContext
+from trustseg.methods.base import METHODS, Batch, Method, TrainContext, param_error
 from trustseg.methods.edl_losses import edl_loss, evidence_to_alpha
 from trustseg.models.factory import build_network
 
@@ -44,12 +43,15 @@ class EvidentialParams:
     w_dice: float = 10.0
     target: Literal["soft", "random_rater", "majority"] = "soft"
 
+    #: The method these parameters belong to (named in error messages).
+    METHOD: ClassVar[str] = "evidential"
+
     def __post_init__(self) -> None:
         if self.kl_anneal_epochs < 0:
-            raise ConfigError(f"kl_anneal_epochs must be >= 0, got {self.kl_anneal_epochs}")
+            raise param_error(self.METHOD, "kl_anneal_epochs", "be >= 0", self.kl_anneal_epochs)
         for name in ("w_ace", "w_kl", "w_dice"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise param_error(self.METHOD, name, "be >= 0", getattr(self, name))
 
 
 @METHODS.register("evidential", doc="evidential U-Net (Dirichlet per pixel, EDL loss with KL annealing); one pass")
@@ -62,13 +64,8 @@ class Evidential(Method):
     """
 
     name = "evidential"
-    target = "soft"
     Params = EvidentialParams
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        #: The target mode actually used (the ``target`` parameter).
-        self.target = self.params.target
+    primary_measure = "vacuity"
 
     def build_model(self, member: int = 0) -> nn.Module:
         """A U-Net whose K outputs are the evidence logits z."""
@@ -90,7 +87,7 @@ class Evidential(Method):
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """EDL loss of one batch; logs the unweighted terms and the KL weight."""
-        y = batch.target(self.params.target, ctx.generator)
+        y = batch.target(self.target, ctx.generator)
         loss, logs = self.edl_loss(model(batch.image), y, ctx)
         logs["loss"] = float(loss.detach())
         return loss, logs

@@ -1,7 +1,8 @@
 """Layer ensembles: one segmentation head per decoder depth, one pass, and AULA.
 
-The U-Net is built with ``deep_heads`` (forced): ``H = len(net.channels)`` heads, the bottleneck's and every
-decoder depth's, each a 1x1 conv upsampled to full size, coarse -> fine, the finest being the usual output.
+The network (capabilities ``deep_heads`` and ``all_outputs``, :mod:`trustseg.models.protocol`) is built with
+``deep_heads`` forced on: ``H`` heads (for the U-Net ``H = len(channels)``, the bottleneck's and every decoder
+depth's, each a 1x1 conv upsampled to full size), coarse -> fine, the finest being the usual output.
 Training: the sum over all H heads of Dice + CE against the target. Prediction: the heads after skipping the
 ``skip`` coarsest ones are the M = H − skip samples (so the predictive mean is the mean of the kept heads and the
 sample-based measures, MI, EPKL, variance, apply).
@@ -13,7 +14,6 @@ which marks every pixel as foreground).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,11 +22,11 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import ConfigError
 from trustseg.measures.image import layer_agreement  # noqa: F401  (AULA lives in measures.image)
-from trustseg.methods.base import METHODS, Batch, TrainContext
+from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
 from trustseg.methods.losses import dice_ce_loss
 from trustseg.methods.softmax import LogitMethod, SegTarget
-from trustseg.metrics.overlap import pooled_foreground_dice
 from trustseg.models.factory import build_network
+from trustseg.models.protocol import ALL_OUTPUTS, DEEP_HEADS
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,9 @@ class LayerEnsembleParams:
     skip: int = 1
     target: SegTarget = "soft"
 
-
-pair_dice = pooled_foreground_dice  # the head-to-head agreement of AULA (one definition, in metrics.overlap)
+    def __post_init__(self) -> None:
+        if self.skip < 0:
+            raise param_error("layer-ensemble", "skip", "be >= 0", self.skip)
 
 
 @METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")
@@ -51,19 +52,26 @@ class LayerEnsemble(LogitMethod):
 
     name = "layer-ensemble"
     Params = LayerEnsembleParams
+    samples_are_heads = True
+    required_capabilities = frozenset({DEEP_HEADS, ALL_OUTPUTS})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        heads = len(self.net.channels)
-        if not 0 <= self.params.skip < heads:
+        heads = self.num_heads
+        if self.params.skip >= heads:
             raise ConfigError(
                 f"method.layer-ensemble.skip must be in 0..{heads - 1} (the network has {heads} heads), "
                 f"got {self.params.skip}"
             )
 
+    @property
+    def num_heads(self) -> int:
+        """H, the network's number of heads with deep heads on (its params' ``num_heads``)."""
+        return int(self.net.with_params(deep_heads=True).typed_params.num_heads)
+
     def build_model(self, member: int = 0) -> nn.Module:
-        """A U-Net with ``deep_heads=True``."""
-        net = dataclasses.replace(self.net, deep_heads=True)
+        """The network with ``deep_heads`` on."""
+        net = self.net.with_params(deep_heads=True)
         return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:

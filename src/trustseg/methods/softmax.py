@@ -8,6 +8,7 @@ against the target chosen by ``Params.target`` (the soft label ȳ by default). P
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -25,15 +26,10 @@ SegTarget = Literal["soft", "random_rater", "majority"]
 class LogitMethod(Method):
     """A method whose M samples are logits ``(M, B, K, *spatial)``: temperature scaling applies to it.
 
-    Subclasses implement :meth:`sample_logits`; :meth:`predict` divides them by ``self.temperature`` and takes the
-    softmax over K. The default :meth:`loss` is Dice + CE of ``model(image)`` against ``self.target``.
+    Subclasses implement :meth:`sample_logits` (abstract); :meth:`predict` divides them by ``self.temperature``
+    and takes the softmax over K. The default :meth:`loss` is Dice + CE of ``model(image)`` against
+    ``self.target`` (the ``target`` parameter).
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        target = getattr(self.params, "target", None)
-        if target is not None:
-            self.target = target
 
     def build_model(self, member: int = 0) -> nn.Module:
         """A fresh U-Net (``self.net``) giving logits ``(B, K, *spatial)``."""
@@ -45,9 +41,9 @@ class LogitMethod(Method):
         loss = dice_ce_loss(model(batch.image), target)
         return loss, {"loss": float(loss.detach())}
 
+    @abc.abstractmethod
     def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
         """Untempered logits of every sample, ``(M, B, K, *spatial)``."""
-        raise NotImplementedError
 
     def predict(self, models: Sequence[nn.Module], x: Tensor) -> Predictive:
         """``softmax(z_m / T)`` over K for every sample ``m`` -> probabilities ``(M, B, K, *spatial)``.

@@ -16,12 +16,12 @@ in k^ndim patches centred on active hard samples (with gradient). Prediction is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from trustseg.core.errors import ConfigError
-from trustseg.methods.base import METHODS, Batch, TrainContext
+from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
 from trustseg.methods.edl_losses import evidence_to_alpha, vacuity
 from trustseg.methods.evidential import Evidential, EvidentialParams
 from trustseg.methods.sure_losses import (
@@ -76,17 +76,21 @@ class SureParams(EvidentialParams):
     noise_sigma: float = 0.3
     probe_mu: float = 0.5
 
+    METHOD: ClassVar[str] = "sure"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("beta", "gamma", "c_mu", "c_d", "c_far", "noise_sigma", "gu_pairs"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise param_error("sure", name, "be >= 0", getattr(self, name))
         if not 0.0 <= self.warmup_frac <= 1.0:
-            raise ConfigError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
+            raise param_error("sure", "warmup_frac", "be in [0, 1]", self.warmup_frac)
         if not 0.0 < self.ramp_start <= 1.0:
-            raise ConfigError(f"ramp_start must be in (0, 1], got {self.ramp_start}")
-        if self.patch_size < 1 or self.patches_per_class < 0:
-            raise ConfigError("patch_size must be >= 1 and patches_per_class >= 0")
+            raise param_error("sure", "ramp_start", "be in (0, 1]", self.ramp_start)
+        if self.patch_size < 1:
+            raise param_error("sure", "patch_size", "be >= 1", self.patch_size)
+        if self.patches_per_class < 0:
+            raise param_error("sure", "patches_per_class", "be >= 0", self.patches_per_class)
 
 
 @METHODS.register("sure", doc="evidential U-Net + SURE gradient/noise uncertainty supervision; one pass")
@@ -152,7 +156,7 @@ class Sure(Evidential):
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """L_EDL + a_t(β·L_gu + γ·L_nu); the supervision runs only when a_t > 0."""
         p = self.params
-        y = batch.target(p.target, ctx.generator)
+        y = batch.target(self.target, ctx.generator)
         logits = model(batch.image)
         loss, logs = self.edl_loss(logits, y, ctx)
         a_t = sure_ramp(ctx.epoch, ctx.max_epochs, p.warmup_frac, p.ramp_start)

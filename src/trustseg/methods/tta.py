@@ -22,7 +22,7 @@ passed to the base method before predicting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
-from trustseg.methods.base import METHODS, Batch, Method, TrainContext, build_method
+from trustseg.methods.base import METHODS, Batch, Method, TargetMode, TrainContext, build_method, param_error
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -53,6 +53,10 @@ class TTAParams:
     rotations: bool = True
     intensity: tuple[tuple[float, float], ...] = ((1.1, 0.0), (0.9, 0.0), (1.0, 0.1), (1.0, -0.1))
     base_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.base == "tta":
+            raise param_error("tta", "base", "name another method than 'tta' itself", self.base)
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,34 @@ class TTA(Method):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.params.base == "tta":
-            raise ConfigError("method.tta.base cannot be 'tta' itself")
         #: The method that is trained and predicted from.
         self.base: Method = build_method(
             self.params.base, self.net, self.spatial_dims, self.in_channels, self.num_classes, self.params.base_params
         )
-        self.num_members = self.base.num_members
-        self.target = self.base.target
-        self.needs_raters = self.base.needs_raters
+
+    @classmethod
+    def upgrade_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The base method's :meth:`~trustseg.methods.base.Method.upgrade_params` applied to ``base_params``."""
+        out = super().upgrade_params(params)
+        base = out.get("base", TTAParams.base)
+        if base in METHODS and base != cls.name:
+            out["base_params"] = METHODS.get(base).upgrade_params(out.get("base_params") or {})
+        return out
+
+    @property
+    def target(self) -> TargetMode:
+        """The base method's target."""
+        return self.base.target
+
+    @property
+    def num_members(self) -> int:
+        """The base method's members."""
+        return self.base.num_members
+
+    @property
+    def needs_raters(self) -> bool:  # type: ignore[override]
+        """Whether the base method needs several raters."""
+        return self.base.needs_raters
 
     def views(self, spatial_shape: Sequence[int]) -> list[View]:
         """The views used for inputs of ``spatial_shape``."""

@@ -1,28 +1,38 @@
-"""Network factories registered in :data:`trustseg.models.registry.MODELS`, and :func:`build_network`.
-
-Import this module (``import trustseg.models.factory``) before looking names up in ``MODELS``;
-:func:`build_network` does so itself.
-"""
+"""Building a registered network from a :class:`~trustseg.models.config.NetConfig`, and what callers may ask
+of a configuration before building it (its size multiple, its model's capabilities)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from torch import nn
 
 from trustseg.models.config import NetConfig
+from trustseg.models.protocol import EXTRA_HEADS, require
 from trustseg.models.registry import MODELS
-from trustseg.models.unet import UNet
 
 
-@MODELS.register("unet", doc="2D/3D U-Net (strided-conv encoder, transposed-conv decoder, deep and extra heads)")
-def unet(
-    net: NetConfig,
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    extra_outputs: dict[str, int] | None = None,
-) -> nn.Module:
-    """Our :class:`~trustseg.models.unet.UNet`."""
-    return UNet(spatial_dims, in_channels, num_classes, net, extra_outputs=extra_outputs)
+def model_capabilities(name: str) -> frozenset[str]:
+    """The optional capabilities (:mod:`trustseg.models.protocol`) the registered model ``name`` can offer."""
+    return frozenset(MODELS.meta(name).get("capabilities", ()))
+
+
+def require_capabilities(net: NetConfig, needed: Iterable[str], who: str) -> None:
+    """Raise :class:`~trustseg.core.errors.ConfigError` unless the model ``net.name`` can offer ``needed``.
+
+    ``who`` names the asker in the message, e.g. ``"method layer-ensemble"``.
+    """
+    require(net.name, model_capabilities(net.name), needed, who)
+
+
+def size_multiple(net: NetConfig) -> int:
+    """The size multiple of the network ``net`` describes (every spatial input size must be a multiple of it).
+
+    Example:
+        >>> size_multiple(NetConfig("unet", {"channels": [8, 16, 32]}))
+        4
+    """
+    return int(net.typed_params.size_multiple)
 
 
 def build_network(
@@ -39,9 +49,13 @@ def build_network(
         spatial_dims: 2 or 3.
         in_channels: Image channels C.
         num_classes: K (background included).
-        extra_outputs: name -> channels of additional 1x1 output heads (see :class:`UNet`).
+        extra_outputs: name -> channels of additional output heads (needs the ``extra_heads`` capability).
 
     Returns:
-        A freshly initialised module whose ``forward(x)`` gives logits ``(B, K, *spatial)``.
+        A freshly initialised module following :mod:`trustseg.models.protocol`: ``forward(x)`` gives logits
+        ``(B, K, *spatial)`` for sizes that are multiples of its ``size_multiple``.
     """
-    return MODELS.get(net.name)(net, spatial_dims, in_channels, num_classes, extra_outputs)
+    factory = MODELS.get(net.name)
+    if extra_outputs:
+        require_capabilities(net, {EXTRA_HEADS}, f"extra outputs {sorted(extra_outputs)}")
+    return factory(net.typed_params, spatial_dims, in_channels, num_classes, extra_outputs)

@@ -1,4 +1,4 @@
-"""Our own 2D/3D U-Net (plain PyTorch, no MONAI at runtime).
+"""Our own 2D/3D U-Net (plain PyTorch, no MONAI at runtime), registered as ``unet``.
 
 Architecture, for ``channels = (c_0, ..., c_{L-1})`` (depth ``L``):
 
@@ -8,36 +8,39 @@ Architecture, for ``channels = (c_0, ..., c_{L-1})`` (depth ``L``):
 * **Bottleneck** (level ``L-1``): a stride-2 block ``c_{L-2} -> c_{L-1}``.
 * **Decoder** depths ``L-2 .. 0``: transposed conv (kernel 2, stride 2) ``c_{i+1} -> c_i``, concatenation with the
   skip ``f_i``, then a block ``2 c_i -> c_i``.
-* **Heads**: a 1x1 conv ``c_0 -> K`` gives the logits; with ``net.deep_heads`` a 1x1 conv on the bottleneck and on
+* **Heads**: a 1x1 conv ``c_0 -> K`` gives the logits; with ``deep_heads`` a 1x1 conv on the bottleneck and on
   every decoder depth gives coarse logits that are upsampled (bilinear/trilinear, ``align_corners=False``) to the
   input size; ``extra_outputs`` adds one 1x1 conv head per name on the final decoder features.
 
-Dropout (``net.dropout > 0``) is element-wise :class:`torch.nn.Dropout` at the end of each block that carries it
-(after the second activation). ``net.dropout_where``: ``decoder`` (bottleneck and decoder blocks; the encoder is
+Dropout (``dropout > 0``) is element-wise :class:`torch.nn.Dropout` at the end of each block that carries it
+(after the second activation). ``dropout_where``: ``decoder`` (bottleneck and decoder blocks; the encoder is
 deterministic, so MC dropout can run it once), ``last`` (only the final, full-resolution decoder block), ``all``
 (every block) or ``bottleneck``. Element-wise rather than channel dropout is our choice: it perturbs more finely
 and gives smoother MC-dropout sample statistics.
 
 **Deterministic prefix / stochastic suffix.** The blocks run in the fixed order encoder ``0 .. L-2``, bottleneck,
 decoder ``0 .. L-2`` (block indices ``0 .. 2L-2``). Everything before the first dropout module in that order draws
-no random numbers, so :meth:`UNet.deterministic_prefix` runs it once and returns a :class:`ForwardState` (the
-pass stopped right before that dropout module), and :meth:`UNet.stochastic_suffix` finishes the pass from it
-(dropout, the remaining blocks, the heads, the crop); ``stochastic_suffix(deterministic_prefix(x))`` is exactly
-:meth:`UNet.forward_all` ``(x)`` under the same RNG state, and the state can be finished many times (MC dropout).
-The split lies inside the first dropout-bearing block, after its convolutions: with ``decoder`` the prefix is the
-encoder plus the bottleneck's convolutions, with ``last`` it is everything but the final dropout and the 1x1
-heads, with ``bottleneck`` the same as ``decoder``, with ``all`` only the first encoder block's convolutions;
-without dropout it is every block (the suffix is only the heads).
+no random numbers, so :meth:`UNet.deterministic_prefix` runs it once and returns a
+:class:`~trustseg.models.unet_blocks.ForwardState` (the pass stopped right before that dropout module), and
+:meth:`UNet.stochastic_suffix` finishes the pass from it (dropout, the remaining blocks, the heads);
+``stochastic_suffix(deterministic_prefix(x))`` is exactly :meth:`UNet.forward_all` ``(x)`` under the same RNG
+state, and the state can be finished many times (MC dropout). The split lies inside the first dropout-bearing
+block, after its convolutions: with ``decoder`` the prefix is the encoder plus the bottleneck's convolutions, with
+``last`` it is everything but the final dropout and the 1x1 heads, with ``bottleneck`` the same as ``decoder``,
+with ``all`` only the first encoder block's convolutions; without dropout it is every block (the suffix is only
+the heads).
 
-Normalisation (``net.norm``): ``instance`` (affine, no running statistics), ``batch``, ``group`` (8 groups, or
-the largest divisor of the channel count below 8) or ``none`` (then the convolutions carry a bias).
+**Sizes.** Every spatial size must be a multiple of :attr:`UNet.size_multiple` ``= 2^(L-1)``; other sizes raise a
+:class:`ValueError` naming it. The network does not pad: callers pad (the training loader and the prediction path
+zero-pad at the end of each axis and crop back), so there is one place that pads.
 
-Inputs whose spatial size is not divisible by ``2^(L-1)`` are padded at the end of each axis (replicate
-padding) by :meth:`UNet.encode`; the padded size and the original size travel with the features
-(:class:`EncoderFeatures`) and :meth:`UNet.decode` crops every output back to the original size.
+The network protocol it implements (all six capabilities) is in :mod:`trustseg.models.protocol`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,107 +48,67 @@ from torch import Tensor, nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from trustseg.core.errors import ConfigError
-from trustseg.models.config import NetConfig
+from trustseg.models.protocol import (
+    ALL_OUTPUTS,
+    CAPABILITIES,
+    DEEP_HEADS,
+    DROPOUT,
+    EXTRA_HEADS,
+    FEATURES,
+    PREFIX_SUFFIX,
+    check_input,
+)
+from trustseg.models.registry import MODELS
+from trustseg.models.unet_blocks import ConvBlock, ForwardState, conv_class
+
+NORMS = ("instance", "batch", "group", "none")
+PLACEMENTS = ("decoder", "last", "all", "bottleneck")
 
 
-def _conv(dims: int) -> type[nn.Module]:
-    return nn.Conv2d if dims == 2 else nn.Conv3d
-
-
-def _norm(kind: str, dims: int, channels: int) -> nn.Module:
-    """The normalisation layer ``kind`` for ``channels`` features."""
-    if kind == "instance":
-        return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
-    if kind == "batch":
-        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels)
-    if kind == "group":
-        groups = max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)
-        return nn.GroupNorm(groups, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"net.norm: unknown normalisation {kind!r}; use instance, batch, group or none")
-
-
-class ConvBlock(nn.Sequential):
-    """``conv3 -> norm -> LeakyReLU`` twice, then optional element-wise dropout.
-
-    Args:
-        dims: 2 or 3.
-        cin: Input channels.
-        cout: Output channels.
-        norm: Normalisation kind.
-        stride: Stride of the first convolution (2 downsamples).
-        dropout: Dropout probability at the end of the block (0: none).
-    """
-
-    def __init__(self, dims: int, cin: int, cout: int, norm: str, stride: int = 1, dropout: float = 0.0):
-        conv = _conv(dims)
-        bias = norm == "none"
-        layers: list[nn.Module] = [
-            conv(cin, cout, 3, stride=stride, padding=1, bias=bias),
-            _norm(norm, dims, cout),
-            nn.LeakyReLU(0.01, inplace=True),
-            conv(cout, cout, 3, padding=1, bias=bias),
-            _norm(norm, dims, cout),
-            nn.LeakyReLU(0.01, inplace=True),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        super().__init__(*layers)
-
-
-class EncoderFeatures(list):
-    """The encoder's skip features ``[f_0, ..., f_{L-2}]`` plus the input's original spatial size.
+@dataclass(frozen=True)
+class UNetParams:
+    """Parameters of the ``unet`` model (``net.params``).
 
     Attributes:
-        spatial: The spatial shape before padding; :meth:`UNet.decode` crops its outputs to it.
+        channels: Feature width per resolution level, encoder top to bottleneck; depth ``L = len(channels)``.
+        norm: Normalisation layer: instance, batch, group (8 groups) or none.
+        dropout: Dropout probability (0 disables it).
+        dropout_where: Which blocks carry dropout (at the end of the block): ``decoder`` (the bottleneck and every
+            decoder block; the default, which lets MC dropout run the encoder once), ``last`` (only the final,
+            full-resolution decoder block, so that MC dropout recomputes only that block's dropout and the 1x1
+            heads per sample), ``all`` (every block) or ``bottleneck``.
+        deep_heads: Add a 1x1 segmentation head on the bottleneck and every decoder depth (layer ensembles).
     """
 
-    def __init__(self, feats: list[Tensor], spatial: tuple[int, ...]):
-        super().__init__(feats)
-        self.spatial = tuple(spatial)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    norm: Literal["instance", "batch", "group", "none"] = "instance"
+    dropout: float = 0.0
+    dropout_where: Literal["decoder", "last", "all", "bottleneck"] = "decoder"
+    deep_heads: bool = False
 
-
-class ForwardState:
-    """A U-Net forward pass stopped part-way, e.g. by :meth:`UNet.deterministic_prefix`.
-
-    :meth:`UNet.stochastic_suffix` finishes it, any number of times: finishing never modifies the state.
-
-    Attributes:
-        h: The current activation ``(B, c, *sp_padded)``: the output of layers ``0 .. layer-1`` of block
-            ``block`` (or, when ``layer`` is 0, the output of block ``block - 1``; the padded input for block 0).
-        feats: The encoder features computed so far (:class:`EncoderFeatures`, carrying the original spatial size;
-            a plain list when the pass started from features without it, see :meth:`UNet.decode`).
-        heads: Deep-head logits ``(B, K, *sp_padded)`` computed so far (``net.deep_heads``), coarse -> fine.
-        block: Index of the block the pass stopped in (encoder ``0 .. L-2``, bottleneck ``L-1``, decoder
-            ``L .. 2L-2``; ``2L-1`` once every block ran).
-        layer: Number of layers of block ``block`` already run.
-    """
-
-    def __init__(self, h: Tensor, feats: list[Tensor], heads: list[Tensor], block: int, layer: int):
-        self.h = h
-        self.feats = feats
-        self.heads = heads
-        self.block = block
-        self.layer = layer
+    def __post_init__(self) -> None:
+        ch = tuple(int(c) for c in self.channels)
+        object.__setattr__(self, "channels", ch)
+        if len(ch) < 2 or min(ch) < 1:
+            raise ConfigError(f"net.params.channels must hold at least two positive widths, got {list(ch)}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"net.params.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"net.params.dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout_where not in PLACEMENTS:
+            raise ConfigError(
+                f"net.params.dropout_where must be one of {', '.join(PLACEMENTS)}, got {self.dropout_where!r}"
+            )
 
     @property
-    def position(self) -> tuple[int, int]:
-        """``(block, layer)``: where the pass stopped."""
-        return self.block, self.layer
+    def size_multiple(self) -> int:
+        """``2^(L-1)``: spatial sizes must be multiples of it."""
+        return 2 ** (len(self.channels) - 1)
 
-    def repeat(self, n: int) -> ForwardState:
-        """The state of ``n`` copies of the batch, copy-major along the batch axis (``(B, ...)`` -> ``(n·B, ...)``)."""
-        if n == 1:
-            return self
-
-        def rep(t: Tensor) -> Tensor:
-            return t.repeat(n, *([1] * (t.dim() - 1)))
-
-        spatial = getattr(self.feats, "spatial", None)
-        feats = [rep(f) for f in self.feats]
-        feats = feats if spatial is None else EncoderFeatures(feats, spatial)
-        return ForwardState(rep(self.h), feats, [rep(t) for t in self.heads], self.block, self.layer)
+    @property
+    def num_heads(self) -> int:
+        """``L``: the number of segmentation heads with ``deep_heads``."""
+        return len(self.channels)
 
 
 class UNet(nn.Module):
@@ -155,7 +118,7 @@ class UNet(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: Image channels C.
         num_classes: K (background included).
-        net: The network configuration (channels, norm, dropout, deep heads).
+        params: The network's parameters (channels, norm, dropout, deep heads); defaults when ``None``.
         extra_outputs: name -> number of channels of an additional 1x1 head on the final decoder features
             (raw outputs; the method applies its own activation), e.g. ``{"rater_variance": 1}``.
     """
@@ -165,51 +128,63 @@ class UNet(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
-        net: NetConfig,
+        params: UNetParams | None = None,
         extra_outputs: dict[str, int] | None = None,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        ch = tuple(int(c) for c in net.channels)
-        if len(ch) < 2 or min(ch) < 1:
-            raise ConfigError(f"net.channels needs at least two positive widths, got {net.channels}")
-        if not 0.0 <= net.dropout < 1.0:
-            raise ConfigError(f"net.dropout must be in [0, 1), got {net.dropout}")
+        params = UNetParams() if params is None else params
+        ch = params.channels
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
-        self.net = net
+        self.params = params
         self.depth = len(ch)
-        self.multiple = 2 ** (self.depth - 1)
-        p, where = float(net.dropout), net.dropout_where
-        if where not in ("decoder", "last", "all", "bottleneck"):
-            raise ConfigError(f"net.dropout_where: unknown placement {where!r}; use decoder, last, all or bottleneck")
+        p, where = float(params.dropout), params.dropout_where
         p_enc = p if where == "all" else 0.0
         p_bott = p if where in ("decoder", "all", "bottleneck") else 0.0
         p_dec = [p if where in ("decoder", "all") else 0.0] * (self.depth - 2) + [p if where != "bottleneck" else 0.0]
         #: Whether :meth:`encode` is deterministic in train mode (no dropout before the bottleneck).
         self.encoder_deterministic = p_enc == 0.0
 
+        norm = params.norm
         self.encoder = nn.ModuleList(
-            ConvBlock(spatial_dims, in_channels if i == 0 else ch[i - 1], ch[i], net.norm, 1 if i == 0 else 2, p_enc)
+            ConvBlock(spatial_dims, in_channels if i == 0 else ch[i - 1], ch[i], norm, 1 if i == 0 else 2, p_enc)
             for i in range(self.depth - 1)
         )
-        self.bottleneck = ConvBlock(spatial_dims, ch[-2], ch[-1], net.norm, 2, p_bott)
+        self.bottleneck = ConvBlock(spatial_dims, ch[-2], ch[-1], norm, 2, p_bott)
         up = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
         # decoder index j = 0 .. L-2 goes coarse -> fine, ending at level 0
         levels = list(range(self.depth - 2, -1, -1))
         self.up = nn.ModuleList(up(ch[i + 1], ch[i], 2, stride=2) for i in levels)
         self.decoder = nn.ModuleList(
-            ConvBlock(spatial_dims, 2 * ch[i], ch[i], net.norm, 1, p_dec[j]) for j, i in enumerate(levels)
+            ConvBlock(spatial_dims, 2 * ch[i], ch[i], norm, 1, p_dec[j]) for j, i in enumerate(levels)
         )
-        conv = _conv(spatial_dims)
+        conv = conv_class(spatial_dims)
         self.head = conv(ch[0], num_classes, 1)
         self.deep_heads = (
             nn.ModuleList(conv(c, num_classes, 1) for c in [ch[-1]] + [ch[i] for i in levels[:-1]])
-            if net.deep_heads
+            if params.deep_heads
             else None
         )
         self.extra_heads = nn.ModuleDict({k: conv(ch[0], int(c), 1) for k, c in (extra_outputs or {}).items()})
+
+    # -- the protocol ------------------------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """``2^(L-1)``: every spatial input size must be a multiple of it."""
+        return 2 ** (self.depth - 1)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """``all_outputs``, ``extra_heads``, ``prefix_suffix``, ``features``; ``deep_heads`` and ``dropout`` when
+        configured."""
+        caps = {ALL_OUTPUTS, EXTRA_HEADS, PREFIX_SUFFIX, FEATURES}
+        if self.deep_heads is not None:
+            caps.add(DEEP_HEADS)
+        if any(isinstance(m, _DropoutNd) for m in self.modules()):
+            caps.add(DROPOUT)
+        return frozenset(caps)
 
     @property
     def num_heads(self) -> int:
@@ -241,25 +216,15 @@ class UNet(nn.Module):
 
     # -- forward pieces ---------------------------------------------------------------------------------------
     def _start(self, x: Tensor) -> ForwardState:
-        """Check ``x`` ``(B, C, *sp)``, pad it to a multiple of ``2^(L-1)`` and return the state before block 0."""
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(f"expected (B, C, *spatial) with {self.spatial_dims} spatial axes, got {tuple(x.shape)}")
-        spatial = tuple(x.shape[2:])
-        pads = [(-s) % self.multiple for s in spatial]
-        if any(pads):
-            pad_arg: list[int] = []
-            for p in reversed(pads):
-                pad_arg += [0, p]
-            x = F.pad(x, pad_arg, mode="replicate")
-        return ForwardState(x, EncoderFeatures([], spatial), [], 0, 0)
+        """Check ``x`` ``(B, C, *sp)`` (sizes multiples of :attr:`size_multiple`); the state before block 0."""
+        check_input(x, self.spatial_dims, self.size_multiple)
+        return ForwardState(x, [], [], 0, 0)
 
     def _run(self, state: ForwardState, stop: tuple[int, int]) -> ForwardState:
         """Advance a copy of ``state`` to position ``stop`` = ``(block, layer)`` (``state`` is not modified)."""
         e = self.depth - 1
         h, i, k = state.h, state.block, state.layer
-        spatial = getattr(state.feats, "spatial", None)
-        feats = list(state.feats) if spatial is None else EncoderFeatures(list(state.feats), spatial)
-        heads = list(state.heads)
+        feats, heads = list(state.feats), list(state.heads)
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         while (i, k) < stop:
             block = self._block(i)
@@ -284,7 +249,7 @@ class UNet(nn.Module):
         return ForwardState(h, feats, heads, i, k)
 
     def _outputs(self, state: ForwardState) -> dict[str, Tensor]:
-        """The heads on a finished pass, cropped to the original size (see :meth:`decode`)."""
+        """The heads on a finished pass (see :meth:`decode`)."""
         h = state.h
         logits = self.head(h)
         out: dict[str, Tensor] = {"logits": logits}
@@ -292,18 +257,12 @@ class UNet(nn.Module):
             out["heads"] = [*state.heads, logits]
         for name, head in self.extra_heads.items():
             out[name] = head(h)
-        spatial = getattr(state.feats, "spatial", None)
-        full = h.shape[2:]
-        if spatial is not None and tuple(full) != tuple(spatial):
-            crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-            out = {k: [t[crop] for t in v] if isinstance(v, list) else v[crop] for k, v in out.items()}
         return out
 
-    def encode(self, x: Tensor) -> EncoderFeatures:
+    def encode(self, x: Tensor) -> list[Tensor]:
         """Encoder features ``[f_0 (B, c_0, *sp), ..., f_{L-2}]`` of ``x`` ``(B, C, *sp)``.
 
-        ``x`` is padded (replicate, at the end of each axis) to a multiple of ``2^(L-1)``; the original size is
-        kept in the result's ``spatial`` attribute. Deterministic when ``dropout_where`` is not ``all``.
+        Deterministic when ``dropout_where`` is not ``all``.
         """
         return self._run(self._start(x), (self.depth - 1, 0)).feats
 
@@ -311,11 +270,11 @@ class UNet(nn.Module):
         """Decoder and heads on encoder features (the output of :meth:`encode`).
 
         Returns:
-            ``"logits"``: ``(B, K, *sp)``; ``"heads"`` (only with ``net.deep_heads``): list of ``L`` logits
+            ``"logits"``: ``(B, K, *sp)``; ``"heads"`` (only with deep heads): list of ``L`` logits
             ``(B, K, *sp)`` from the bottleneck and every decoder depth, coarse -> fine, each upsampled to full
             size, the last being ``"logits"``; and one ``(B, C_e, *sp)`` entry per extra output name.
         """
-        state = ForwardState(feats[-1], feats, [], self.depth - 1, 0)
+        state = ForwardState(feats[-1], list(feats), [], self.depth - 1, 0)
         return self._outputs(self._run(state, (self.num_blocks, 0)))
 
     def deterministic_prefix(self, x: Tensor) -> ForwardState:
@@ -344,6 +303,17 @@ class UNet(nn.Module):
         """All outputs (logits, heads, extras) of one pass: ``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The final decoder features ``(B, c_0, *sp)`` that every 1x1 head reads."""
+        return self._run(self._start(x), (self.num_blocks, 0)).h
+
+    def feature_layers(self) -> dict[str, nn.Module]:
+        """``{name: block}`` of every block in pass order (``encoder.i``, ``bottleneck``, ``decoder.j``), as named
+        in :meth:`named_modules`: the modules Grad-CAM or an embedding can hook."""
+        e = self.depth - 1
+        names = [f"encoder.{i}" for i in range(e)] + ["bottleneck"] + [f"decoder.{j}" for j in range(e)]
+        return {name: self._block(i) for i, name in enumerate(names)}
+
     def forward(self, x: Tensor, all_outputs: bool = False) -> Tensor | dict[str, Tensor]:
         """Logits ``(B, K, *sp)`` of images ``x`` ``(B, C, *sp)``; with ``all_outputs`` the dict of
         :meth:`forward_all`.
@@ -358,3 +328,20 @@ class UNet(nn.Module):
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
         return f"spatial_dims={self.spatial_dims}, depth={self.depth}, heads={self.num_heads}, params={n}"
+
+
+@MODELS.register(
+    "unet",
+    doc="2D/3D U-Net (strided-conv encoder, transposed-conv decoder, deep and extra heads)",
+    params=UNetParams,
+    capabilities=CAPABILITIES,
+)
+def unet(
+    params: UNetParams,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    extra_outputs: dict[str, int] | None = None,
+) -> UNet:
+    """Our :class:`UNet`."""
+    return UNet(spatial_dims, in_channels, num_classes, params, extra_outputs=extra_outputs)
