@@ -1,8 +1,9 @@
-"""The prediction folder written by :func:`trustseg.engine.predict.predict_folder`, and reading it back.
+"""The prediction folder written by :func:`trustseg.engine.predict.predict_folder` (the writing half).
 
 * :func:`iter_inputs`: the images to predict (a folder, a list of files, or a dataset root and split).
 * :class:`FolderWriter`: writes one case at a time, atomically, and keeps the index current.
-* :func:`load_prediction`, :func:`read_map`: read a case back (the evaluation and the reports do).
+* :func:`load_prediction`, :func:`read_map`: read a case back; they live in :mod:`trustseg.data.predictions`
+  (the on-disk format and its index) and are re-exported here.
 
 Output folder of :func:`predict_folder`::
 
@@ -23,7 +24,6 @@ failure part-way leaves the finished cases complete and indexed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,9 @@ import numpy as np
 
 from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
+from trustseg.data.predictions import load_prediction, read_map
+
+__all__ = ["FolderWriter", "InputItem", "iter_inputs", "load_prediction", "read_map"]
 
 
 class InputItem:
@@ -219,57 +222,6 @@ class FolderWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self._write_index()
         return self.out
-
-
-def read_map(path: str | Path) -> np.ndarray:
-    """Read one map written by :class:`FolderWriter` (``.npy``, or NIfTI read as ``(C, *spatial)``)."""
-    from trustseg.data.io import read_image
-
-    path = Path(path)
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read map: {e}", path) from None
-    return read_image(path).array
-
-
-def load_prediction(
-    pred_dir: str | Path, case_id: str, *, entry: dict[str, Any] | None = None, seg: bool = True
-) -> dict[str, Any]:
-    """One case of a prediction folder, as arrays.
-
-    Args:
-        pred_dir: The prediction folder.
-        case_id: The case.
-        entry: The case's entry of ``predictions.json``, when the caller has read the index already (saves
-            reading it again per case).
-        seg: Read the segmentation (``False``: ``"seg"`` is None, for callers that hold it already).
-
-    Returns:
-        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
-        "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
-    """
-    from trustseg.data.io import read_label
-
-    pred_dir = Path(pred_dir)
-    if entry is None:
-        index = json.loads((pred_dir / "predictions.json").read_text())
-        entry = next((c for c in index["cases"] if c["id"] == case_id), None)
-    if entry is None:
-        raise DataError(f"case {case_id!r} is not in this prediction folder", pred_dir / "predictions.json")
-    files = entry["files"]
-    maps = {}
-    for name, fname in files.get("measures", {}).items():
-        m = read_map(pred_dir / fname)
-        maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
-    samples = files.get("samples")
-    return {
-        "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
-        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64) if seg else None,
-        "maps": maps,
-        "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
-    }
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
