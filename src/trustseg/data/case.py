@@ -2,7 +2,7 @@
 
 Shapes: ``image`` ``(C, *spatial)`` float32; ``labels`` ``(R, *spatial)`` int64 class indices in
 ``[0, K)``. Spatial is ``(H, W)`` or ``(D, H, W)``. Derived targets (soft label, majority vote, per-pixel rater
-variance) follow ``../shared/docs/methods.md`` §1.
+variance) are computed by :mod:`trustseg.data.targets` (methods.md §1).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from trustseg.data import targets
 
 
 @dataclass
@@ -59,27 +61,15 @@ class Case:
         return int(self.labels.shape[0])
 
     def soft_label(self, num_classes: int) -> np.ndarray:
-        """ȳ = mean_r onehot(y^(r)): ``(K, *spatial)`` float32."""
-        return soft_label(self.labels, num_classes)
+        """ȳ = mean_r onehot(y^(r)): ``(K, *spatial)`` float32 (:func:`trustseg.data.targets.soft_label`)."""
+        return targets.soft_label(self.labels, num_classes).numpy()
 
     def majority_vote(self, num_classes: int) -> np.ndarray:
-        """Per-pixel most frequent class ``(*spatial)`` (ties go to the lower class index)."""
-        return self.soft_label(num_classes).argmax(0)
+        """Per-pixel most frequent class ``(*spatial)`` int64, ties to the lower class index
+        (:func:`trustseg.data.targets.majority_vote`)."""
+        return targets.majority_vote(self.labels, num_classes).numpy()
 
     def rater_variance(self, num_classes: int) -> np.ndarray:
-        """Rater disagreement Σ_k ȳ_k (1 − ȳ_k) per pixel ``(*spatial)``."""
-        return rater_variance(self.labels, num_classes)
-
-
-def soft_label(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Mean one-hot over raters: labels ``(R, *spatial)`` -> ``(K, *spatial)`` float32."""
-    out = np.zeros((num_classes, *labels.shape[1:]), dtype=np.float32)
-    for k in range(num_classes):
-        out[k] = (labels == k).mean(0)
-    return out
-
-
-def rater_variance(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Σ_k ȳ_k (1 − ȳ_k): ``(R, *spatial)`` -> ``(*spatial)`` float32 (0 where all raters agree)."""
-    y = soft_label(labels, num_classes)
-    return (y * (1.0 - y)).sum(0)
+        """Rater disagreement Σ_k ȳ_k (1 − ȳ_k) per pixel ``(*spatial)`` float32
+        (:func:`trustseg.data.targets.rater_disagreement`)."""
+        return targets.rater_disagreement(self.labels, num_classes).numpy()

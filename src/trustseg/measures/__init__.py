@@ -1,9 +1,39 @@
 """Uncertainty measures: pure functions of a :class:`~trustseg.core.predictive.Predictive`, registered in
-:data:`MEASURES`; aggregations to one score per image in :data:`AGGREGATORS`."""
+:data:`MEASURES` with their metadata (orientation, requirements); aggregations to one score per image in
+:data:`AGGREGATORS`; image-level scores in :mod:`trustseg.measures.image`.
 
-from trustseg.core.discover import import_submodules
-from trustseg.measures.registry import AGGREGATORS, MEASURES
+Every module of the package is imported here, explicitly, so that importing ``trustseg.measures`` registers
+every measure and aggregator.
+"""
 
-import_submodules(__name__, __path__)
+from trustseg.measures import aggregate, image, pixel, streaming
+from trustseg.measures.image import image_score, image_scores, layer_agreement, sample_agreement
+from trustseg.measures.registry import (
+    AGGREGATORS,
+    MEASURES,
+    as_uncertainty,
+    available_measures,
+    is_certainty,
+    register_aggregator,
+    register_measure,
+    supports,
+)
 
-__all__ = ["AGGREGATORS", "MEASURES"]
+__all__ = [
+    "AGGREGATORS",
+    "MEASURES",
+    "aggregate",
+    "as_uncertainty",
+    "available_measures",
+    "image",
+    "image_score",
+    "image_scores",
+    "is_certainty",
+    "layer_agreement",
+    "pixel",
+    "register_aggregator",
+    "register_measure",
+    "sample_agreement",
+    "streaming",
+    "supports",
+]

@@ -1,6 +1,8 @@
 """From a per-pixel uncertainty map to one score per image, and combining several scores into one.
 
-Aggregators (registered in :data:`AGGREGATORS`, signature ``fn(umap (B, *spatial), mask=None, **kw) -> (B,)``):
+Aggregators (registered in :data:`AGGREGATORS` with their metadata, see :mod:`trustseg.measures.registry`;
+signature ``fn(umap (B, *spatial), mask=None, **kw) -> (B,)``; the image-level score convention, e.g. ``fg_mean``
+over the predicted foreground dilated by 2 pixels, is :func:`trustseg.measures.image.image_score`):
 
 =============  ==========================================================================================
 mean           mean of ``u`` over the pixels of ``mask`` (all pixels without a mask); empty mask -> NaN
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
-from trustseg.measures.registry import AGGREGATORS
+from trustseg.measures.registry import AGGREGATORS, register_aggregator
 
 
 def _flat(umap: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -45,14 +47,14 @@ def _flat(umap: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     return u.flatten(1), m.flatten(1)
 
 
-@AGGREGATORS.register("mean", doc="mean of the map (over mask if given; empty mask -> NaN)")
+@register_aggregator("mean", doc="mean of the map (over mask if given; empty mask -> NaN)")
 def agg_mean(umap: Tensor, mask: Tensor | None = None) -> Tensor:
     """``Σ_i m_i u_i / Σ_i m_i`` per image. ``umap``, ``mask``: ``(B, *spatial)``. Returns ``(B,)``."""
     u, m = _flat(umap, mask)
     return (u * m).sum(1) / m.sum(1)
 
 
-@AGGREGATORS.register("sum", doc="sum of the map (over mask if given)")
+@register_aggregator("sum", doc="sum of the map (over mask if given)")
 def agg_sum(umap: Tensor, mask: Tensor | None = None) -> Tensor:
     """``Σ_i m_i u_i`` per image. Returns ``(B,)``."""
     u, m = _flat(umap, mask)
@@ -71,7 +73,12 @@ def dilate_mask(mask: Tensor, dilate: int) -> Tensor:
     return pool(mask.float().unsqueeze(1), kernel_size=k, stride=1, padding=int(dilate)).squeeze(1) > 0
 
 
-@AGGREGATORS.register("fg_mean", doc="mean over the (dilated) foreground mask; empty mask -> whole-image mean")
+@register_aggregator(
+    "fg_mean",
+    doc="mean over the (dilated) foreground mask; empty mask -> whole-image mean",
+    mask="foreground",
+    image_kwargs={"dilate": 2},
+)
 def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Tensor:
     """Mean of ``u`` over the foreground ``mask`` dilated by ``dilate`` pixels.
 
@@ -92,7 +99,7 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
     return torch.where(m.flatten(1).any(1), fg, agg_mean(umap))
 
 
-@AGGREGATORS.register("patch_max", doc="max over sliding patches of the patch mean (patch=8)")
+@register_aggregator("patch_max", doc="max over sliding patches of the patch mean (patch=8)")
 def agg_patch_max(umap: Tensor, mask: Tensor | None = None, patch: int | Sequence[int] = 8) -> Tensor:
     """Maximum over all windows of size ``patch`` (stride 1, inside the image) of the mean of ``u`` in the window.
 
@@ -126,7 +133,9 @@ def agg_patch_max(umap: Tensor, mask: Tensor | None = None, patch: int | Sequenc
     return torch.where(torch.isinf(out) & (out < 0), torch.full_like(out, torch.nan), out)
 
 
-@AGGREGATORS.register("frac_above", doc="fraction of pixels with u > threshold (threshold required)")
+@register_aggregator(
+    "frac_above", doc="fraction of pixels with u > threshold (threshold required)", needs=("threshold",)
+)
 def agg_frac_above(umap: Tensor, mask: Tensor | None = None, threshold: float | None = None) -> Tensor:
     """``Σ_i m_i [u_i > threshold] / Σ_i m_i`` per image. ``threshold`` is required (maps have no common scale).
 

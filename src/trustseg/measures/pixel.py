@@ -35,27 +35,41 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
-from trustseg.measures.registry import MEASURES
+from trustseg.data import targets
+from trustseg.measures.registry import (
+    MEASURES,
+    as_uncertainty,
+    available_measures,
+    register_measure,
+    require,
+)
+
+__all__ = [
+    "LOG_EPS",
+    "available_measures",  # re-exported from measures.registry, derived from the measures' metadata
+    "compute_measures",
+    "confidence",
+    "entropy",
+    "entropy_of",
+    "epkl",
+    "expected_entropy",
+    "mutual_information",
+    "predicted_variance",
+    "rater_disagreement",
+    "safe_log",
+    "uncertainty_map",
+    "vacuity",
+    "variance",
+    "xlogx",
+]
 
 #: Floor applied to probabilities inside ``ln p`` where ``p`` is not multiplied by itself (EPKL).
 LOG_EPS = 1e-12
 
-#: Measures where a higher value means MORE certain; :func:`uncertainty_map` flips them (``1 − value``).
-CERTAINTY_MEASURES = frozenset({"confidence"})
-
-#: The measures this module defines, in display order.
-PIXEL_MEASURES = (
-    "confidence",
-    "entropy",
-    "expected_entropy",
-    "mi",
-    "epkl",
-    "variance",
-    "vacuity",
-    "predicted_variance",
-)
+#: The requirement of the measures that need a distribution over p: M > 1 samples or a Dirichlet.
+_DISTRIBUTION = ("samples|alpha",)
 
 
 # -- safe elementary functions -----------------------------------------------------------------------------
@@ -89,15 +103,12 @@ def _use_dirichlet(pred: Predictive) -> bool:
     return pred.alpha is not None and pred.num_samples == 1
 
 
-def _require_distribution(pred: Predictive, name: str) -> None:
-    if pred.num_samples < 2 and pred.alpha is None:
-        raise ConfigError(
-            f"measure {name!r} needs M >= 2 samples or a Dirichlet (alpha); this prediction has M = 1 and no alpha"
-        )
-
-
 # -- measures ----------------------------------------------------------------------------------------------
-@MEASURES.register("confidence", doc="max_k p̄_k (higher = more certain; uncertainty_map gives 1 − confidence)")
+@register_measure(
+    "confidence",
+    doc="max_k p̄_k (higher = more certain; uncertainty_map gives 1 − confidence)",
+    orientation="certainty",
+)
 def confidence(pred: Predictive) -> Tensor:
     """Top-label confidence ``max_k p̄_k``.
 
@@ -110,7 +121,7 @@ def confidence(pred: Predictive) -> Tensor:
     return _probs(pred).mean(0).amax(1)
 
 
-@MEASURES.register("entropy", doc="predictive (total) entropy H[p̄] in nats")
+@register_measure("entropy", doc="predictive (total) entropy H[p̄] in nats")
 def entropy(pred: Predictive) -> Tensor:
     """Predictive (total) entropy ``H[p̄] = −Σ_k p̄_k ln p̄_k``.
 
@@ -125,7 +136,7 @@ def _dirichlet_expected_entropy(alpha: Tensor) -> Tensor:
     return torch.digamma(s + 1) - ((alpha / s.unsqueeze(1)) * torch.digamma(alpha + 1)).sum(1)
 
 
-@MEASURES.register("expected_entropy", doc="aleatoric: (1/M) Σ_m H[p^(m)] or E_Dir[H(p)]")
+@register_measure("expected_entropy", doc="aleatoric: (1/M) Σ_m H[p^(m)] or E_Dir[H(p)]", requires=_DISTRIBUTION)
 def expected_entropy(pred: Predictive) -> Tensor:
     """Expected entropy (aleatoric part) ``(1/M) Σ_m H[p^(m)]``.
 
@@ -137,24 +148,28 @@ def expected_entropy(pred: Predictive) -> Tensor:
     Raises:
         ConfigError: ``M == 1`` and no ``alpha``.
     """
-    _require_distribution(pred, "expected_entropy")
+    require(pred, "expected_entropy")
     if _use_dirichlet(pred):
         return _dirichlet_expected_entropy(_alpha(pred))
     return entropy_of(_probs(pred), dim=2).mean(0)
 
 
-@MEASURES.register("mi", doc="epistemic: mutual information H[p̄] − expected entropy")
+@register_measure("mi", doc="epistemic: mutual information H[p̄] − expected entropy", requires=_DISTRIBUTION)
 def mutual_information(pred: Predictive) -> Tensor:
     """Mutual information (epistemic part) ``H[p̄] − expected_entropy``, clamped at 0 against rounding.
 
     Returns:
         ``(B, *spatial)`` in ``[0, ln min(K, M)]`` for samples.
     """
-    _require_distribution(pred, "mi")
+    require(pred, "mi")
     return (entropy(pred) - expected_entropy(pred)).clamp_min(0)
 
 
-@MEASURES.register("epkl", doc="expected pairwise KL: −Σ_k p̄_k mean_m ln p_k^(m) − expected entropy; (K−1)/S")
+@register_measure(
+    "epkl",
+    doc="expected pairwise KL: −Σ_k p̄_k mean_m ln p_k^(m) − expected entropy; (K−1)/S",
+    requires=_DISTRIBUTION,
+)
 def epkl(pred: Predictive) -> Tensor:
     """Expected pairwise KL divergence ``(1/M²) Σ_{m,n} KL(p^(m) ‖ p^(n))``.
 
@@ -164,7 +179,7 @@ def epkl(pred: Predictive) -> Tensor:
     Returns:
         ``(B, *spatial)``.
     """
-    _require_distribution(pred, "epkl")
+    require(pred, "epkl")
     if _use_dirichlet(pred):
         alpha = _alpha(pred)
         return (alpha.shape[1] - 1) / alpha.sum(1)
@@ -173,7 +188,11 @@ def epkl(pred: Predictive) -> Tensor:
     return (cross - entropy_of(p, dim=2).mean(0)).clamp_min(0)
 
 
-@MEASURES.register("variance", doc="Σ_k Var_m p_k^(m) (population variance); Σ_k Var_Dir[p_k] for a Dirichlet")
+@register_measure(
+    "variance",
+    doc="Σ_k Var_m p_k^(m) (population variance); Σ_k Var_Dir[p_k] for a Dirichlet",
+    requires=_DISTRIBUTION,
+)
 def variance(pred: Predictive) -> Tensor:
     """Total sample variance ``Σ_k Var_m p_k^(m)`` (population variance, divisor ``M``).
 
@@ -182,7 +201,7 @@ def variance(pred: Predictive) -> Tensor:
     Returns:
         ``(B, *spatial)`` in ``[0, 1]``.
     """
-    _require_distribution(pred, "variance")
+    require(pred, "variance")
     if _use_dirichlet(pred):
         alpha = _alpha(pred)
         s = alpha.sum(1)
@@ -191,59 +210,45 @@ def variance(pred: Predictive) -> Tensor:
     return _probs(pred).var(0, correction=0).sum(1)
 
 
-@MEASURES.register("vacuity", doc="evidential vacuity K / S (needs alpha)")
+@register_measure("vacuity", doc="evidential vacuity K / S (needs alpha)", requires=("alpha",))
 def vacuity(pred: Predictive) -> Tensor:
     """Evidential vacuity ``K / S`` with ``S = Σ_k α_k``; 1 when there is no evidence (``α = 1``).
 
     Raises:
         ConfigError: the prediction has no ``alpha``.
     """
-    if pred.alpha is None:
-        raise ConfigError("measure 'vacuity' needs an evidential prediction (alpha); this one has none")
+    require(pred, "vacuity")
     alpha = _alpha(pred)
     return alpha.shape[1] / alpha.sum(1)
 
 
-@MEASURES.register("predicted_variance", doc="EDUE's predicted rater variance extras['rater_variance'][:, 0]")
+@register_measure(
+    "predicted_variance",
+    doc="EDUE's predicted rater variance extras['rater_variance'][:, 0]",
+    requires=("extras:rater_variance",),
+)
 def predicted_variance(pred: Predictive) -> Tensor:
     """The method's own predicted rater-disagreement map ``extras["rater_variance"][:, 0]``.
 
     Raises:
         ConfigError: the prediction has no ``"rater_variance"`` extra.
     """
-    if "rater_variance" not in pred.extras:
-        raise ConfigError("measure 'predicted_variance' needs extras['rater_variance'] (an EDUE-style method)")
+    require(pred, "predicted_variance")
     v = pred.extras["rater_variance"][:, 0]
     return v if v.is_floating_point() else v.float()
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-def available_measures(pred: Predictive) -> list[str]:
-    """Names of the measures of this module that ``pred`` supports, in display order.
-
-    ``confidence`` and ``entropy`` always; ``expected_entropy``, ``mi``, ``epkl`` and ``variance`` when ``M > 1``
-    or ``alpha`` is present; ``vacuity`` with ``alpha``; ``predicted_variance`` with ``extras["rater_variance"]``.
-    """
-    names = ["confidence", "entropy"]
-    if pred.num_samples > 1 or pred.alpha is not None:
-        names += ["expected_entropy", "mi", "epkl", "variance"]
-    if pred.alpha is not None:
-        names.append("vacuity")
-    if "rater_variance" in pred.extras:
-        names.append("predicted_variance")
-    return names
-
-
 def uncertainty_map(pred: Predictive, name: str) -> Tensor:
     """Measure ``name`` oriented so that higher always means more uncertain.
 
-    Certainty measures (``confidence``) are returned as ``1 − value``; all others unchanged.
+    Certainty measures (``orientation="certainty"``: ``confidence``) are returned as ``1 − value``, all others
+    unchanged (:func:`~trustseg.measures.registry.as_uncertainty`).
 
     Returns:
         ``(B, *spatial)``.
     """
-    value = MEASURES.get(name)(pred)
-    return 1 - value if name in CERTAINTY_MEASURES else value
+    return as_uncertainty(name, MEASURES.get(name)(pred))
 
 
 def compute_measures(
@@ -272,8 +277,9 @@ def rater_disagreement(
 ) -> Tensor:
     """Per-pixel rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)`` with ``ȳ = mean_r onehot(y^(r))`` (the target).
 
-    For ``K = 2`` the sum over both classes is ``2 ȳ_1 (1 − ȳ_1)``; pass ``classes=[1]`` for the binary
-    convention ``ȳ(1 − ȳ)``. The image-level disagreement is the sum of this map over pixels.
+    :func:`trustseg.data.targets.rater_disagreement` with the rater axis found from ``spatial_dims``. For
+    ``K = 2`` the sum over both classes is ``2 ȳ_1 (1 − ȳ_1)``; pass ``classes=[1]`` for the binary convention
+    ``ȳ(1 − ȳ)``. The image-level disagreement is the sum of this map over pixels.
 
     Args:
         labels: ``(R, *spatial)`` or ``(B, R, *spatial)`` integer class maps.
@@ -299,16 +305,4 @@ def rater_disagreement(
             )
     if labels.dim() not in (spatial_dims + 1, spatial_dims + 2):
         raise DataError(f"rater labels must be (R, *spatial) or (B, R, *spatial), got {tuple(labels.shape)}")
-    out_dtype = torch.float64 if labels.dtype == torch.float64 else torch.float32
-    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
-        raise DataError("rater labels must be integer class indices")
-    lab = labels.long()
-    if lab.numel() and (lab.min() < 0 or lab.max() >= num_classes):
-        raise DataError(f"rater labels must lie in [0, {num_classes}), got [{int(lab.min())}, {int(lab.max())}]")
-    rater_dim = lab.dim() - spatial_dims - 1
-    ks = range(num_classes) if classes is None else classes
-    out = torch.zeros(lab.shape[:rater_dim] + lab.shape[rater_dim + 1 :], dtype=out_dtype, device=lab.device)
-    for k in ks:
-        ybar = (lab == k).to(out_dtype).mean(rater_dim)
-        out += ybar * (1 - ybar)
-    return out
+    return targets.rater_disagreement(labels, num_classes, rater_dim=labels.dim() - spatial_dims - 1, classes=classes)

@@ -33,9 +33,10 @@ class StreamingMoments:
 
     Example:
         >>> sm = StreamingMoments(num_classes=2)
-        >>> for p in model_samples():   # each (B, K, *spatial)
-        ...     sm.update(p)
-        >>> sm.mi()                     # (B, *spatial)
+        >>> for p in (torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])):  # two opposite confident samples
+        ...     _ = sm.update(p.view(1, 2, 1, 1))  # each sample (B, K, *spatial)
+        >>> sm.mi()  # (B, *spatial): ln 2
+        tensor([[[0.6931]]])
     """
 
     def __init__(self, num_classes: int, dtype: torch.dtype = torch.float64):

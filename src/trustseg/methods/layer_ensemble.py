@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.core.errors import ConfigError
+from trustseg.measures.image import layer_agreement  # noqa: F401  (AULA lives in measures.image)
 from trustseg.methods.base import METHODS, Batch, TrainContext
 from trustseg.methods.losses import dice_ce_loss
 from trustseg.methods.softmax import LogitMethod, SegTarget
@@ -42,32 +43,6 @@ class LayerEnsembleParams:
 
 
 pair_dice = pooled_foreground_dice  # the head-to-head agreement of AULA (one definition, in metrics.overlap)
-
-
-def layer_agreement(head_probs: Tensor) -> Tensor:
-    """AULA, the area under the layer-agreement curve, per image.
-
-    With hard masks ``h_i = argmax_k p^(i)`` of heads ``i = 1..H`` (coarse -> fine) and the agreement curve
-    ``d_i = Dice(h_i, h_{i+1})`` (:func:`pair_dice`), ``i = 1..H−1``, AULA is the trapezoid area under ``d`` with
-    x-spacing ``1/(H−2)`` (the curve spans x ∈ [0, 1]), so AULA ∈ [0, 1] and equals 1 when all heads agree. With
-    H = 2 it is the single Dice ``d_1``.
-
-    Args:
-        head_probs: ``(H, B, K, *spatial)`` per-head probabilities (or logits), ``H >= 2``.
-
-    Returns:
-        ``(B,)`` AULA (float64).
-    """
-    if head_probs.dim() < 4:
-        raise ValueError(f"expected (H, B, K, *spatial), got {tuple(head_probs.shape)}")
-    h = head_probs.shape[0]
-    if h < 2:
-        raise ValueError(f"AULA needs at least two heads, got {h}")
-    masks = head_probs.argmax(2)  # (H, B, *spatial)
-    d = torch.stack([pair_dice(masks[i], masks[i + 1]) for i in range(h - 1)], 0)  # (H-1, B)
-    if h == 2:
-        return d[0]
-    return torch.trapezoid(d, dx=1.0 / (h - 2), dim=0)
 
 
 @METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")

@@ -1,9 +1,42 @@
 """Metrics: pure tensor functions (and fixed-size, sum-mergeable accumulators wrapping them), registered in
-:data:`METRICS`. Importing this package imports every module in it."""
+:data:`METRICS`.
 
-from trustseg.core.discover import import_submodules
+Every module of the package is imported here, explicitly, so that importing ``trustseg.metrics`` registers
+every metric. Averages of metric values skip NaN with :func:`trustseg.metrics.reduction.nanmean`.
+"""
+
+from trustseg.metrics import (
+    calibration,
+    calibration_kernel,
+    calibration_state,
+    calibration_torch,
+    curvas,
+    geometry,
+    multirater,
+    ood_detection,
+    overlap,
+    quality_control,
+    reduction,
+    surface,
+    uncertainty_quality,
+)
+from trustseg.metrics.reduction import nanmean
 from trustseg.metrics.registry import METRICS
 
-import_submodules(__name__, __path__)
-
-__all__ = ["METRICS"]
+__all__ = [
+    "METRICS",
+    "calibration",
+    "calibration_kernel",
+    "calibration_state",
+    "calibration_torch",
+    "curvas",
+    "geometry",
+    "multirater",
+    "nanmean",
+    "ood_detection",
+    "overlap",
+    "quality_control",
+    "reduction",
+    "surface",
+    "uncertainty_quality",
+]

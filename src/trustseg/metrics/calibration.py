@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.data.targets import soft_label  # re-exported: calibration against the soft label
 from trustseg.metrics.calibration_state import (
     CHUNK,
     Closed,
@@ -222,12 +223,6 @@ def ace(probs: Tensor, target: Tensor, *, bins: int = 15, convention: str = "cla
         conf, pred = p.max(0)
         return float(_equal_mass_gap(conf, onehot.gather(0, pred[None])[0], bins))
     raise ConfigError(f"convention must be 'classwise' or 'toplabel', got {convention!r}")
-
-
-def soft_label(raters: Tensor, num_classes: int) -> Tensor:
-    """Soft label ȳ_k = mean_r 1[y^(r) = k] of rater maps ``(R, *sp)`` -> ``(K, *sp)`` float32."""
-    raters = torch.as_tensor(raters)
-    return torch.stack([(raters == k).float().mean(0) for k in range(num_classes)])
 
 
 def calibration_vs_raters(probs: Tensor, raters: Tensor, **kw: Any) -> dict[str, dict[str, Any]]:

@@ -6,8 +6,8 @@ Conventions (see ``docs/metrics_segmentation.md``):
 - Per class k (one-vs-rest), with TP/FP/FN counted over all voxels:
   ``Dice_k = 2 TP / (2 TP + FP + FN)`` and ``IoU_k = TP / (TP + FP + FN)``.
 - **Empty policy**, when a class is absent from both prediction and target (``TP + FP + FN = 0``):
-  ``"one"`` -> 1 (perfect agreement, the default), ``"nan"`` -> NaN (callers skip it with :func:`nanmean`),
-  ``"zero"`` -> 0.
+  ``"one"`` -> 1 (perfect agreement, the default), ``"nan"`` -> NaN (callers skip it with
+  :func:`trustseg.metrics.reduction.nanmean`), ``"zero"`` -> 0.
 - ``include_background=False`` drops class 0 from the output (shape ``(K - 1,)``).
 """
 
@@ -19,7 +19,27 @@ import numpy as np
 import torch
 
 from trustseg.core.errors import DataError
+from trustseg.data.targets import majority_vote
+from trustseg.measures.image import pooled_foreground_dice
+from trustseg.metrics.reduction import nanmean
 from trustseg.metrics.registry import METRICS
+
+# Re-exported here, where they used to live: ``majority_vote`` (data.targets), ``pooled_foreground_dice``
+# (measures.image), ``nanmean`` (metrics.reduction).
+__all__ = [
+    "ConfusionCounts",
+    "confusion_counts",
+    "consensus_dice",
+    "dice",
+    "dice_from_counts",
+    "dice_vs_raters",
+    "empty_value",
+    "iou",
+    "iou_from_counts",
+    "majority_vote",
+    "nanmean",
+    "pooled_foreground_dice",
+]
 
 EmptyPolicy = Literal["one", "nan", "zero"]
 _EMPTY_VALUES = {"one": 1.0, "nan": float("nan"), "zero": 0.0}
@@ -42,22 +62,6 @@ def empty_value(empty: str) -> float:
     if empty not in _EMPTY_VALUES:
         raise ValueError(f"empty must be one of {sorted(_EMPTY_VALUES)}, got {empty!r}")
     return _EMPTY_VALUES[empty]
-
-
-def nanmean(x: torch.Tensor | np.ndarray, dim: int | None = None) -> torch.Tensor:
-    """Mean that skips NaNs (the companion of ``empty="nan"``); all-NaN slices give NaN.
-
-    Args:
-        x: Values, any shape.
-        dim: Axis to reduce; ``None`` reduces everything.
-
-    Returns:
-        ``sum(x[~isnan]) / count(~isnan)`` along ``dim`` (float64 for integer input).
-    """
-    t = torch.as_tensor(x)
-    if not t.is_floating_point():
-        t = t.double()
-    return torch.nanmean(t) if dim is None else torch.nanmean(t, dim=dim)
 
 
 def confusion_counts(
@@ -197,36 +201,6 @@ class ConfusionCounts:
         return iou_from_counts(self.counts, empty, include_background)
 
 
-def pooled_foreground_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Agreement of two hard class maps ``(B, *spatial)``: Dice over the foreground classes pooled, ``(B,)``.
-
-    ``D = 2 Σ_{k≥1} |A_k ∩ B_k| / Σ_{k≥1} (|A_k| + |B_k|)`` (a voxel agrees only if both maps give it the same
-    foreground class), ``D = 1`` when both maps are all background. For K = 2 this is the foreground Dice. Used
-    for the agreement of layer-ensemble heads (AULA) and of samples (``sample_disagreement``).
-    """
-    dims = tuple(range(1, a.dim()))
-    fg_a, fg_b = a > 0, b > 0
-    inter = ((a == b) & fg_a).sum(dims).double()
-    denom = (fg_a.sum(dims) + fg_b.sum(dims)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
-
-
-def majority_vote(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
-    """Per-voxel most frequent class among raters; ties go to the lower class index.
-
-    Args:
-        labels: Rater class maps ``(R, *spatial)``.
-        num_classes: K.
-
-    Returns:
-        int64 ``(*spatial)``.
-    """
-    y = _as_long(labels, "labels")
-    _check_classes(y, num_classes, "labels")
-    votes = torch.nn.functional.one_hot(y, num_classes).sum(0)  # (*spatial, K)
-    return votes.argmax(-1)  # first maximum = lowest class among ties
-
-
 def consensus_dice(
     pred: torch.Tensor | np.ndarray,
     labels: torch.Tensor | np.ndarray,
@@ -285,7 +259,8 @@ def dice_vs_raters(
     Returns:
         ``{"rater_0": (C,), ..., "rater_{R-1}": (C,), "mean_rater": (C,), "majority": (C,), "consensus": (C,)}``
         with C = K or K - 1. ``mean_rater`` is the NaN-skipping mean of the per-rater values, ``majority`` the Dice
-        against :func:`majority_vote` (ties to the lower class), ``consensus`` is :func:`consensus_dice`.
+        against :func:`trustseg.data.targets.majority_vote` (ties to the lower class), ``consensus`` is
+        :func:`consensus_dice`.
     """
     y = _as_long(labels, "labels")
     p = _as_long(pred, "pred")

@@ -1,4 +1,7 @@
-"""Registry of metrics (pure tensor functions) by name; the CLI's ``evaluate`` refers to these names."""
+"""Registry of metrics (pure tensor functions) by name, with their one-line docs.
+
+Read by ``trustseg metrics`` (which lists them); the evaluation suite calls the metric functions directly.
+"""
 
 from trustseg.core.registry import Registry
 

@@ -16,7 +16,10 @@ Conventions (all documented choices):
     ``sign(ref_i − ref_j) = −sign(u_i − u_j)``; pairs with equal reference are skipped, pairs with equal ``u``
     count ``tie`` (default 0: a flat map does not follow the principle). All pairs when there are at most
     ``max_pairs`` of them, otherwise ``max_pairs`` pairs drawn uniformly (``i ≠ j``) with a seeded generator;
-  - ``ur_mu``: the fraction of near-boundary pixels (``d ≤ max_distance``) with ``u_high > u_low``.
+  - ``ur_mu``: the fraction of near-boundary pixels (``d ≤ max_distance``) with ``u_high > u_low``;
+  - ``ucc_mu``: the official SURE code's ``count_corr_sigma``, the mean over near-boundary pixels of the 2-point
+    Spearman correlation between the noise levels ``(μ_low, μ_high)`` and ``(u_low, u_high)``, which is
+    ``2·P(u_high ≥ u_low) − 1`` (a tie counts +1, as the official ordinal ranks give it).
 
 * Error detection pools all pixels given (call per image for per-image values); error = hard prediction ≠ label.
   ``ueo``: ``max_t Dice(error, u > t)``, thresholds evenly spaced over ``[min u, max u]`` by default; an empty
@@ -125,7 +128,7 @@ def image_disagreement(labels: Tensor, num_classes: int, spatial_dims: int | Non
     return rater_disagreement(labels, num_classes, spatial_dims=spatial_dims).flatten(1).sum(1)
 
 
-# -- SURE: UCC, UR, UR_mu --------------------------------------------------------------------------------------
+# -- SURE: UCC, UR, UR_mu, UCC_mu ----------------------------------------------------------------------------
 def pair_order_rate(reference: Tensor, u: Tensor, max_pairs: int = 200_000, seed: int = 0, tie: float = 0.0) -> Tensor:
     """Fraction of pixel pairs with ``sign(ref_i − ref_j) = −sign(u_i − u_j)`` (opposite order).
 
@@ -273,6 +276,8 @@ def ur_mu(
 ) -> Tensor:
     """Fraction of pixels with ``d ≤ max_distance`` where ``u_high > u_low`` (strictly).
 
+    This is the official ``count_pixels_sigma`` (a tie is not a rise); :func:`ucc_mu` is its correlation form.
+
     Returns:
         float64 scalar; NaN when there is no near-boundary pixel (a single-class label map).
     """
@@ -280,6 +285,53 @@ def ur_mu(
     if not near.any():
         return _NAN.clone()
     return (hi[near] > lo[near]).to(torch.float64).mean()
+
+
+@METRICS.register("ucc_mu", doc="SURE UCC_μ: mean 2-point Spearman(noise level, u) near the boundary")
+def ucc_mu(
+    u_low: Tensor,
+    u_high: Tensor,
+    labels: Tensor,
+    max_distance: float = 4.0,
+    spacing: Sequence[float] | None = None,
+    connectivity: str = "full",
+) -> Tensor:
+    """UCC_μ, the noise-level correlation of SURE, as the official code defines it (``count_corr_sigma``).
+
+    For every pixel ``i`` with ``d_i ≤ max_distance`` the official code takes the Spearman correlation of the two
+    points ``(μ_low, u_low,i)`` and ``(μ_high, u_high,i)`` with ordinal ranks (``argsort().argsort()``, a tie
+    keeping the first-come order), which is ``+1`` when ``u_high,i ≥ u_low,i`` and ``−1`` otherwise, and averages
+    over the pixels:
+
+    ``UCC_μ = (1/N) Σ_i (+1 if u_high,i ≥ u_low,i else −1) = 2·P(u_high ≥ u_low) − 1``,
+
+    so ``UCC_μ = 2·(UR_μ + P(u_high = u_low)) − 1`` (:func:`ur_mu` counts ties as failures, this one as
+    successes). Values are compared as given; the official code rounds each ``u`` to float32 first, which
+    matters only for float64 maps that differ below float32 resolution. Per image (the official code pools the
+    pixels of the batch).
+
+    Args:
+        u_low: ``(*spatial)`` uncertainty at the low noise level (e.g. μ = 0.1).
+        u_high: ``(*spatial)`` uncertainty at the high noise level (e.g. μ = 0.9).
+        labels: ``(*spatial)`` ground truth (for the boundary distance ``d``).
+        max_distance: Near-boundary zone ``d ≤ max_distance`` (the official threshold, 4).
+        spacing: Pixel size (for ``d``).
+        connectivity: Boundary-pixel neighbourhood, ``"full"`` or ``"face"``.
+
+    Returns:
+        float64 scalar in ``[−1, 1]``; SURE's principle 2 predicts a positive value. NaN when there is no
+        near-boundary pixel (a single-class label map).
+
+    Example:
+        >>> labels = torch.tensor([[0, 0, 1, 1]])
+        >>> u_low = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+        >>> ucc_mu(u_low, torch.tensor([[0.5, 0.2, 0.1, 0.6]]), labels)  # rises, ties, falls, rises
+        tensor(0.5000, dtype=torch.float64)
+    """
+    lo, hi, _, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
+    if not near.any():
+        return _NAN.clone()
+    return 2 * (hi[near] >= lo[near]).to(torch.float64).mean() - 1
 
 
 # -- error detection -------------------------------------------------------------------------------------------
