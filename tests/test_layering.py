@@ -6,7 +6,20 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "trustseg"
-ORDER = ["core", "data", "measures", "metrics", "evaluation", "models", "methods", "engine", "quality", "ood", "reports", "cli"]
+ORDER = [
+    "core",
+    "data",
+    "measures",
+    "metrics",
+    "evaluation",
+    "models",
+    "methods",
+    "engine",
+    "quality",
+    "ood",
+    "reports",
+    "cli",
+]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["ood"] = RANK["quality"]  # quality and ood are siblings
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from trustseg.core.atomic import atomic_write_json
+from trustseg.evaluation import evaluate_predictions
 
 #: (method, params, epochs) trained by the demo; chosen to finish in a few minutes on 2 CPU cores.
 DEMO_METHODS: tuple[tuple[str, dict, int], ...] = (
@@ -42,7 +43,6 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     """
     from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
     from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
-    from trustseg.engine.evaluate import evaluate_predictions
     from trustseg.engine.predict import predict_folder
     from trustseg.engine.train import train
     from trustseg.models.config import NetConfig

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trustseg import __version__
+from trustseg.evaluation import evaluate_predictions, flatten
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +76,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.engine.evaluate)")
+    p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.evaluation)")
     p.add_argument("--pred", required=True, type=Path, help="prediction folder written by `trustseg predict`")
     p.add_argument("--data", required=True, type=Path, help="trustseg dataset folder with the rater labels")
     p.add_argument("--out", required=True, type=Path, help="results JSON (a per-case CSV is written beside it)")
@@ -259,7 +260,6 @@ def parse_severities(text: str) -> list[int]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trustseg.core.atomic import atomic_write_json
     from trustseg.core.errors import ConfigError
-    from trustseg.engine.evaluate import evaluate_predictions
 
     if (args.distort or args.noise_robustness) and args.run is None:
         raise ConfigError("--distort and --noise-robustness predict again: pass the trained run with --run RUN")
@@ -288,7 +288,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, results)
     console = _console()
     console.print(f"results written to [bold]{args.out}[/] (per-case table: {Path(args.out).with_suffix('.csv')})")
-    for key, value in results.get("summary", {}).items():
+    for key, value in flatten(results.get("summary", {})).items():
         if isinstance(value, float):
             console.print(f"  {key}: {value:.4f}")
     for dist, best in results.get("ood", {}).get("best", {}).items():

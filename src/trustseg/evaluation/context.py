@@ -21,9 +21,8 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import DataError
-from trustseg.measures.pixel import CERTAINTY_MEASURES, rater_disagreement
-from trustseg.metrics.calibration import soft_label
-from trustseg.metrics.overlap import majority_vote
+from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
+from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image"})
@@ -36,7 +35,12 @@ def oriented_name(measure: str) -> str:
         >>> oriented_name("entropy"), oriented_name("confidence")
         ('entropy', 'one_minus_confidence')
     """
-    return f"one_minus_{measure}" if measure in CERTAINTY_MEASURES else measure
+    return f"one_minus_{measure}" if _is_certainty(measure) else measure
+
+
+def _is_certainty(measure: str) -> bool:
+    """A registered certainty measure (a map of another name, e.g. from another tool, is an uncertainty)."""
+    return measure in MEASURES and is_certainty(measure)
 
 
 class CaseInputError(DataError):
@@ -183,7 +187,7 @@ class CaseContext:
     @cached_property
     def disagreement(self) -> Tensor:
         """``(*spatial)`` float32 rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)``."""
-        return rater_disagreement(self.labels, self.num_classes, spatial_dims=self.spatial_dims).float()
+        return rater_disagreement(self.labels, self.num_classes).float()
 
     @cached_property
     def error_mask(self) -> Tensor:
@@ -193,11 +197,10 @@ class CaseContext:
     @cached_property
     def maps(self) -> dict[str, Tensor]:
         """Oriented name (:func:`oriented_name`) -> ``(*spatial)`` float32 map, higher = more uncertain."""
-        out = {}
-        for name, m in self.raw_maps.items():
-            m = m.float()
-            out[oriented_name(name)] = 1.0 - m if name in CERTAINTY_MEASURES else m
-        return out
+        return {
+            oriented_name(name): as_uncertainty(name, m.float()) if _is_certainty(name) else m.float()
+            for name, m in self.raw_maps.items()
+        }
 
     @cached_property
     def measure_of(self) -> dict[str, str]:

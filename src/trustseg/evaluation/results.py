@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from trustseg.core.errors import DataError
+from trustseg.metrics import reduction
 
 #: The one separator of flattened names (CSV columns, printed summary).
 SEP = "/"
@@ -121,10 +122,8 @@ def column(rows: Sequence[Mapping[str, Any]], path: Sequence[str]) -> np.ndarray
 
 
 def nanmean(values: Iterable[float]) -> float:
-    """Mean of the finite values (NaN when there is none)."""
-    a = np.asarray(list(values), dtype=np.float64)
-    ok = np.isfinite(a)
-    return float(a[ok].mean()) if ok.any() else math.nan
+    """:func:`trustseg.metrics.reduction.nanmean` of the values as a float (NaN when none is finite)."""
+    return float(reduction.nanmean(np.asarray(list(values), dtype=np.float64)))
 
 
 def mean_tree(rows: Sequence[Mapping[str, Any]]) -> Tree:

@@ -31,8 +31,8 @@ from typing import Any
 
 from torch import Tensor
 
-from trustseg.core.errors import ConfigError, DataError
 import trustseg.evaluation.components  # noqa: F401 (registers the components)
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.evaluation.component import SUITE, DatasetAnalysis, SuiteComponent
 from trustseg.evaluation.context import CaseContext, CaseInputError, SuiteConfig
 from trustseg.evaluation.results import check_names, count_tree, get, mean_tree, merge

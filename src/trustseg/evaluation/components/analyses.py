@@ -140,4 +140,3 @@ class DicePredictionLOO(DatasetAnalysis):
                 loo = {k: v if k == "n" else finite(v) for k, v in pm.items()}
                 out.setdefault(name, {})[agg] = {"dice_prediction_loo": loo}
         return {"quality_control": out}
-

@@ -55,7 +55,10 @@ class Calibration(SuiteComponent):
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
         m = metrics_from_state(self.case_states(ctx)["majority"], self.cfg.bins)
-        return {"ece_toplabel": {"majority": {"all": finite(m["ece_toplabel"])}}, "nll": {"majority": {"all": finite(m["nll"])}}}
+        return {
+            "ece_toplabel": {"majority": {"all": finite(m["ece_toplabel"])}},
+            "nll": {"majority": {"all": finite(m["nll"])}},
+        }
 
     def init_state(self) -> State:
         names = ["majority", "soft"] + (list(self.raters) if self.cfg.per_rater_calibration else [])
@@ -74,8 +77,13 @@ class Calibration(SuiteComponent):
             rel = reliability_from_state(st, self.cfg.bins)
             m["reliability"] = {k: [None if not math.isfinite(x) else x for x in v.tolist()] for k, v in rel.items()}
             cal[name] = m
-        pick = [("ece_toplabel", "majority"), ("ece_classwise", "majority"), ("ece_toplabel", "soft"),
-                ("nll", "soft"), ("brier", "soft")]
+        pick = [
+            ("ece_toplabel", "majority"),
+            ("ece_classwise", "majority"),
+            ("ece_toplabel", "soft"),
+            ("nll", "soft"),
+            ("brier", "soft"),
+        ]
         summary: dict[str, Any] = {}
         for metric, target in pick:
             summary.setdefault(metric, {})[target] = {"all": cal[target][metric]}

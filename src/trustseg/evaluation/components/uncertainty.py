@@ -17,7 +17,7 @@ from torch import Tensor
 from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
-from trustseg.measures.aggregate import aggregate
+from trustseg.measures.image import image_score
 from trustseg.metrics.multirater import variance_ncc
 from trustseg.metrics.uncertainty_quality import (
     pixel_correlation,
@@ -114,8 +114,7 @@ class ImageScores(SuiteComponent):
         scores: dict[str, Any] = {}
         for name, u in ctx.maps.items():
             for agg in self.cfg.qc_aggregators:
-                mask, kw = (fg, {"dilate": 2}) if agg == "fg_mean" else (None, {})
-                scores.setdefault(name, {})[agg] = float(aggregate(u[None], agg, mask=mask, **kw)[0])
+                scores.setdefault(name, {})[agg] = float(image_score(u[None], agg, foreground=fg)[0])
         return {"image_score": scores}
 
 
