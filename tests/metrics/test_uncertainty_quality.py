@@ -23,6 +23,7 @@ from trustseg.metrics.uncertainty_quality import (
     spearman,
     ucc_distance,
     ucc_gradient,
+    ucc_mu,
     ueo,
     uncertainty_error_auprc,
     uncertainty_error_auroc,
@@ -183,6 +184,57 @@ def test_distance_metrics_and_ur_mu():
     expect = float(((half > 0) & near).sum()) / float(near.sum())
     assert math.isclose(float(ur_mu(u_low, half, lab)), expect)
     assert torch.isnan(ur_mu(u_low, u_high, torch.zeros(13, 13, dtype=torch.long)))
+
+
+def official_count_corr_sigma(u1: np.ndarray, u2: np.ndarray, sigma1: float, sigma2: float, d: np.ndarray, threshold=4):
+    """SURE's utilities/count_pixels.py:count_corr_sigma re-implemented as written: per near-boundary pixel, the
+    Spearman correlation (ordinal ranks argsort().argsort(), np.corrcoef) of (u at σ1, u at σ2) with (σ1, σ2), in
+    float32 as the official code casts each value, averaged over the pixels."""
+
+    def spearman_correlation(x, y):
+        return np.corrcoef(x.argsort().argsort(), y.argsort().argsort())[0, 1]
+
+    a, b = u1[d <= threshold], u2[d <= threshold]
+    sigma_np = np.array([sigma1, sigma2])
+    corr = 0.0
+    for i in range(len(a)):
+        corr += spearman_correlation(np.array([a[i], b[i]], dtype=np.float32), sigma_np)
+    return corr / len(a)
+
+
+def test_ucc_mu_analytic():
+    lab = square_labels(n=13, lo=4, hi=9)
+    d = boundary_distance(lab)
+    u_low = torch.zeros(13, 13, dtype=torch.float64)
+    assert float(ucc_mu(u_low, torch.exp(-d), lab)) == 1.0  # every near pixel rises
+    assert float(ucc_mu(torch.exp(-d), u_low, lab)) == -1.0  # every near pixel falls
+    assert float(ucc_mu(u_low, u_low, lab)) == 1.0  # ties count +1, as the official ordinal ranks give them
+    assert float(ur_mu(u_low, u_low, lab)) == 0.0  # ... while UR_μ counts them as failures
+    half = torch.exp(-d)
+    half[:, :7] = -1.0  # left half falls
+    near = d <= 4
+    p_rise = float(((half > 0) & near).sum()) / float(near.sum())
+    assert math.isclose(float(ucc_mu(u_low, half, lab)), 2 * p_rise - 1)
+    assert torch.isnan(ucc_mu(u_low, u_low, torch.zeros(13, 13, dtype=torch.long)))
+    assert METRICS.get("ucc_mu") is ucc_mu
+
+
+def test_ucc_mu_equals_the_official_formula_and_is_affine_in_ur_mu():
+    g = torch.Generator().manual_seed(3)
+    for seed in range(4):
+        lab = torch.zeros(24, 26, dtype=torch.long)
+        lab[4 + seed : 15, 5:17] = 1
+        lab[15:21, 10 + seed : 22] = 2
+        d = boundary_distance(lab)
+        u_low = (torch.rand(24, 26, generator=g) * 4).round() / 4  # few levels: many ties
+        u_high = (torch.rand(24, 26, generator=g) * 4).round() / 4
+        ours = float(ucc_mu(u_low, u_high, lab, max_distance=4.0))
+        ref = official_count_corr_sigma(u_low.numpy(), u_high.numpy(), 0.1, 0.9, d.numpy(), threshold=4)
+        assert math.isclose(ours, ref, abs_tol=1e-12)
+        near = d <= 4
+        ties = float((u_high[near] == u_low[near]).double().mean())
+        assert ties > 0.1
+        assert math.isclose(ours, 2 * (float(ur_mu(u_low, u_high, lab)) + ties) - 1, abs_tol=1e-12)
 
 
 # -- error detection -----------------------------------------------------------------------------------------------

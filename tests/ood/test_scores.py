@@ -1,9 +1,11 @@
-"""Image-level scores: orientation, sample and layer disagreement."""
+"""Image-level scores through the ood.scores re-export (the functions live in measures.image): orientation, sample
+and layer disagreement."""
 
 import pytest
 import torch
 
 from trustseg import Predictive
+from trustseg.measures.image import layer_agreement
 from trustseg.ood.scores import image_scores, sample_agreement
 
 
@@ -24,14 +26,12 @@ def test_sample_agreement_is_one_for_identical_samples_and_drops_when_they_diffe
 
 
 def test_sample_agreement_needs_the_same_class_like_layer_agreement():
-    from trustseg.methods.layer_ensemble import layer_agreement
-
     seg = torch.zeros(1, 8, 8, dtype=torch.long)
     seg[:, 2:6, 2:6] = 1
     relabelled = seg * 2  # same foreground voxels, another class
     probs = torch.stack([_confident(seg, 3), _confident(relabelled, 3)])
     assert sample_agreement(Predictive(probs=probs)).item() == 0.0
-    assert layer_agreement(probs).item() == 0.0  # both scores use metrics.overlap.pooled_foreground_dice
+    assert layer_agreement(probs).item() == 0.0  # both scores use measures.image.pooled_foreground_dice
 
 
 def test_image_scores_keys_and_orientation():

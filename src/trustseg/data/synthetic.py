@@ -34,6 +34,7 @@ from scipy import ndimage, special
 
 from trustseg.core.errors import ConfigError
 from trustseg.data.case import Case
+from trustseg.data.dataset import write_dataset
 
 _RANGES: dict[str, tuple[float, float]] = {
     "cases": (1, 10**7),
@@ -359,8 +360,6 @@ def make_synthetic_dataset(
     Returns:
         The dataset folder.
     """
-    from trustseg.data.dataset import write_dataset
-
     cfg = SynthConfig() if cfg is None else cfg
     return write_dataset(
         generate_cases(cfg),

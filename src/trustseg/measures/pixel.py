@@ -1,6 +1,9 @@
 """Per-pixel uncertainty measures of a :class:`~trustseg.core.predictive.Predictive` (methods.md §1).
 
-Every measure is a pure function ``fn(pred) -> Tensor (B, *spatial)`` registered in :data:`MEASURES`.
+Every measure is a pure function ``fn(pred) -> Tensor (B, *spatial)`` registered in :data:`MEASURES` with its
+metadata (:func:`~trustseg.measures.registry.register_measure`): the orientation (the last column below) and what
+the prediction must have (``M > 1`` or ``alpha``, ``alpha``, an extras key), from which
+:func:`~trustseg.measures.registry.available_measures` and :func:`uncertainty_map` are derived.
 Notation: ``M`` samples ``p^(m)`` of shape ``(B, K, *spatial)``, their mean ``p̄``, ``H[p] = −Σ_k p_k ln p_k``.
 
 ==================  ===========================================================  ======================

@@ -17,6 +17,7 @@ When it meets an invalid value it stops and the caller re-runs the torch path, w
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -55,16 +56,15 @@ def _load() -> ctypes.CDLL | None:
     if os.environ.get("TRUSTSEG_NO_KERNEL", "") not in ("", "0"):
         _why_not = "disabled by TRUSTSEG_NO_KERNEL"
         return None
-    try:
-        from trustseg.metrics import _calibration_kernel as ext
-    except ImportError as e:
-        _why_not = f"not built ({e}); reinstall with a C compiler available (pip install -e .)"
+    spec = importlib.util.find_spec(f"{__package__}._calibration_kernel")  # locates the built file, runs nothing
+    if spec is None or not spec.origin:
+        _why_not = "not built (no _calibration_kernel extension); reinstall with a C compiler (pip install -e .)"
         return None
     try:
-        lib = ctypes.CDLL(ext.__file__)
+        lib = ctypes.CDLL(spec.origin)
         version = lib.ts_kernel_version()
     except (OSError, AttributeError) as e:
-        _why_not = f"cannot load {ext.__file__}: {e}"
+        _why_not = f"cannot load {spec.origin}: {e}"
         return None
     if version != KERNEL_VERSION:
         _why_not = f"stale build (kernel version {version}, expected {KERNEL_VERSION}); rerun pip install -e ."

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from trustseg.core.errors import DataError
 from trustseg.metrics.registry import METRICS
+from trustseg.metrics.uncertainty_quality import pearson, spearman
 
 
 def _check(uncertainty: Tensor | None, dice: Tensor, what: str = "uncertainty") -> tuple[Tensor | None, Tensor]:
@@ -143,8 +144,6 @@ def dice_prediction_metrics(predicted: Tensor, true: Tensor) -> dict[str, float]
 
     Correlations are NaN when either input is constant.
     """
-    from trustseg.metrics.uncertainty_quality import pearson, spearman
-
     p, y = _check(predicted, true, "predicted Dice")
     return {
         "r2": r2_score(p, y),
