@@ -131,7 +131,7 @@ def test_end_to_end_synth_train_predict_evaluate(tmp_path, capsys):
     assert index["cases"] and (pred / "summary.csv").exists()
     assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--split", "test", "--out", str(res)]) == 0
     results = json.loads(res.read_text())
-    assert 0.0 <= results["summary"]["dice_majority"] <= 1.0
+    assert 0.0 <= results["summary"]["dice"]["majority"]["mean"] <= 1.0
     assert set(results["uncertainty"]) == {"entropy", "mi"}
     assert res.with_suffix(".csv").exists() or (res.parent / "per_case.csv").exists()
     # a corrupt dataset file gives an error naming it

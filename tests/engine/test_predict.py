@@ -67,7 +67,17 @@ def test_nifti_in_nifti_out_keeps_affine(run2d, tmp_path):
     for r in rows:
         total = sum(float(r[f"volume_{c}"]) for c in ("background", "organ", "lesion"))
         assert total == pytest.approx(16 * 12 * voxel, rel=1e-5)
-        assert 0 < float(r["mean_confidence"]) <= 1
+        conf = np.asarray(nib.load(out / f"{r['case']}_confidence.nii.gz").dataobj)
+        assert float(r["mean_one_minus_confidence"]) == pytest.approx(1 - conf.mean(), abs=1e-6)  # one orientation
+        assert "mean_confidence" not in r
+    assert index["notes"] == {}
+
+
+def test_samples_asked_of_a_one_sample_method_says_why(run2d, tmp_path):
+    run, data = run2d
+    out = predict_folder(run, data, tmp_path / "out", split="test", progress=False, save_samples=True)
+    index = json.loads((out / "predictions.json").read_text())
+    assert "one sample" in index["notes"]["samples"] and "samples" not in index["cases"][0]["files"]
 
 
 def test_png_in_png_npy_out_and_measure_choice(run2d, tmp_path):

@@ -13,9 +13,9 @@ from tests.engine.test_train import make_data, tiny_cfg
 from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
 from trustseg.data.dataset import load_dataset
-from trustseg.engine.evaluate import evaluate_predictions
 from trustseg.engine.predict import predict_folder
 from trustseg.engine.run import train
+from trustseg.evaluation.evaluate import evaluate_predictions
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig, noise_protocol, ood_detection
 from trustseg.inference.predictor import Predictor, PredictorInfo
 from trustseg.inference.run_predictor import RunPredictor
@@ -141,7 +141,7 @@ def test_clean_ood_numbers_equal_evaluate(trained, tmp_path):
     predictor = RunPredictor(run)
     ood = ood_detection(predictor, cases, OODConfig(distortions=("blur",), severities=(1,)))
     assert math.isfinite(ood["clean_dice"])
-    assert ood["clean_dice"] == pytest.approx(res["summary"]["dice_majority"], abs=1e-12)
+    assert ood["clean_dice"] == pytest.approx(res["summary"]["dice"]["majority"]["mean"], abs=1e-12)
     # the same probabilities as the prediction folder, case by case
     for c in cases:
         saved = np.load(pred / f"{c.case_id}_probs.npy") if (pred / f"{c.case_id}_probs.npy").exists() else None

@@ -95,7 +95,7 @@ def test_cli_evaluate_with_distortions(trained, tmp_path, capsys):
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["ood"]["results"][0]["distortion"] == "contrast" and len(res["noise_robustness"]) == 5
-    assert "ged_iou" in res["summary"]
+    assert "ged2_iou" in res["summary"]
     capsys.readouterr()
     assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(out), "--distort", "noise"]) == 2
     assert "--run" in capsys.readouterr().err

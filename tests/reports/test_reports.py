@@ -41,11 +41,15 @@ def test_plots_and_html(tmp_path):
 
 def test_primary_measure_and_row():
     res = {
-        "summary": {"dice_majority": 0.9},
+        "summary": {"dice": {"majority": {"mean": 0.9}}, "nll": {"soft": {"all": 0.3}}},
         "uncertainty": {"entropy": {"pixel_pearson_mean": 0.5}, "predicted_variance": {"pixel_pearson_mean": 0.6}},
-        "quality_control": {"predicted_variance:mean": {"d_auc": 0.01, "eaurc": 0.02}},
+        "quality_control": {"predicted_variance": {"mean": {"d_auc": 0.01, "eaurc": 0.02}, "fg_mean": {"d_auc": 9}}},
     }
     assert primary_measure("edue", res) == "predicted_variance"
     assert primary_measure("softmax", res) == "entropy"
     row = comparison_row("edue", res)
     assert row["pixel r (vs rater disagreement)"] == 0.6 and row["QC d-AUC"] == 0.01 and row["dice_majority"] == 0.9
+    assert row["nll_soft"] == 0.3 and row["brier_soft"] is None  # read from the nested summary; absent -> None
+    # a certainty measure is read by its oriented name
+    conf = {"uncertainty": {"one_minus_confidence": {"pixel_pearson_mean": 0.1}}}
+    assert primary_measure("softmax", conf) == "one_minus_confidence"

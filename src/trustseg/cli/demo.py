@@ -11,7 +11,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from trustseg.core.atomic import atomic_write_json
+from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
+from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_saved_run_config
+from trustseg.engine.predict import predict_folder
+from trustseg.engine.run import train
+from trustseg.evaluation import evaluate_predictions
+from trustseg.models.config import NetConfig
+from trustseg.reports.run_report import build_report
 
 #: (method, params, epochs) trained by the demo; chosen to finish in a few minutes on 2 CPU cores.
 DEMO_METHODS: tuple[tuple[str, dict, int], ...] = (
@@ -26,8 +35,6 @@ DEMO_METHODS: tuple[tuple[str, dict, int], ...] = (
 
 def _say(msg: str, progress: bool) -> None:
     if progress:
-        from rich.console import Console
-
         Console().print(f"[bold cyan]demo[/] {msg}")
 
 
@@ -40,14 +47,6 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         seed: Seed of the data and of every training run.
         progress: Show progress bars and step messages.
     """
-    from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
-    from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
-    from trustseg.engine.evaluate import evaluate_predictions
-    from trustseg.engine.predict import predict_folder
-    from trustseg.engine.train import train
-    from trustseg.models.config import NetConfig
-    from trustseg.reports.run_report import build_report
-
     t0 = time.perf_counter()
     out = Path(out)
     data = out / "data"
@@ -67,7 +66,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
             train=TrainConfig(epochs=epochs or default_epochs, batch_size=8, lr=3e-3, seed=seed),
         )
         _say(f"2/4 training [bold]{name}[/] ({cfg.train.epochs} epochs)", progress)
-        same = (run_dir / "config.yaml").is_file() and load_run_config(run_dir / "config.yaml") == cfg
+        same = (run_dir / "config.yaml").is_file() and load_saved_run_config(run_dir / "config.yaml") == cfg
         train(cfg, run_dir, resume=same, progress=progress)  # a rerun continues; a changed config starts afresh
         _say(f"3/4 predicting the test split with [bold]{name}[/]", progress)
         predict_folder(run_dir, data, pred_dir, split="test", progress=progress, save_samples=True)

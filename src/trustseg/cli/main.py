@@ -12,8 +12,42 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from rich.console import Console
+from rich.table import Table
+
 from trustseg import __version__
+from trustseg.cli.demo import run_demo
+from trustseg.core.config import load_config, replace
+from trustseg.core.errors import ConfigError, TrustsegError
+from trustseg.core.registry import Registry
+from trustseg.data.distortions import DISTORTIONS
+from trustseg.data.importers import IMPORTERS, import_dataset
+from trustseg.data.predictions import read_index
+from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.engine.calibrate import calibrate_run
+from trustseg.engine.config import RunConfig, load_saved_run_config
+from trustseg.engine.predict import predict_folder
+from trustseg.engine.run import train
+from trustseg.evaluation import SUITE, evaluate_predictions, flatten
+from trustseg.evaluation.robustness import NoiseConfig, OODConfig
+from trustseg.inference.predictor import PREDICTORS, load_predictor
+from trustseg.measures import MEASURES
+from trustseg.methods import METHODS
+from trustseg.metrics import METRICS
+from trustseg.models import MODELS
+
+#: ``trustseg <name>`` lists a registry: name -> (registry, what it holds).
+LISTS: dict[str, tuple[Registry, str]] = {
+    "methods": (METHODS, "uncertainty methods"),
+    "measures": (MEASURES, "uncertainty measures"),
+    "metrics": (METRICS, "metric functions"),
+    "suite": (SUITE, "components of the evaluation suite (what `trustseg evaluate` reports)"),
+    "models": (MODELS, "networks"),
+    "predictors": (PREDICTORS, "predictor schemes (SCHEME:LOCATION names a model)"),
+    "distortions": (DISTORTIONS, "graded distortions"),
+    "importers": (IMPORTERS, "dataset importers (trustseg import KIND)"),
+}
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +97,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict probabilities and uncertainty maps (trustseg.engine.predict)")
-    p.add_argument("--run", required=True, type=Path, help="trained run folder")
+    p.add_argument(
+        "--run",
+        "--model",
+        dest="run",
+        required=True,
+        help="the model: a trained run folder, or SCHEME:LOCATION (see `trustseg predictors`)",
+    )
     p.add_argument("--input", required=True, nargs="+", type=Path, help="image folder, files, or a dataset folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--split", default=None, help="with a dataset folder: predict only this split (e.g. test)")
@@ -76,12 +116,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.engine.evaluate)")
+    p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.evaluation)")
     p.add_argument("--pred", required=True, type=Path, help="prediction folder written by `trustseg predict`")
     p.add_argument("--data", required=True, type=Path, help="trustseg dataset folder with the rater labels")
     p.add_argument("--out", required=True, type=Path, help="results JSON (a per-case CSV is written beside it)")
     p.add_argument("--split", default=None, help="only cases of this split")
-    p.add_argument("--run", type=Path, help="the trained run (needed by --distort and --noise-robustness)")
+    p.add_argument(
+        "--run",
+        "--model",
+        dest="run",
+        help="the model (run folder or SCHEME:LOCATION) for --distort and --noise-robustness",
+    )
     p.add_argument(
         "--distort", default=None, help="OOD protocol: comma-separated distortions (noise,blur,contrast,bias,ghosting)"
     )
@@ -106,12 +151,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_lists(sub: argparse._SubParsersAction) -> None:
-    for name, what in (
-        ("methods", "uncertainty methods"),
-        ("measures", "uncertainty measures"),
-        ("metrics", "evaluation metrics"),
-        ("distortions", "graded distortions"),
-    ):
+    for name, (_, what) in LISTS.items():
         p = sub.add_parser(name, help=f"list the registered {what}")
         p.set_defaults(func=cmd_list, registry=name)
 
@@ -141,16 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands --------------------------------------------------------------------------------------------------
-def _console():
-    from rich.console import Console
-
+def _console() -> Console:
     return Console(stderr=False)
 
 
 def _parse_kv(pairs: Sequence[str], what: str) -> dict:
-    import yaml
-
-    from trustseg.core.errors import ConfigError
 
     out = {}
     for item in pairs:
@@ -162,7 +197,6 @@ def _parse_kv(pairs: Sequence[str], what: str) -> dict:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 
     cfg = SynthConfig(
         cases=args.cases,
@@ -178,7 +212,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from trustseg.data.importers import import_dataset
 
     opts = _parse_kv(args.opt, "--opt")
     if args.limit_patients is not None:
@@ -190,13 +223,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def run_config_from_args(args: argparse.Namespace):
     """Compose the run config: defaults < ``--config`` file < ``--set`` overrides < dedicated flags."""
-    from trustseg.core.config import load_config, replace
-    from trustseg.engine.config import RunConfig
 
     if args.config:
         cfg = load_config(RunConfig, args.config)
     elif getattr(args, "resume", False) and (Path(args.out) / "config.yaml").is_file():
-        cfg = load_config(RunConfig, Path(args.out) / "config.yaml")  # resume the run as it was configured
+        cfg = load_saved_run_config(Path(args.out) / "config.yaml")  # resume the run as it was configured
     else:
         cfg = RunConfig()
     changes = _parse_kv(args.set, "--set")
@@ -221,9 +252,6 @@ def run_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trustseg.core.errors import ConfigError
-    from trustseg.engine.train import train
-    from trustseg.methods import METHODS
 
     cfg = run_config_from_args(args)
     if not cfg.data:
@@ -244,7 +272,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from trustseg.engine.predict import predict_folder
 
     measures = [m.strip() for m in args.measures.split(",")] if args.measures else None
     inputs = args.input[0] if len(args.input) == 1 else list(args.input)
@@ -257,13 +284,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         save_samples=args.samples,
     )
-    _console().print(f"predictions written to [bold]{out}[/]")
+    console = _console()
+    console.print(f"predictions written to [bold]{out}[/]")
+    for what, why in read_index(out).get("notes", {}).items():
+        console.print(f"[yellow]note[/]: {what} {why}")
     return 0
 
 
 def parse_severities(text: str) -> list[int]:
     """Severities from "3", "1,3,5", "1..5" or "1..2,5" (ranges inclusive); each an integer from 1 to 5."""
-    from trustseg.core.errors import ConfigError
 
     out: list[int] = []
     try:
@@ -280,38 +309,21 @@ def parse_severities(text: str) -> list[int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trustseg.core.atomic import atomic_write_json
-    from trustseg.core.errors import ConfigError
-    from trustseg.engine.evaluate import evaluate_predictions
-
     if (args.distort or args.noise_robustness) and args.run is None:
         raise ConfigError("--distort and --noise-robustness predict again: pass the trained run with --run RUN")
-    severities = parse_severities(args.severity)
-    distortions = [d.strip() for d in args.distort.split(",") if d.strip()] if args.distort else []
-    if distortions:
-        from trustseg.data.distortions import DISTORTIONS
-
-        for d in distortions:
-            DISTORTIONS.get(d)  # did-you-mean before any work
-    results = evaluate_predictions(args.pred, args.data, args.out, split=args.split)
-    if distortions or args.noise_robustness:
-        from trustseg.data.dataset import load_dataset
-        from trustseg.ood.protocol import noise_robustness, ood_detection
-
-        ds = load_dataset(args.data)
-        cases = [ds[cid] for cid in results["cases"]]
-        if distortions:
-            results["ood"] = ood_detection(
-                args.run, cases, ds.num_classes, distortions, severities, seed=args.seed, progress=True
-            )
-        if args.noise_robustness:
-            results["noise_robustness"] = noise_robustness(
-                args.run, cases, ds.num_classes, seed=args.seed, progress=True
-            )
-        atomic_write_json(args.out, results)
+    ood = noise = None
+    if args.distort:
+        distortions = tuple(d.strip() for d in args.distort.split(",") if d.strip())
+        ood = OODConfig(distortions, tuple(parse_severities(args.severity)), args.seed)  # checked before any work
+    if args.noise_robustness:
+        noise = NoiseConfig(seed=args.seed)
+    predictor = load_predictor(args.run) if args.run is not None else None
+    results = evaluate_predictions(
+        args.pred, args.data, args.out, split=args.split, predictor=predictor, ood=ood, noise=noise, progress=True
+    )
     console = _console()
     console.print(f"results written to [bold]{args.out}[/] (per-case table: {Path(args.out).with_suffix('.csv')})")
-    for key, value in results.get("summary", {}).items():
+    for key, value in flatten(results.get("summary", {})).items():
         if isinstance(value, float):
             console.print(f"  {key}: {value:.4f}")
     for dist, best in results.get("ood", {}).get("best", {}).items():
@@ -320,16 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    if args.registry == "methods":
-        from trustseg.methods import METHODS as reg
-    elif args.registry == "measures":
-        from trustseg.measures import MEASURES as reg
-    elif args.registry == "metrics":
-        from trustseg.metrics import METRICS as reg
-    else:
-        from trustseg.data.distortions import DISTORTIONS as reg
+    reg, _ = LISTS[args.registry]
     table = Table(title=f"trustseg {args.registry}")
     table.add_column("name", style="bold")
     table.add_column("what it is")
@@ -340,7 +343,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from trustseg.cli.demo import run_demo
 
     report = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
     _console().print(f"\n[bold green]demo finished[/]: open [bold]{report}[/]")
@@ -349,7 +351,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 for a usage/data/config error)."""
-    from trustseg.core.errors import TrustsegError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
-"""The prediction folder written by :func:`trustseg.engine.predict.predict_folder`, and reading it back.
+"""The prediction folder written by :func:`trustseg.engine.predict.predict_folder` (the writing half).
 
 * :func:`iter_inputs`: the images to predict (a folder, a list of files, or a dataset root and split).
 * :class:`FolderWriter`: writes one case at a time, atomically, and keeps the index current.
-* :func:`load_prediction`, :func:`read_map`: read a case back (the evaluation and the reports do).
+* :func:`load_prediction`, :func:`read_map`: read a case back; they live in :mod:`trustseg.data.predictions`
+  (the on-disk format and its index) and are re-exported here.
 
 Output folder of :func:`predict_folder`::
 
@@ -15,7 +16,9 @@ Output folder of :func:`predict_folder`::
         <case>_probs.npy          (K, *spatial) float32
         <case>_<measure>.npy      (*spatial) float32, plus <case>_<measure>.png, a colour preview (2D only)
     predictions.json              index: method, classes, measures, and per case its source and files
-    summary.csv                   case, predicted volume per class (voxels x voxel volume), mean of each measure
+    summary.csv                   case, predicted volume per class (voxels x voxel volume), and each measure's
+                                  mean oriented higher = more uncertain (``mean_entropy``,
+                                  ``mean_one_minus_confidence``)
 
 Every file is written atomically and ``predictions.json``/``summary.csv`` are rewritten after each case, so a
 failure part-way leaves the finished cases complete and indexed.
@@ -23,15 +26,25 @@ failure part-way leaves the finished cases complete and indexed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import Progress
 
-from trustseg.core.errors import DataError
+from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.predictive import Predictive
+from trustseg.data.dataset import load_dataset
+from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
+from trustseg.data.predictions import load_prediction, read_map
+from trustseg.evaluation.context import oriented_name
+from trustseg.measures import MEASURES
+from trustseg.measures.pixel import available_measures, compute_measures
+from trustseg.measures.registry import as_uncertainty
+
+__all__ = ["FolderWriter", "InputItem", "iter_inputs", "load_prediction", "read_map"]
 
 
 class InputItem:
@@ -59,11 +72,7 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
     Raises:
         DataError: nothing to predict, an unknown extension, or duplicate case names.
     """
-    from trustseg.data.io import has_known_ext, read_image, split_ext
-
     if isinstance(inputs, (str, Path)) and (Path(inputs) / "dataset.json").is_file():
-        from trustseg.data.dataset import load_dataset
-
         ds = load_dataset(inputs)
         ids = ds.split(split) if split else ds.ids
 
@@ -115,8 +124,6 @@ class FolderWriter:
     def __init__(
         self, out: Path, info: dict[str, Any], measures: Sequence[str] | str | None, save_samples: bool = False
     ):
-        from trustseg.measures import MEASURES
-
         self.out = Path(out)
         self.save_samples = save_samples
         self.info = info
@@ -126,6 +133,8 @@ class FolderWriter:
         self.measures: list[str] | None = None
         self.cases: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
+        #: What the folder does not hold although it was asked for, and why (also written to predictions.json).
+        self.notes: dict[str, str] = {}
 
     def track(self, loaders: list, progress: bool):
         """Iterate over the loaded items, with a progress bar if asked."""
@@ -133,8 +142,6 @@ class FolderWriter:
             for load in loaders:
                 yield load()
             return
-        from rich.progress import Progress
-
         with Progress() as bar:
             task = bar.add_task("predicting", total=len(loaders))
             for load in loaders:
@@ -142,9 +149,6 @@ class FolderWriter:
                 bar.advance(task)
 
     def _measure_names(self, pred: Predictive) -> list[str]:
-        from trustseg.core.errors import ConfigError
-        from trustseg.measures.pixel import available_measures
-
         avail = available_measures(pred)
         if self.requested is None:
             return avail
@@ -157,10 +161,6 @@ class FolderWriter:
 
     def write(self, item: InputItem, pred: Predictive) -> None:
         """Write the files of one case and refresh the index."""
-        from trustseg.core.atomic import atomic_write_csv
-        from trustseg.data.io import NIFTI_EXTS, write_image, write_label
-        from trustseg.measures.pixel import compute_measures
-
         if self.measures is None:
             self.measures = self._measure_names(pred)
         maps = {k: v[0].numpy().astype(np.float32) for k, v in compute_measures(pred, self.measures).items()}
@@ -189,19 +189,24 @@ class FolderWriter:
         if self.save_samples and pred.num_samples > 1:
             samples = pred.probs[:, 0].numpy().astype(np.float16)
             files["samples"] = _save_npy(self.out / f"{cid}_samples.npy", samples).name
+        elif self.save_samples:
+            self.notes["samples"] = (
+                f"not written: the prediction has one sample (M = 1, method {self.info['method']!r}); the sample-based "
+                "metrics (GED, Hungarian IoU) need a method with several (mc-dropout, ensemble, tta, layer-ensemble)"
+            )
         self.cases.append({"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files})
         voxel = float(np.prod(item.spacing))
         row: dict[str, Any] = {"case": cid}
         for k, cls in enumerate(self.info["classes"]):
             row[f"volume_{cls}"] = float((seg == k).sum()) * voxel
-        row.update({f"mean_{n}": float(m.mean()) for n, m in maps.items()})
+        # image-level means in the one orientation of the results: higher = more uncertain, certainty measures
+        # named one_minus_<measure> (the map files keep each measure's own values)
+        row.update({f"mean_{oriented_name(n)}": float(as_uncertainty(n, float(m.mean()))) for n, m in maps.items()})
         self.rows.append(row)
         self._write_index()
         atomic_write_csv(self.out / "summary.csv", self.rows)
 
     def _write_index(self) -> None:
-        from trustseg.core.atomic import atomic_write_json
-
         atomic_write_json(
             self.out / "predictions.json",
             {
@@ -210,6 +215,7 @@ class FolderWriter:
                 "classes": self.info["classes"],
                 "measures": self.measures or [],
                 "temperature": self.info.get("temperature", 1.0),
+                "notes": self.notes,
                 "cases": self.cases,
             },
         )
@@ -221,61 +227,8 @@ class FolderWriter:
         return self.out
 
 
-def read_map(path: str | Path) -> np.ndarray:
-    """Read one map written by :class:`FolderWriter` (``.npy``, or NIfTI read as ``(C, *spatial)``)."""
-    from trustseg.data.io import read_image
-
-    path = Path(path)
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read map: {e}", path) from None
-    return read_image(path).array
-
-
-def load_prediction(
-    pred_dir: str | Path, case_id: str, *, entry: dict[str, Any] | None = None, seg: bool = True
-) -> dict[str, Any]:
-    """One case of a prediction folder, as arrays.
-
-    Args:
-        pred_dir: The prediction folder.
-        case_id: The case.
-        entry: The case's entry of ``predictions.json``, when the caller has read the index already (saves
-            reading it again per case).
-        seg: Read the segmentation (``False``: ``"seg"`` is None, for callers that hold it already).
-
-    Returns:
-        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
-        "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
-    """
-    from trustseg.data.io import read_label
-
-    pred_dir = Path(pred_dir)
-    if entry is None:
-        index = json.loads((pred_dir / "predictions.json").read_text())
-        entry = next((c for c in index["cases"] if c["id"] == case_id), None)
-    if entry is None:
-        raise DataError(f"case {case_id!r} is not in this prediction folder", pred_dir / "predictions.json")
-    files = entry["files"]
-    maps = {}
-    for name, fname in files.get("measures", {}).items():
-        m = read_map(pred_dir / fname)
-        maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
-    samples = files.get("samples")
-    return {
-        "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
-        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64) if seg else None,
-        "maps": maps,
-        "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
-    }
-
-
 def _save_npy(path: Path, array: np.ndarray) -> Path:
     """``np.save`` atomically, the array exactly as given."""
-    from trustseg.core.atomic import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
     return path
@@ -283,7 +236,7 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 
 def _colour(m: np.ndarray) -> np.ndarray:
     """A viridis preview ``(3, H, W)`` uint8 of a map, min-max scaled."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # optional plotting dependency, loaded only for previews
 
     lo, hi = float(m.min()), float(m.max())
     scaled = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)

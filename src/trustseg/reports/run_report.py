@@ -1,9 +1,9 @@
 """The comparison report of several evaluated runs (what ``trustseg demo`` ends with).
 
 Input: for each method, its run folder, its prediction folder and its evaluation ``results.json`` (written by
-:func:`trustseg.engine.evaluate.evaluate_predictions`). Output folder: ``index.html``, ``comparison.csv`` and
-``comparison.json`` (one row per method), ``overview_<method>.png`` (images, raters, disagreement, prediction,
-uncertainty), ``reliability.png`` and ``quality_control.png``.
+:func:`trustseg.evaluation.evaluate_predictions`; schema in ``docs/evaluation.md``). Output folder:
+``index.html``, ``comparison.csv`` and ``comparison.json`` (one row per method), ``overview_<method>.png``
+(images, raters, disagreement, prediction, uncertainty), ``reliability.png`` and ``quality_control.png``.
 """
 
 from __future__ import annotations
@@ -16,25 +16,32 @@ from typing import Any
 import numpy as np
 
 from trustseg.core.atomic import atomic_write_csv, atomic_write_json
+from trustseg.data.dataset import load_dataset
+from trustseg.data.predictions import load_prediction, read_index
+from trustseg.evaluation.context import oriented_name
+from trustseg.evaluation.results import get
 from trustseg.reports.html import Section, write_html_report
+from trustseg.reports.overview import OverviewRow, render_overview
+from trustseg.reports.plots import qc_plot, reliability_plot
 
 #: The uncertainty map each method is best read by (its own signal); others fall back to entropy.
 PRIMARY_MEASURE = {"edue": "predicted_variance", "evidential": "vacuity", "sure": "vacuity"}
 
+#: Comparison column -> (its path in the results' ``summary``, what it is).
 COLUMNS = {
-    "dice_majority": "Dice vs majority vote (mean fg class)",
-    "dice_consensus": "Dice on consensus regions",
-    "hd95_majority": "HD95 vs majority (px/mm)",
-    "ece_toplabel_majority": "top-label ECE vs majority",
-    "nll_soft": "NLL vs soft label",
-    "brier_soft": "Brier vs soft label",
+    "dice_majority": (("dice", "majority", "mean"), "Dice vs majority vote (mean fg class)"),
+    "dice_consensus": (("dice", "consensus", "mean"), "Dice on consensus regions"),
+    "hd95_majority": (("hd95", "majority", "mean"), "HD95 vs majority (px/mm)"),
+    "ece_toplabel_majority": (("ece_toplabel", "majority", "all"), "top-label ECE vs majority"),
+    "nll_soft": (("nll", "soft", "all"), "NLL vs soft label"),
+    "brier_soft": (("brier", "soft", "all"), "Brier vs soft label"),
 }
 
 
 def primary_measure(method: str, results: dict[str, Any]) -> str | None:
-    """The measure used to summarise a method's uncertainty (present in its results)."""
+    """The (oriented) map used to summarise a method's uncertainty (present in its results)."""
     available = list(results.get("uncertainty", {}))
-    first = PRIMARY_MEASURE.get(method)
+    first = oriented_name(PRIMARY_MEASURE[method]) if method in PRIMARY_MEASURE else None
     if first in available:
         return first
     for name in ("entropy", "mi"):  # total uncertainty: rater disagreement is aleatoric, MI is epistemic only
@@ -47,8 +54,8 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
     """One table row: segmentation, calibration and uncertainty-quality headline numbers."""
     s = results.get("summary", {})
     row: dict[str, Any] = {"method": method}
-    for key in COLUMNS:
-        row[key] = s.get(key)
+    for key, (path, _) in COLUMNS.items():
+        row[key] = get(s, path, None)
     m = primary_measure(method, results)
     row["uncertainty map"] = m
     if m is not None:
@@ -57,7 +64,7 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
         row["image ρ (vs rater disagreement)"] = u.get("image_spearman")
         row["error AUROC"] = u.get("error_auroc")
         row["UEO"] = u.get("ueo")
-        qc = results.get("quality_control", {}).get(f"{m}:mean", {})
+        qc = get(results, ("quality_control", m, "mean"), {})
         row["QC d-AUC"] = qc.get("d_auc")
         row["E-AURC"] = qc.get("eaurc")
         row["Dice prediction R² (LOO)"] = qc.get("dice_prediction_loo", {}).get("r2")
@@ -65,16 +72,13 @@ def comparison_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _overview(out: Path, method: str, pred_dir: Path, dataset, measure: str | None, n: int = 4) -> str | None:
-    from trustseg.engine.prediction_folder import load_prediction
-    from trustseg.reports.overview import OverviewRow, render_overview
-
-    index = json.loads((pred_dir / "predictions.json").read_text())
-    ids = [c["id"] for c in index["cases"]][:n]
+    """The overview figure of a method's first ``n`` predicted cases with its map ``measure`` (oriented name)."""
+    ids = [c["id"] for c in read_index(pred_dir)["cases"]][:n]
     rows = []
     for cid in ids:
         case = dataset[cid]
         pred = load_prediction(pred_dir, cid)
-        maps = {k: v for k, v in pred["maps"].items() if k in {measure, "entropy"}}
+        maps = {k: v for k, v in pred["maps"].items() if oriented_name(k) in {measure, "entropy"}}
         rows.append(OverviewRow(cid, case.image, case.labels, pred["seg"], maps))
     if not rows:
         return None
@@ -94,9 +98,6 @@ def build_report(
         data_root: The dataset the runs were evaluated on.
         title: Page title.
     """
-    from trustseg.data.dataset import load_dataset
-    from trustseg.reports.plots import qc_plot, reliability_plot
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(data_root)
@@ -108,7 +109,7 @@ def build_report(
         if cal:
             rel[method] = cal
         m = primary_measure(method, res)
-        curve = res.get("quality_control", {}).get(f"{m}:mean", {}).get("curve")
+        curve = get(res, ("quality_control", m, "mean", "curve"), None)
         if curve:
             qc[f"{method} ({m})"] = curve
         for name, u in res.get("uncertainty", {}).items():

@@ -1,4 +1,5 @@
-"""Evaluation of a prediction folder: Dice vs each rater and the majority vote on hand-built cases."""
+"""Evaluation of a prediction folder end to end: Dice vs each rater and the majority vote on hand-built cases,
+the nested results and their one flattening in the CSV, errors naming the file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import load_dataset, write_dataset
 from trustseg.data.io import write_label
-from trustseg.engine.evaluate import evaluate_predictions
+from trustseg.evaluation import evaluate_predictions
+from trustseg.evaluation.results import flatten
 
 
 def pred_folder(path, segs: dict[str, np.ndarray], ext: str = ".npy"):
@@ -51,37 +53,44 @@ def hand(tmp_path):
 
 def test_dice_by_hand(hand, tmp_path):
     root, pred = hand
-    res = evaluate_predictions(pred, root, tmp_path / "ev" / "metrics.json")
+    res = evaluate_predictions(pred, root, tmp_path / "ev" / "metrics.json", empty="one")
     a, b = res["per_case"]
     assert a["case"] == "a" and b["case"] == "b" and res["num_cases"] == 2 and res["cases"] == ["a", "b"]
+    da, db = a["dice"], b["dice"]
     # organ: pred 3 px of row 0; rater0 4 px; rater1 2 px; majority keeps the 2 px both agree on (ties -> background)
-    assert a["dice/organ/rater0"] == pytest.approx(2 * 3 / 7)
-    assert a["dice/organ/rater1"] == pytest.approx(2 * 2 / 5)
-    assert a["dice/organ/majority"] == pytest.approx(0.8)
+    assert da["rater0"]["organ"] == pytest.approx(2 * 3 / 7)
+    assert da["rater1"]["organ"] == pytest.approx(2 * 2 / 5)
+    assert da["majority"]["organ"] == pytest.approx(0.8)
     # lesion: one pixel predicted; rater0 has it, rater1 and the majority vote (a 1-1 tie) do not
-    assert a["dice/lesion/rater0"] == 1.0 and a["dice/lesion/rater1"] == 0.0 and a["dice/lesion/majority"] == 0.0
-    assert a["dice/mean/majority"] == pytest.approx(0.4)
-    assert a["dice/mean/raters"] == pytest.approx((6 / 7 + 0.8 + 1 + 0) / 4)
-    assert b["dice/organ/majority"] == 1.0 and b["dice/lesion/majority"] == 1.0  # absent from both: empty -> 1
-    assert res["mean"]["dice/organ/majority"] == pytest.approx(0.9) and res["count"]["dice/organ/majority"] == 2
+    assert da["rater0"]["lesion"] == 1.0 and da["rater1"]["lesion"] == 0.0 and da["majority"]["lesion"] == 0.0
+    assert da["majority"]["mean"] == pytest.approx(0.4)
+    assert da["mean_rater"]["mean"] == pytest.approx(((6 / 7 + 0.8) / 2 + (1 + 0) / 2) / 2)
+    assert db["majority"]["organ"] == 1.0 and db["majority"]["lesion"] == 1.0  # absent from both: empty -> 1
+    assert res["mean"]["dice"]["majority"]["organ"] == pytest.approx(0.9)
+    assert res["count"]["dice"]["majority"]["organ"] == 2
     on_disk = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    finite = {k: v for k, v in res["mean"].items() if math.isfinite(v)}
-    assert {k: on_disk["mean"][k] for k in finite} == pytest.approx(finite)
-    assert all(on_disk["mean"][k] is None for k in res["mean"] if k not in finite)  # NaN is written as null
-    assert res["summary"]["dice_majority"] == pytest.approx((0.4 + 1.0) / 2)
-    assert res["summary"]["dice_majority/organ"] == pytest.approx(0.9)
+    flat, flat_disk = flatten(res["mean"]), flatten(on_disk["mean"])
+    finite = {k: v for k, v in flat.items() if math.isfinite(v)}
+    assert {k: flat_disk[k] for k in finite} == pytest.approx(finite)
+    assert all(flat_disk[k] is None for k in flat if k not in finite)  # NaN is written as null
+    assert res["summary"]["dice"]["majority"]["mean"] == pytest.approx((0.4 + 1.0) / 2)
+    assert res["summary"]["dice"]["majority"]["organ"] == pytest.approx(0.9)
     rows = list(csv.DictReader((tmp_path / "ev" / "metrics.csv").open()))
     assert [r["case"] for r in rows] == ["a", "b"]
-    assert float(rows[0]["dice/organ/rater0"]) == pytest.approx(6 / 7, abs=1e-5)
+    assert float(rows[0]["dice/rater0/organ"]) == pytest.approx(6 / 7, abs=1e-5)
+    assert set(rows[0]) == {"case", *flatten(a)}  # the CSV columns are the flattened per-case rows
 
 
-def test_empty_policy_nan_and_split(hand, tmp_path):
+def test_empty_policy_default_nan_and_split(hand, tmp_path):
     root, pred = hand
-    res = evaluate_predictions(pred, root, tmp_path / "m.json", empty="nan")
+    res = evaluate_predictions(pred, root, tmp_path / "m.json")  # default: empty = nan
     b = res["per_case"][1]
-    assert math.isnan(b["dice/lesion/majority"]) and b["dice/mean/majority"] == 1.0  # NaN left out of the mean
-    assert res["mean"]["dice/lesion/majority"] == 0.0 and res["count"]["dice/lesion/majority"] == 1
-    assert json.loads((tmp_path / "m.json").read_text())["per_case"][1]["dice/lesion/majority"] is None
+    assert res["empty"] == "nan" and res["config"]["empty"] == "nan"
+    assert math.isnan(b["dice"]["majority"]["lesion"]) and b["dice"]["majority"]["mean"] == 1.0  # NaN left out
+    assert math.isnan(b["dice"]["rater0"]["lesion"]) and math.isnan(b["iou"]["majority"]["lesion"])
+    assert b["qc_dice"]["majority"]["mean"] == 1.0  # the QC Dice counts the empty lesion as 1
+    assert res["mean"]["dice"]["majority"]["lesion"] == 0.0 and res["count"]["dice"]["majority"]["lesion"] == 1
+    assert json.loads((tmp_path / "m.json").read_text())["per_case"][1]["dice"]["majority"]["lesion"] is None
     only_test = evaluate_predictions(pred, root, tmp_path / "t.json", split="test")
     assert [r["case"] for r in only_test["per_case"]] == ["a"]
 
@@ -91,8 +100,11 @@ def test_majority_vote_prediction_scores_one(tmp_path):
     ds = load_dataset(root)
     segs = {cid: ds[cid].majority_vote(ds.num_classes) for cid in ds.split("test")}
     res = evaluate_predictions(pred_folder(tmp_path / "pred", segs, ".nii.gz"), root, tmp_path / "m.json")
-    assert res["mean"]["dice/mean/majority"] == 1.0
-    assert 0 < res["mean"]["dice/mean/raters"] <= 1.0
+    assert res["mean"]["dice"]["majority"]["mean"] == 1.0 and res["mean"]["qc_dice"]["majority"]["mean"] == 1.0
+    ds_raters = [r["dice"] for r in res["per_case"]]
+    expected = [np.nanmean([np.nanmean(list(d[r].values())[:-1]) for r in ds.raters]) for d in ds_raters]
+    got = [np.nanmean([d["mean_rater"][c] for c in ds.classes[1:]]) for d in ds_raters]
+    assert got == pytest.approx(expected)
 
 
 def test_errors(hand, tmp_path):
@@ -123,12 +135,14 @@ def test_bad_probabilities_or_maps_name_the_case_and_file(hand, tmp_path):
     evaluate_predictions(pred, root, tmp_path / "ok.json", split="test")  # valid as written
     probs[0, 1, 2] = np.nan
     np.save(pred / "a_probs.npy", probs)
-    with pytest.raises(DataError, match=r"a_probs\.npy: case a: probabilities contain NaN"):
+    with pytest.raises(DataError, match=r"a_probs\.npy: case a: probabilities contain NaN") as err:
         evaluate_predictions(pred, root, tmp_path / "m.json", split="test")
+    assert err.value.source == "probs" and err.value.case_id == "a" and err.value.path == pred / "a_probs.npy"
     probs[0, 1, 2] = 0.5
     np.save(pred / "a_probs.npy", probs)
     ent[0, 0] = np.inf
     np.save(pred / "a_entropy.npy", ent)
-    with pytest.raises(DataError, match=r"a_entropy\.npy: case a: .*map 'entropy'"):
+    with pytest.raises(DataError, match=r"a_entropy\.npy: case a: .*map 'entropy'") as err:
         evaluate_predictions(pred, root, tmp_path / "m.json", split="test")
+    assert (err.value.source, err.value.measure, err.value.path) == ("map", "entropy", pred / "a_entropy.npy")
     assert not (tmp_path / "m.json").exists()

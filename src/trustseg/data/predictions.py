@@ -1,0 +1,123 @@
+"""The on-disk prediction format (what ``trustseg predict`` writes), and reading it back.
+
+The writer, which computes the measures, is :class:`trustseg.engine.prediction_folder.FolderWriter`; this module
+is the reading half, used by the evaluation and the reports.
+
+A prediction folder::
+
+    NIfTI input (same affine, spacing and origin as the input):
+        <case>_probs.nii.gz       K channels (float32), the predictive mean p̄
+        <case>_seg.nii.gz         argmax of p̄ (uint8 class indices)
+        <case>_<measure>.nii.gz   one per measure (float32)
+    any other input (PNG, TIFF, JPEG, NumPy):
+        <case>_seg.png            class indices (2D; .npy for volumes)
+        <case>_probs.npy          (K, *spatial) float32
+        <case>_<measure>.npy      (*spatial) float32, plus <case>_<measure>.png, a colour preview (2D only)
+    <case>_samples.npy            (M, K, *spatial) float16, with ``predict --samples``
+    predictions.json              the index (below)
+    summary.csv                   case, predicted volume per class (voxels x voxel volume), mean of each measure
+
+The index ``predictions.json``::
+
+    {"method": str, "run": run folder or null, "classes": [names, background first], "measures": [names],
+     "temperature": float,
+     "cases": [{"id": str, "source": input file, "shape": [spatial sizes],
+                "files": {"seg": file, "probs": file, "measures": {measure: file}, "previews": {measure: file},
+                          "samples": file (optional)}}]}
+
+File names in ``files`` are relative to the folder. Only ``seg`` is required: a folder written by another tool
+may hold segmentations only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustseg.core.errors import DataError
+from trustseg.data.io import read_image, read_label
+
+#: The index file of a prediction folder.
+INDEX = "predictions.json"
+#: The per-case table the writer keeps beside the index.
+SUMMARY = "summary.csv"
+
+
+def index_path(pred_dir: str | Path) -> Path:
+    """The path of a prediction folder's index."""
+    return Path(pred_dir) / INDEX
+
+
+def read_index(pred_dir: str | Path) -> dict[str, Any]:
+    """``predictions.json`` of a prediction folder.
+
+    Raises:
+        DataError: no index (not a prediction folder), or an index that is not valid JSON.
+    """
+    path = index_path(pred_dir)
+    if not path.is_file():
+        raise DataError("not a prediction folder (no predictions.json; run `trustseg predict`)", Path(pred_dir))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"cannot parse predictions.json: {e}", path) from None
+
+
+def read_map(path: str | Path) -> np.ndarray:
+    """Read one map of a prediction folder (``.npy``, or NIfTI read as ``(C, *spatial)``)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read map: {e}", path) from None
+    return read_image(path).array
+
+
+def load_prediction(
+    pred_dir: str | Path, case_id: str, *, entry: dict[str, Any] | None = None, seg: bool = True
+) -> dict[str, Any]:
+    """One case of a prediction folder, as arrays.
+
+    Args:
+        pred_dir: The prediction folder.
+        case_id: The case.
+        entry: The case's entry of ``predictions.json``, when the caller has read the index already (saves
+            reading it again per case).
+        seg: Read the segmentation (``False``: ``"seg"`` is None, for callers that hold it already).
+
+    Returns:
+        ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
+        "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
+
+    Raises:
+        DataError: the case is not in the index, or a file cannot be read.
+    """
+    pred_dir = Path(pred_dir)
+    if entry is None:
+        entry = next((c for c in read_index(pred_dir)["cases"] if c["id"] == case_id), None)
+    if entry is None:
+        raise DataError(f"case {case_id!r} is not in this prediction folder", index_path(pred_dir))
+    files = entry["files"]
+    maps = {}
+    for name, fname in files.get("measures", {}).items():
+        m = read_map(pred_dir / fname)
+        maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
+    samples = files.get("samples")
+    return {
+        "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
+        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64) if seg else None,
+        "maps": maps,
+        "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
+    }
+
+
+def case_files(pred_dir: str | Path, entry: dict[str, Any]) -> dict[str, Path]:
+    """The files of one indexed case by role: ``"seg"``, ``"probs"``, ``"samples"`` and ``"map:<measure>"``."""
+    pred_dir, files = Path(pred_dir), entry.get("files", {})
+    out = {role: pred_dir / files[role] for role in ("seg", "probs", "samples") if role in files}
+    out.update({f"map:{name}": pred_dir / f for name, f in files.get("measures", {}).items()})
+    return out

@@ -1,0 +1,90 @@
+"""Calibration: fixed-size, sum-mergeable histogram states against the majority vote, the soft label and each
+rater, and the per-case top-label ECE and NLL against the majority vote.
+
+Equal-width bins (:attr:`SuiteConfig.bins <trustseg.evaluation.context.SuiteConfig>`, 15), left-closed edges;
+top-label and class-wise ECE/MCE, approximate streaming ACE, NLL and Brier (sum over classes), as
+:mod:`trustseg.metrics.calibration_state` defines them. The ``calibration`` section and the summary's ECE, NLL
+and Brier are pooled over every voxel of every case (the streamed state), not means over cases.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor
+
+from trustseg.evaluation.component import SuiteComponent, register
+from trustseg.evaluation.context import CaseContext
+from trustseg.evaluation.results import finite
+from trustseg.metrics.calibration import empty_state, merge_states
+from trustseg.metrics.calibration_state import calibration_state, metrics_from_state, reliability_from_state
+
+State = dict[str, dict[str, Tensor]]
+
+
+@register
+class Calibration(SuiteComponent):
+    """Calibration against ``majority``, ``soft`` and each rater (state), and ``ece_toplabel``/``nll`` per case.
+
+    Per-case values: ``ece_toplabel/majority/all``, ``nll/majority/all``. Sections: ``calibration/<target>``
+    (every metric of :func:`~trustseg.metrics.calibration_state.metrics_from_state` plus ``reliability``) and the
+    summary's ``ece_toplabel/{majority,soft}``, ``ece_classwise/majority``, ``nll/soft``, ``brier/soft``.
+    """
+
+    name = "calibration"
+    order = 2
+    requires = frozenset({"probs", "labels"})
+    higher_is_better = {"ece_toplabel": False, "nll": False}
+
+    def targets(self, ctx: CaseContext) -> dict[str, Tensor]:
+        """Target name -> hard map or soft label."""
+        out = {"majority": ctx.majority, "soft": ctx.soft}
+        if self.cfg.per_rater_calibration:
+            out.update({rater: ctx.labels[r] for r, rater in enumerate(ctx.raters)})
+        return out
+
+    def case_states(self, ctx: CaseContext) -> State:
+        """The case's states per target, computed once per case (kept in the context)."""
+        key = (self.name, "states")
+        if key not in ctx.cache:
+            ctx.cache[key] = {
+                name: calibration_state(ctx.probs, tgt, bins=self.cfg.bins) for name, tgt in self.targets(ctx).items()
+            }
+        return ctx.cache[key]
+
+    def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        m = metrics_from_state(self.case_states(ctx)["majority"], self.cfg.bins)
+        return {
+            "ece_toplabel": {"majority": {"all": finite(m["ece_toplabel"])}},
+            "nll": {"majority": {"all": finite(m["nll"])}},
+        }
+
+    def init_state(self) -> State:
+        names = ["majority", "soft"] + (list(self.raters) if self.cfg.per_rater_calibration else [])
+        return {name: empty_state(len(self.classes), self.cfg.bins) for name in names}
+
+    def update(self, state: State, ctx: CaseContext) -> State:
+        return self.merge(state, self.case_states(ctx))
+
+    def merge(self, a: State, b: State) -> State:
+        return {name: merge_states(a[name], b[name]) for name in a}
+
+    def finalize(self, state: State) -> dict[str, Any]:
+        cal = {}
+        for name, st in state.items():
+            m = metrics_from_state(st, self.cfg.bins)
+            rel = reliability_from_state(st, self.cfg.bins)
+            m["reliability"] = {k: [None if not math.isfinite(x) else x for x in v.tolist()] for k, v in rel.items()}
+            cal[name] = m
+        pick = [
+            ("ece_toplabel", "majority"),
+            ("ece_classwise", "majority"),
+            ("ece_toplabel", "soft"),
+            ("nll", "soft"),
+            ("brier", "soft"),
+        ]
+        summary: dict[str, Any] = {}
+        for metric, target in pick:
+            summary.setdefault(metric, {})[target] = {"all": cal[target][metric]}
+        return {"calibration": cal, "summary": summary}

@@ -1,0 +1,94 @@
+"""Multi-rater components: CURVAS (consensus Dice, confidence, volume CRPS, ECE per rater), QUBIQ soft Dice and,
+with samples, GED² and Hungarian IoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trustseg.evaluation.component import SuiteComponent, register
+from trustseg.evaluation.components.segmentation import per_class
+from trustseg.evaluation.context import CaseContext
+from trustseg.evaluation.results import finite
+from trustseg.metrics.curvas import curvas_metrics
+from trustseg.metrics.multirater import ged, hungarian_iou, qubiq_soft_dice
+
+#: CURVAS per-organ value -> results metric name.
+CURVAS_VALUES = {
+    "dice": "curvas_dice",
+    "confidence": "curvas_confidence",
+    "crps": "curvas_crps",
+    "predicted_volume": "curvas_predicted_volume",
+    "mu": "curvas_rater_volume_mu",
+    "sigma": "curvas_rater_volume_sigma",
+}
+
+
+@register
+class Curvas(SuiteComponent):
+    """CURVAS metrics per mode (:attr:`SuiteConfig.curvas_modes`): ``<metric>/<mode>/<class>`` and
+    ``curvas_ece/<mode>/all`` (the mean over raters of the top-label ECE, 50 bins).
+
+    ``volumetric`` = the intended definitions (exact Gaussian CRPS); ``challenge`` = the official script's
+    semantics, which reads ``(D, H, W)`` volumes row-wise, so it is reported for 3D cases only. Volumes are in the
+    spacing's unit cubed.
+    """
+
+    name = "curvas"
+    order = 3
+    requires = frozenset({"probs", "labels", "spacing"})
+    higher_is_better = {
+        "curvas_dice": True,
+        "curvas_confidence": True,
+        "curvas_crps": False,
+        "curvas_predicted_volume": None,
+        "curvas_rater_volume_mu": None,
+        "curvas_rater_volume_sigma": None,
+        "curvas_ece": False,
+    }
+
+    def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for mode in self.cfg.curvas_modes:
+            if mode == "challenge" and ctx.spatial_dims != 3:
+                continue
+            cm = curvas_metrics(ctx.probs, ctx.labels, spacing=ctx.spacing, mode=mode)
+            out.setdefault("curvas_ece", {})[mode] = {"all": finite(cm["ece_mean"])}
+            for c in range(1, ctx.num_classes):
+                for key, value in cm.get(str(c), {}).items():
+                    out.setdefault(CURVAS_VALUES[key], {}).setdefault(mode, {})[ctx.classes[c]] = finite(value)
+        return out
+
+
+@register
+class QubiqSoftDice(SuiteComponent):
+    """QUBIQ soft Dice ``mean_t Dice(p̄_k > t, ȳ_k > t)``, t = 0.1 … 0.9, per foreground class and ``mean``."""
+
+    name = "qubiq"
+    order = 4
+    requires = frozenset({"probs", "labels"})
+    higher_is_better = {"qubiq_soft_dice": True}
+
+    def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        vals = [float(qubiq_soft_dice(ctx.probs[k], ctx.soft[k])) for k in range(1, ctx.num_classes)]
+        return {"qubiq_soft_dice": {"soft": per_class(ctx.foreground, vals)}}
+
+
+@register
+class SampleAgreement(SuiteComponent):
+    """Samples vs raters (needs ``M > 1`` samples): GED² with d = 1 − IoU over the foreground union, d(∅, ∅) = 0
+    and i = j pairs included (``ged2_iou``, what PHiSeg and most papers call GED), its square root
+    (``sqrt_ged2_iou``) and the Hungarian-matched IoU over the foreground union (``hungarian_iou``, raters tiled)."""
+
+    name = "samples"
+    order = 5
+    requires = frozenset({"samples", "labels"})
+    higher_is_better = {"ged2_iou": False, "sqrt_ged2_iou": False, "hungarian_iou": True}
+
+    def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        s_hard = ctx.samples.argmax(1)
+        g = ged(s_hard, ctx.labels, num_classes=ctx.num_classes)
+        return {
+            "ged2_iou": {"raters": {"all": finite(g["ged2"])}},
+            "sqrt_ged2_iou": {"raters": {"all": finite(g["ged"])}},
+            "hungarian_iou": {"raters": {"all": finite(hungarian_iou(s_hard > 0, ctx.labels > 0))}},
+        }

@@ -1,0 +1,208 @@
+"""What every suite component reads: the settings (:class:`SuiteConfig`) and one case's inputs, checked and with
+the shared derived quantities computed once (:class:`CaseContext`).
+
+Conventions fixed here, for every component:
+
+* the hard prediction is ``argmax_k p̄_k`` (ties to the lower class);
+* the majority vote gives ties to the lower class; the soft label is ``ȳ_k = mean_r 1[y^(r) = k]``;
+* the rater disagreement is ``Σ_k ȳ_k (1 − ȳ_k)``; the error mask is ``hard ≠ majority vote``;
+* every uncertainty map is oriented "higher = more uncertain": a certainty measure (``confidence``) enters as
+  ``1 − value`` and is named :func:`oriented_name` (``one_minus_confidence``) wherever it appears in the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trustseg.core.errors import DataError
+from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
+from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
+
+#: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
+REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image"})
+
+
+def oriented_name(measure: str) -> str:
+    """The results name of a measure's map oriented "higher = more uncertain".
+
+    Example:
+        >>> oriented_name("entropy"), oriented_name("confidence")
+        ('entropy', 'one_minus_confidence')
+    """
+    return f"one_minus_{measure}" if _is_certainty(measure) else measure
+
+
+def _is_certainty(measure: str) -> bool:
+    """A registered certainty measure (a map of another name, e.g. from another tool, is an uncertainty)."""
+    return measure in MEASURES and is_certainty(measure)
+
+
+class CaseInputError(DataError):
+    """A case's input the suite cannot score, with structured fields so that callers name the culprit file.
+
+    Args:
+        problem: What is wrong (the message starts with ``case <id>:``).
+        case_id: The case.
+        source: Which input: ``"probs"``, ``"labels"``, ``"samples"``, ``"image"`` or ``"map"``.
+        measure: The measure name when ``source == "map"``.
+        path: The file, when known (:meth:`at` adds it).
+    """
+
+    def __init__(
+        self, problem: str, *, case_id: str, source: str, measure: str | None = None, path: str | Path | None = None
+    ):
+        self.case_id, self.source, self.measure = case_id, source, measure
+        super().__init__(problem, path)
+
+    def at(self, path: str | Path) -> CaseInputError:
+        """The same error naming ``path``."""
+        return CaseInputError(self.problem, case_id=self.case_id, source=self.source, measure=self.measure, path=path)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Evaluation settings.
+
+    Attributes:
+        bins: Calibration bins.
+        nsd_tolerance: NSD tolerance in spacing units (mm when spacing is in mm).
+        curvas_modes: CURVAS modes to report (``volumetric``, ``challenge``; challenge for 3D cases only).
+        per_rater_calibration: Also accumulate calibration against each rater.
+        qc_aggregators: Image-level aggregations used for image-level correlation and quality control.
+        empty: Dice/IoU of a class absent from both maps, for every overlap entry (``nan``: left out of means,
+            the default; ``one``; ``zero``). The quality-control Dice ``qc_dice`` always counts it as 1.
+        gradient_band: Half-width of the boundary band of SURE's gradient metrics (UCC_g, UR_g).
+        components: Names of the registered components to run (``None``: all of them).
+    """
+
+    bins: int = 15
+    nsd_tolerance: float = 2.0
+    curvas_modes: tuple[str, ...] = ("volumetric", "challenge")
+    per_rater_calibration: bool = True
+    qc_aggregators: tuple[str, ...] = ("mean", "fg_mean")
+    empty: str = "nan"
+    gradient_band: float = 1.0
+    components: tuple[str, ...] | None = None
+
+
+class CaseContext:
+    """One case's checked inputs and the quantities every component shares, each computed at most once.
+
+    Args:
+        case_id: The case.
+        classes: Class names, background first (K of them).
+        raters: Rater names (R of them).
+        probs: ``(K, *spatial)`` predictive mean.
+        labels: ``(R, *spatial)`` rater class maps.
+        spacing: Voxel size per spatial axis (1 per axis when not given).
+        maps: Measure name -> ``(*spatial)`` map, as the measure defines it.
+        samples: ``(M, K, *spatial)`` sample probabilities (used when ``M > 1``).
+        image: ``(C, *spatial)`` input image (SURE's gradient metrics).
+
+    Raises:
+        CaseInputError: shapes that do not match, or NaN / infinite probabilities or maps.
+    """
+
+    def __init__(
+        self,
+        case_id: str,
+        classes: list[str],
+        raters: list[str],
+        probs: Tensor,
+        labels: Tensor,
+        spacing: tuple[float, ...] | None = None,
+        maps: dict[str, Tensor] | None = None,
+        samples: Tensor | None = None,
+        image: Tensor | None = None,
+    ):
+        self.case_id, self.classes, self.raters = case_id, list(classes), list(raters)
+        self.cache: dict[Any, Any] = {}  # per-case values a component computes once and reuses (its own keys)
+        self.num_classes = len(self.classes)
+        self.probs = torch.as_tensor(probs).float()
+        self.labels = torch.as_tensor(labels).long()
+        k, sp = self.num_classes, tuple(self.labels.shape[1:])
+        if self.probs.shape[0] != k or tuple(self.probs.shape[1:]) != sp or self.labels.shape[0] != len(self.raters):
+            raise self.error(
+                f"probabilities {tuple(self.probs.shape)} and labels {tuple(self.labels.shape)} do not match "
+                f"(K={k}, R={len(self.raters)}, labels (R, *spatial))",
+                "probs",
+            )
+        if not torch.isfinite(self.probs).all():
+            raise self.error("probabilities contain NaN or infinite values", "probs")
+        self.spatial_dims = len(sp)
+        self.spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * self.spatial_dims
+        self.samples = None if samples is None else torch.as_tensor(samples)
+        if self.samples is not None and tuple(self.samples.shape[1:]) != tuple(self.probs.shape):
+            raise self.error(f"samples {tuple(self.samples.shape)} are not (M, *{tuple(self.probs.shape)})", "samples")
+        self.image = None if image is None else torch.as_tensor(image)
+        if self.image is not None and tuple(self.image.shape[1:]) != sp:
+            raise self.error(f"image {tuple(self.image.shape)} is not (C, *{sp})", "image")
+        self.raw_maps = {name: torch.as_tensor(m) for name, m in (maps or {}).items()}
+        for name, m in self.raw_maps.items():
+            if tuple(m.shape) != sp or not torch.isfinite(m.float()).all():
+                raise self.error(f"map {name!r} has shape {tuple(m.shape)} or non-finite values", "map", name)
+
+    def error(self, problem: str, source: str, measure: str | None = None) -> CaseInputError:
+        """A :class:`CaseInputError` about this case."""
+        return CaseInputError(f"case {self.case_id}: {problem}", case_id=self.case_id, source=source, measure=measure)
+
+    @property
+    def available(self) -> frozenset[str]:
+        """The requirements this case meets (``samples`` needs ``M > 1``)."""
+        have = {"hard", "probs", "labels", "spacing"}
+        if self.raw_maps:
+            have.add("maps")
+        if self.samples is not None and self.samples.shape[0] > 1:
+            have.add("samples")
+        if self.image is not None:
+            have.add("image")
+        return frozenset(have)
+
+    @property
+    def foreground(self) -> list[str]:
+        """Foreground class names (``classes[1:]``)."""
+        return self.classes[1:]
+
+    @cached_property
+    def hard(self) -> Tensor:
+        """``(*spatial)`` int64 ``argmax_k p̄_k``."""
+        return self.probs.argmax(0)
+
+    @cached_property
+    def majority(self) -> Tensor:
+        """``(*spatial)`` int64 majority vote of the raters (ties to the lower class)."""
+        return majority_vote(self.labels, self.num_classes)
+
+    @cached_property
+    def soft(self) -> Tensor:
+        """``(K, *spatial)`` float32 soft label."""
+        return soft_label(self.labels, self.num_classes)
+
+    @cached_property
+    def disagreement(self) -> Tensor:
+        """``(*spatial)`` float32 rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)``."""
+        return rater_disagreement(self.labels, self.num_classes).float()
+
+    @cached_property
+    def error_mask(self) -> Tensor:
+        """``(*spatial)`` bool, ``hard ≠ majority``."""
+        return self.hard != self.majority
+
+    @cached_property
+    def maps(self) -> dict[str, Tensor]:
+        """Oriented name (:func:`oriented_name`) -> ``(*spatial)`` float32 map, higher = more uncertain."""
+        return {
+            oriented_name(name): as_uncertainty(name, m.float()) if _is_certainty(name) else m.float()
+            for name, m in self.raw_maps.items()
+        }
+
+    @cached_property
+    def measure_of(self) -> dict[str, str]:
+        """Oriented name -> the measure it comes from."""
+        return {oriented_name(name): name for name in self.raw_maps}

@@ -1,0 +1,184 @@
+"""Evaluate a prediction folder against a dataset's rater labels.
+
+1. :func:`load_pairs`: match each predicted case (``predictions.json``, :mod:`trustseg.data.predictions`) with
+   its dataset case;
+2. :func:`evaluate_predictions`: run the :class:`~trustseg.evaluation.suite.EvaluationSuite` (every registered
+   component) on every case, optionally the OOD and noise protocols (:mod:`trustseg.evaluation.robustness`, which
+   predict again with the model), and write the results JSON and the per-case CSV — once, at the end, so an
+   evaluation that fails part-way leaves no half-written results.
+
+A new metric is a registered suite component (:mod:`trustseg.evaluation.component`); nothing here changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trustseg.core.atomic import atomic_write_csv, atomic_write_json
+from trustseg.core.errors import ConfigError, DataError
+from trustseg.data.case import Case
+from trustseg.data.dataset import DATASET_JSON, load_dataset
+from trustseg.data.io import read_label
+from trustseg.data.predictions import case_files, index_path, load_prediction, read_index
+from trustseg.evaluation.context import CaseInputError, SuiteConfig
+from trustseg.evaluation.results import flatten
+from trustseg.evaluation.robustness import NoiseConfig, OODConfig, noise_protocol, ood_detection
+from trustseg.evaluation.suite import EvaluationSuite
+
+
+@dataclass
+class Pair:
+    """A predicted case and its reference.
+
+    Attributes:
+        case_id: The case.
+        seg: ``(*spatial)`` int64 predicted class map.
+        case: The dataset case (image, rater labels ``(R, *spatial)``).
+        entry: The case's entry of ``predictions.json`` (its files: probabilities, maps, samples).
+    """
+
+    case_id: str
+    seg: np.ndarray
+    case: Case
+    entry: dict[str, Any]
+
+
+def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = None):
+    """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
+
+    Raises:
+        DataError: a predicted case missing from the dataset, or a prediction whose shape differs from the labels.
+    """
+    pred_dir = Path(pred_dir)
+    index = read_index(pred_dir)
+    ds = load_dataset(data_root)
+    keep = set(ds.split(split)) if split else set(ds.ids)
+    known = set(ds.ids)
+    for entry in index["cases"]:
+        cid = entry["id"]
+        if cid not in known:
+            raise DataError(f"predicted case {cid!r} is not in the dataset {ds.root}", index_path(pred_dir))
+        if cid not in keep:
+            continue
+        seg_path = pred_dir / entry["files"]["seg"]
+        seg, _, _ = read_label(seg_path)
+        case = ds[cid]
+        if tuple(seg.shape) != tuple(case.labels.shape[1:]):
+            raise DataError(f"prediction shape {seg.shape} differs from the labels {case.labels.shape[1:]}", seg_path)
+        yield Pair(cid, seg.astype(np.int64), case, entry)
+
+
+def culprit(pred_dir: str | Path, entry: dict[str, Any], error: CaseInputError) -> Path:
+    """The file of a predicted case that a suite input error is about (from the error's ``source``/``measure``):
+    the map it names, the samples, else the probabilities (the segmentation for a segmentation-only case)."""
+    files = case_files(pred_dir, entry)
+    if error.source == "map" and f"map:{error.measure}" in files:
+        return files[f"map:{error.measure}"]
+    if error.source == "samples" and "samples" in files:
+        return files["samples"]
+    return files.get("probs", files.get("seg", index_path(pred_dir)))
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    data_root: str | Path,
+    out_json: str | Path,
+    split: str | None = None,
+    empty: str | None = None,
+    suite: SuiteConfig | None = None,
+    *,
+    use_image: bool = True,
+    predictor: Any = None,
+    ood: OODConfig | None = None,
+    noise: NoiseConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a prediction folder with the full suite and write ``out_json`` plus a per-case CSV next to it.
+
+    Every case goes through :class:`~trustseg.evaluation.suite.EvaluationSuite` (segmentation, calibration,
+    CURVAS, multi-rater, uncertainty quality, SURE's gradient metrics, quality control; sample-based metrics when
+    the folder holds samples). A folder with segmentations only (no probability maps, e.g. from another tool) is
+    scored with one-hot probabilities, so its calibration is that of hard masks.
+
+    Args:
+        pred_dir: Folder written by :func:`trustseg.engine.predict.predict_folder`.
+        data_root: The dataset holding the rater labels.
+        out_json: Result file; the per-case table goes beside it with the suffix ``.csv``.
+        split: Evaluate only the predicted cases of this split.
+        empty: Dice/IoU of a class absent from both maps, for every overlap entry: ``nan`` (left out of the
+            means), ``one`` or ``zero``; ``None`` keeps ``suite.empty`` (default ``nan``).
+        suite: Settings of the evaluation suite.
+        use_image: Pass the dataset image to the suite (SURE's gradient metrics need it).
+        predictor: The model that made the predictions (any :class:`~trustseg.inference.predictor.Predictor`),
+            needed by ``ood`` and ``noise``, which predict the evaluated cases again.
+        ood: Run the OOD protocol (distortions x severities) on the evaluated cases: adds ``ood``.
+        noise: Run SURE's noise protocol: adds ``noise_robustness`` (per level) and ``noise_interpretability``
+            (UCC_d, UR_d, UR_μ, UCC_μ).
+        progress: Show progress bars for the protocols.
+
+    Returns:
+        ``{"pred_dir", "data", "split", "empty", "classes", "raters", "cases" (ids), "num_cases", "config",
+        "components", "higher_is_better", "summary", "mean", "count", "calibration", "uncertainty",
+        "quality_control", "per_case", "csv"}`` and, when asked, ``"ood"``, ``"noise_robustness"``,
+        ``"noise_interpretability"`` (``docs/evaluation.md``).
+
+    Raises:
+        DataError: no prediction folder, a case missing from the dataset or of another shape, a class or rater
+            name that cannot be a results key (naming ``dataset.json``), or an input the suite cannot score
+            (naming the case and the prediction file).
+    """
+    if (ood is not None or noise is not None) and predictor is None:
+        raise ConfigError("the OOD and noise protocols predict again: pass the model (predictor=..., CLI --run RUN)")
+    cfg = suite or SuiteConfig()
+    if empty is not None:
+        cfg = replace(cfg, empty=empty)
+    ds = load_dataset(data_root)
+    ev = EvaluationSuite(ds.classes, ds.raters, cfg, names_from=ds.root / DATASET_JSON)
+    for pair in load_pairs(pred_dir, data_root, split):
+        pred = load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False)  # seg: read by load_pairs
+        samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
+        if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
+            probs = torch.nn.functional.one_hot(torch.from_numpy(pair.seg), len(ds.classes)).movedim(-1, 0).float()
+        else:
+            probs = torch.from_numpy(pred["probs"])
+        try:
+            ev.add_case(
+                pair.case_id,
+                probs,
+                torch.from_numpy(pair.case.labels),
+                spacing=tuple(pair.case.spacing),
+                maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},
+                samples=samples,
+                image=torch.from_numpy(np.asarray(pair.case.image)) if use_image else None,
+            )
+        except CaseInputError as e:
+            raise e.at(culprit(pred_dir, pair.entry, e)) from None
+    rows = ev.rows()
+    if not rows:
+        raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
+    out_json = Path(out_json)
+    csv_path = out_json.with_suffix(".csv")
+    result = {
+        "pred_dir": str(pred_dir),
+        "data": str(data_root),
+        "split": split,
+        "empty": cfg.empty,
+        **ev.result(),
+        "per_case": rows,
+        "csv": str(csv_path),
+    }
+    cases = [ds[r["case"]] for r in rows] if ood is not None or noise is not None else []
+    if ood is not None:
+        result["ood"] = ood_detection(predictor, cases, ood, progress)
+    if noise is not None:
+        protocol = noise_protocol(predictor, cases, noise, progress)
+        result["noise_robustness"] = protocol["levels"]
+        result["noise_interpretability"] = protocol["interpretability"]
+    atomic_write_csv(csv_path, [flatten(r) for r in rows])
+    atomic_write_json(out_json, result)
+    return result
