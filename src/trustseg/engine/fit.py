@@ -58,13 +58,6 @@ def validate(method: Method, model: torch.nn.Module, loader: CaseLoader, device:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _lr_lambda(total_steps: int):
-    def f(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-
-    return f
-
-
 def train_member(
     cfg: RunConfig,
     out: str | Path,
@@ -111,7 +104,7 @@ def train_member(
         seed,
         mult,
         normalization=stats,
-        augment=tc.augment,
+        augment=method.augmentation(tc.augment),
     )
     val_loader = None
     if val_ids:
@@ -121,9 +114,8 @@ def train_member(
 
     seed_everything(seed)
     model = method.build_model(member).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     total_steps = tc.epochs * len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps))
+    opt, sched = method.configure_optimizer(model, tc.lr, tc.weight_decay, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     start_epoch, step, history, best_dice, best_epoch = 0, 0, [], -math.inf, -1
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trustseg.core.atomic import atomic_write_json
+from trustseg.data.normalization import NormStats
 from trustseg.engine import checkpoint as ck
-from trustseg.engine.calibrate import calibrate_run
+from trustseg.engine.calibrate import calibrate_run, case_batches
 from trustseg.engine.config import RunConfig, check_same_config, load_saved_run_config
 from trustseg.engine.distributed import barrier, init_distributed
 from trustseg.engine.fit import train_member
@@ -29,7 +31,9 @@ from trustseg.engine.member import run_members_parallel
 from trustseg.engine.run_folder import write_run_files
 from trustseg.engine.setup import load_data, make_method, normalization_stats, pad_multiple, split_ids
 from trustseg.inference.device import resolve_device
-from trustseg.inference.run_folder import CONFIG, read_run_json
+from trustseg.inference.run_folder import CONFIG, RUN_JSON, read_run_json, size_multiple
+from trustseg.inference.run_predictor import load_run
+from trustseg.methods.base import Method
 
 
 def train(
@@ -74,11 +78,30 @@ def train(
     else:
         for m in members:
             train_member(cfg, out, m, dataset=dataset, method=method, resume=resume, progress=progress)
+    if info.is_main:
+        after_training(method, cfg, out, dataset)
     temperature = read_run_json(out).get("temperature", 1.0)
     if calibrate and info.is_main:
         temperature = calibrate_run(out)
     barrier(info)
     return summarize(out, members, method.name or cfg.method.name, temperature)
+
+
+def after_training(method: Method, cfg: RunConfig, out: Path, dataset) -> dict[str, Any]:
+    """Run the method's post-training step (:meth:`~trustseg.methods.base.Method.after_training`), if it has one,
+    on the trained members and the validation cases (normalised and padded as in prediction), and record what it
+    returns in ``run.json``."""
+    if type(method).after_training is Method.after_training:
+        return {}
+    _, models, run_info = load_run(out)
+    _, val_ids = split_ids(dataset, cfg)
+    stored = run_info.get("normalization")
+    stats = None if stored is None else NormStats.from_dict(stored, where=str(out / RUN_JSON))
+    batches = (batch for batch, _ in case_batches(dataset, val_ids, size_multiple(run_info), stats))
+    extra = method.after_training(models, batches)
+    if extra:
+        atomic_write_json(out / RUN_JSON, {**read_run_json(out), **extra})
+    return extra
 
 
 def summarize(out: Path, members: list[int], method_name: str, temperature: float) -> dict[str, Any]:

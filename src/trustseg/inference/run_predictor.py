@@ -26,7 +26,7 @@ from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 from trustseg.inference.run_folder import load_checkpoint, member_checkpoint, read_run_json, size_multiple
 from trustseg.inference.tensor import predict_tensor
-from trustseg.methods.base import Method, build_method
+from trustseg.methods.base import METHODS, Method, build_method
 from trustseg.models.config import NetConfig
 
 
@@ -50,11 +50,7 @@ def load_run(
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
     net = from_dict(NetConfig, dict(info.get("net") or {}), where=f"{run_dir / 'run.json'}: net")
-    params = dict(info["params"])
-    if info["method"] == "mc-dropout" and "where" not in params:
-        # trained before the `where` option existed: dropout sat where net.dropout_where put it (decoder), not
-        # in the later default "last"; predict with the placement the weights were trained with
-        params["where"] = None
+    params = METHODS.get(info["method"]).upgrade_params(dict(info["params"]))  # runs saved by older versions
     method = build_method(info["method"], net, info["spatial_dims"], info["in_channels"], info["num_classes"], params)
     method.temperature = float(info.get("temperature") or 1.0)
     models, files = [], []
@@ -106,8 +102,8 @@ class RunPredictor:
             in_channels=int(ri["in_channels"]),
             spatial_dims=int(ri["spatial_dims"]),
             method=str(ri["method"]),
-            primary_measure=str(getattr(self.method, "primary_measure", "entropy")),
-            samples_are_heads=bool(getattr(self.method, "samples_are_heads", False)),
+            primary_measure=self.method.primary_measure,
+            samples_are_heads=self.method.samples_are_heads,
             capabilities=frozenset({"temperature"}),
             intensity_scale=None if self.normalization is None else tuple(self.normalization.scale),
             source=str(run_dir),

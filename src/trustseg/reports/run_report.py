@@ -20,12 +20,10 @@ from trustseg.data.dataset import load_dataset
 from trustseg.data.predictions import load_prediction, read_index
 from trustseg.evaluation.context import oriented_name
 from trustseg.evaluation.results import get
+from trustseg.methods import METHODS
 from trustseg.reports.html import Section, write_html_report
 from trustseg.reports.overview import OverviewRow, render_overview
 from trustseg.reports.plots import qc_plot, reliability_plot
-
-#: The uncertainty map each method is best read by (its own signal); others fall back to entropy.
-PRIMARY_MEASURE = {"edue": "predicted_variance", "evidential": "vacuity", "sure": "vacuity"}
 
 #: Comparison column -> (its path in the results' ``summary``, what it is).
 COLUMNS = {
@@ -39,9 +37,10 @@ COLUMNS = {
 
 
 def primary_measure(method: str, results: dict[str, Any]) -> str | None:
-    """The (oriented) map used to summarise a method's uncertainty (present in its results)."""
+    """The (oriented) map used to summarise a method's uncertainty: the method's declared ``primary_measure`` when
+    its results have it, else the predictive entropy (or MI, or the first map)."""
     available = list(results.get("uncertainty", {}))
-    first = oriented_name(PRIMARY_MEASURE[method]) if method in PRIMARY_MEASURE else None
+    first = oriented_name(METHODS.get(method).primary_measure) if method in METHODS else None
     if first in available:
         return first
     for name in ("entropy", "mi"):  # total uncertainty: rater disagreement is aleatoric, MI is epistemic only
