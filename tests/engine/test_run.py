@@ -10,7 +10,7 @@ import torch
 
 from tests.engine.test_train import make_data, tiny_cfg, weights
 from trustseg.data.augmentation import AugmentConfig
-from trustseg.data.dataset import load_dataset
+from trustseg.data.dataset import load_dataset, write_dataset
 from trustseg.data.normalization import NormStats
 from trustseg.engine.checkpoint import load_checkpoint
 from trustseg.engine.run import train
@@ -64,7 +64,9 @@ def test_the_augmentation_hook_decides(tmp_path, monkeypatch):
 
 
 def test_normalisation_is_fitted_on_training_cases_and_applied_at_prediction(tmp_path):
-    data = make_data(tmp_path)
+    synth = load_dataset(make_data(tmp_path))  # z-scored already: rescale to raw-looking intensities
+    raw = [dataclasses.replace(synth[c], image=(synth[c].image * 40 + 120).astype(np.float32)) for c in synth.ids]
+    data = write_dataset(raw, tmp_path / "raw", synth.classes, splits=synth._meta["splits"])
     run = tmp_path / "run"
     train(tiny_cfg(data, epochs=1), run, progress=False)
     info = json.loads((run / "run.json").read_text())
@@ -78,4 +80,17 @@ def test_normalisation_is_fitted_on_training_cases_and_applied_at_prediction(tmp
     assert predictor.info.intensity_scale == stats.scale
     case = ds[ds.split("test")[0]]
     x = predictor.prepare(case.image)
-    np.testing.assert_allclose(x.numpy(), (case.image - stats.mean[0]) / stats.std[0], rtol=1e-5, atol=1e-6)
+    assert stats.mean[0] > 100 and stats.std[0] > 20
+    np.testing.assert_allclose(x.numpy(), (case.image - stats.mean[0]) / stats.std[0], rtol=1e-5, atol=1e-5)
+
+
+def test_training_sees_normalised_images(tmp_path):
+    """A dataset and its affine rescaling (raw = 40·x + 120) normalise to the same training inputs: same weights."""
+    synth = load_dataset(make_data(tmp_path))
+    raw = [dataclasses.replace(synth[c], image=(synth[c].image * 40 + 120).astype(np.float32)) for c in synth.ids]
+    raw_root = write_dataset(raw, tmp_path / "raw", synth.classes, splits=synth._meta["splits"])
+    train(tiny_cfg(synth.root, epochs=1), tmp_path / "a", progress=False)
+    train(tiny_cfg(raw_root, epochs=1), tmp_path / "b", progress=False)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-3, rtol=1e-3, msg=k)
