@@ -25,7 +25,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS, LazyCases
+from trustseg.data.importers.registry import IMPORTERS, LazyCases
 from trustseg.data.io import has_known_ext, read_image, read_label, split_ext
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS
+from trustseg.data.importers.registry import IMPORTERS
 from trustseg.data.io import read_image, read_label
 from trustseg.data.splits import split_last_groups
 

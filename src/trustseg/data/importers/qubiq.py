@@ -23,7 +23,7 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
-from trustseg.data.importers import IMPORTERS, LazyCases
+from trustseg.data.importers.registry import IMPORTERS, LazyCases
 from trustseg.data.io import read_image, read_label
 
 CASE_RE = re.compile(r"^case\d+$")
