@@ -67,9 +67,9 @@ def _bare_loop(cfg, dataset, train_ids, steps_per_epoch: int) -> float:
 
 
 def throughput(repeats: int = 2) -> dict:
+    from trustseg.data.augmentation import AugmentConfig
     from trustseg.data.dataset import load_dataset
     from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
-    from trustseg.data.augmentation import AugmentConfig
     from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig
     from trustseg.engine.run import train
     from trustseg.models.config import NetConfig
@@ -247,7 +247,8 @@ def main() -> int:
         lines += [
             f"LIDC-IDRI slices (128×128, 4 raters), split by patient (last 60 patients = {lidc['test_cases']} test "
             f"slices; {lidc['train_cases']} train / {lidc['val_cases']} val slices), default U-Net "
-            f"(16, 32, 64, 128), softmax on the soft label, z-score normalisation and the default augmentation, budget {lidc['budget_cpu_min']} CPU-minutes "
+            f"(16, 32, 64, 128), softmax on the soft label, z-score normalisation and the default augmentation, "
+            f"budget {lidc['budget_cpu_min']} CPU-minutes "
             f"({lidc['epochs']} epochs at {lidc['cpu_s_per_epoch']} CPU-s each; {lidc['train_wall_s']} s wall):",
             "",
             "| Dice (nodule) | value |",
