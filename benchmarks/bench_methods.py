@@ -106,9 +106,10 @@ CORR_EXTRA = [("mc-dropout-decoder", "mc-dropout", {"samples": 10, "where": "dec
 def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
     """Train every method on ``data``, evaluate the test split, report uncertainty vs rater disagreement."""
     from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig
-    from trustseg.engine.evaluate import evaluate_predictions
     from trustseg.engine.predict import predict_folder
-    from trustseg.engine.train import train
+    from trustseg.engine.run import train
+    from trustseg.evaluation import evaluate_predictions
+    from trustseg.evaluation.results import get
     from trustseg.methods import METHODS
     from trustseg.models.config import NetConfig
     from trustseg.reports.run_report import primary_measure
@@ -137,7 +138,7 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
                     "method": label,
                     "measure": measure,
                     "primary": measure == primary_measure(name, res),
-                    "dice_majority": res["summary"].get("dice_majority"),
+                    "dice_majority": get(res["summary"], ("dice", "majority", "mean"), None),
                     "pixel_pearson": u.get("pixel_pearson_mean"),
                     "pixel_spearman": u.get("pixel_spearman_mean"),
                     "image_spearman": u.get("image_spearman"),
