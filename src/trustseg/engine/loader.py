@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trustseg.data.augmentation import AugmentConfig, Augmenter
 from trustseg.data.case import Case
@@ -206,19 +205,3 @@ class CaseLoader:
                 [c[0] for c in mine],
                 collate([c[1] for c in mine], [c[2] for c in mine], self.num_classes, self.pad_multiple),
             )
-
-
-def pad_batch_tensor(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Zero-pad the spatial axes of ``x`` ``(B, C, *spatial)`` at their end to a multiple of ``multiple``.
-
-    Returns:
-        The padded tensor and the original spatial shape (to crop predictions back).
-    """
-    spatial = tuple(x.shape[2:])
-    target = [math.ceil(s / multiple) * multiple for s in spatial]
-    pad: list[int] = []
-    for s, t in zip(reversed(spatial), reversed(target)):
-        pad += [0, t - s]
-    if any(pad):
-        x = F.pad(x, pad)
-    return x, spatial
