@@ -36,6 +36,15 @@ def test_every_module_is_imported_when_the_package_is(package):
     assert not missing, f"{package}/__init__.py does not import: {missing}"
 
 
+@pytest.mark.parametrize("package", sorted(REGISTRY_PACKAGES))
+def test_exports_exist_and_every_entry_comes_from_an_imported_module(package):
+    pkg = importlib.import_module(package)
+    assert all(hasattr(pkg, name) for name in getattr(pkg, "__all__", ())), f"{package}.__all__ names a missing object"
+    module, _, name = REGISTRY_PACKAGES[package].partition(":")
+    registry = getattr(importlib.import_module(module), name)
+    assert len(registry) > 0, f"{module}.{name} is empty after importing {package}"
+
+
 def test_no_package_discovers_its_modules_at_run_time():
     for package in REGISTRY_PACKAGES:
         init = importlib.import_module(package).__file__
