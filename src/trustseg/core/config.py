@@ -42,7 +42,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any or tp is object:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -111,8 +111,9 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
-    if hasattr(cls, "upgrade_mapping"):
-        data = cls.upgrade_mapping(data or {})
+    upgrade = getattr(cls, "upgrade_mapping", None)
+    if upgrade is not None:
+        data = upgrade(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}

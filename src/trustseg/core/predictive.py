@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -31,7 +32,9 @@ class Predictive:
         extras: name -> ``(B, C_e, *spatial)`` additional maps.
     """
 
-    probs: Tensor | None = None
+    # Optional only at construction (alpha alone gives probs = the Dirichlet mean); __post_init__ always sets it,
+    # so readers see a Tensor.
+    probs: Tensor = None  # type: ignore[assignment]  # None is the "derive from alpha" default
     alpha: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
 
@@ -151,6 +154,7 @@ class Predictive:
     @staticmethod
     def concat_batch(parts: Sequence[Predictive]) -> Predictive:
         """Concatenate predictions along B (same M, K and spatial shape)."""
-        alpha = None if parts[0].alpha is None else torch.cat([p.alpha for p in parts], 0)
+        # every part is expected to carry alpha when the first does; torch.cat rejects a None among them
+        alpha = None if parts[0].alpha is None else torch.cat([cast(Tensor, p.alpha) for p in parts], 0)
         extras = {k: torch.cat([p.extras[k] for p in parts], 0) for k in parts[0].extras}
         return Predictive(probs=torch.cat([p.probs for p in parts], 1), alpha=alpha, extras=extras)

@@ -181,14 +181,13 @@ class Augmenter:
         keys = (_IMG, _LAB)
         modes = ("bilinear", "nearest")
         pads = (c.padding_mode, c.padding_mode)
-        plane = tuple(sorted(c.plane))
+        p0, p1 = sorted(c.plane)
+        plane = (p0, p1)
         steps: list[Any] = []
         if c.rotate_prob > 0 and c.rotate_degrees > 0:
             angle = math.radians(c.rotate_degrees)
-            arg = "range_x" if nd == 2 else _ROTATE_3D[plane]
-            steps.append(
-                mt.RandRotated(keys, **{arg: angle}, prob=c.rotate_prob, keep_size=True, mode=modes, padding_mode=pads)
-            )
+            arg: dict[str, Any] = {"range_x" if nd == 2 else _ROTATE_3D[plane]: angle}
+            steps.append(mt.RandRotated(keys, **arg, prob=c.rotate_prob, keep_size=True, mode=modes, padding_mode=pads))
         if c.elastic_prob > 0:
             if nd == 2:
                 steps.append(

@@ -32,8 +32,9 @@ class Case:
     case_id: str
     image: np.ndarray
     labels: np.ndarray
-    spacing: tuple[float, ...] | None = None
-    origin: tuple[float, ...] | None = None
+    # None only at construction (= unit spacing, zero origin); __post_init__ always fills them in.
+    spacing: tuple[float, ...] = None  # type: ignore[assignment]  # None is the "unit spacing" default
+    origin: tuple[float, ...] = None  # type: ignore[assignment]  # None is the "zero origin" default
     group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 

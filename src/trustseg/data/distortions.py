@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -102,8 +102,7 @@ def contrast_change(image: np.ndarray, severity: int, rng: np.random.Generator) 
 
 def _bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Smooth unit-std field: a random linear ramp plus low-frequency Gaussian-filtered noise, ``shape``."""
-    grid = np.indices(shape, dtype=np.float64)
-    grid = [(g / max(n - 1, 1)) * 2.0 - 1.0 for g, n in zip(grid, shape)]
+    grid = [(g / max(n - 1, 1)) * 2.0 - 1.0 for g, n in zip(np.indices(shape, dtype=np.float64), shape)]
     ramp = sum(w * g for w, g in zip(rng.normal(size=len(shape)), grid))
     coarse = ndimage.gaussian_filter(rng.standard_normal(tuple(max(2, n // 8) for n in shape)), 1.0, mode="wrap")
     smooth = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse.shape)], order=1)
@@ -149,13 +148,13 @@ def _to_numpy(image: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         arr = image.detach().cpu().numpy()
         return arr, lambda out: torch.from_numpy(np.ascontiguousarray(out)).to(device=device, dtype=dtype)
     arr = np.asarray(image)
-    dtype = arr.dtype
+    np_dtype = arr.dtype
 
     def back(out: np.ndarray) -> np.ndarray:
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
+        if np.issubdtype(np_dtype, np.integer):
+            info = np.iinfo(np_dtype)
             out = np.clip(np.rint(out), info.min, info.max)
-        return out.astype(dtype, copy=False)
+        return out.astype(np_dtype, copy=False)
 
     return arr, back
 
@@ -200,7 +199,8 @@ def distort(image: Any, name: str, severity: int, seed: int | np.random.Generato
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     s = _check_scale(scale, arr.shape[0], arr.ndim)
     if s is not None and DISTORTIONS.meta(name).get("uses_scale", False):
-        return back(fn(arr.astype(np.float64), severity, rng, scale=s))
+        scaled = cast(Callable[..., np.ndarray], fn)  # registered with uses_scale=True: it takes scale=
+        return back(scaled(arr.astype(np.float64), severity, rng, scale=s))
     return back(fn(arr.astype(np.float64), severity, rng))
 
 
@@ -255,5 +255,7 @@ def add_gaussian_noise(
     noise = rng.normal(mu, sigma, size=arr.shape)
     if scale is not None:
         moved = np.moveaxis(noise, channel_axis, 0)
-        noise = np.moveaxis(moved * _check_scale(scale, moved.shape[0], moved.ndim), 0, channel_axis)
+        s = _check_scale(scale, moved.shape[0], moved.ndim)
+        assert s is not None  # scale is not None
+        noise = np.moveaxis(moved * s, 0, channel_axis)
     return back(arr.astype(np.float64) + noise)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def _read_raw(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 def _read_nifti(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img = cast("nib.spatialimages.SpatialImage", nib.load(str(path)))  # .nii / .nii.gz: a Nifti1/2Image
     arr = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms())
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -118,7 +118,7 @@ def _read_pil(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         planes = []
         for i in range(frames):
             im.seek(i)
-            frame = im
+            frame: Image.Image = im
             if frame.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
                 frame = frame.convert("RGB")
             elif frame.mode == "LA":

@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -227,7 +227,8 @@ class NormStats:
                 std=floats("std") or (),
                 low=floats("low"),
                 high=floats("high"),
-                percentiles=floats("percentiles") or (0.5, 99.5),
+                # a [low, high] pair, as to_dict writes it from a checked NormConfig
+                percentiles=cast(tuple[float, float], floats("percentiles") or (0.5, 99.5)),
                 count=int(data.get("count", 0)),
             )
         except DataError as e:
@@ -260,9 +261,9 @@ def _foreground(mask: Any, spatial: tuple[int, ...], where: str) -> np.ndarray:
     """A boolean ``(*spatial)`` foreground from a ``(*spatial)`` mask or ``(R, *spatial)`` label maps (any > 0)."""
     m = np.asarray(mask)
     if m.shape == spatial:
-        return m > 0
+        return np.asarray(m > 0)
     if m.ndim == len(spatial) + 1 and m.shape[1:] == spatial:
-        return (m > 0).any(axis=0)
+        return np.asarray((m > 0).any(axis=0))
     raise DataError(f"{where}: foreground mask of shape {m.shape} does not match the image's spatial shape {spatial}")
 
 
@@ -350,6 +351,7 @@ class NormFitter:
             self._moments = _Moments(self.channels)
             if self.cfg.scheme == "ct":
                 self._reservoir = _Reservoir(self.channels, self.cfg.reservoir, self.cfg.seed)
+        assert self._moments is not None  # set with the channel count by the first case
         values = x.reshape(self.channels, -1).astype(np.float64)
         if self.cfg.scheme == "ct" and mask is not None:
             values = values[:, _foreground(mask, x.shape[1:], _name(where, self.cases)).reshape(-1)]
@@ -380,7 +382,7 @@ class NormFitter:
             std=tuple(float(v) for v in self._moments.std()),
             low=low,
             high=high,
-            percentiles=tuple(float(p) for p in self.cfg.percentiles),
+            percentiles=(float(self.cfg.percentiles[0]), float(self.cfg.percentiles[1])),
             count=int(self._moments.n),
         )
 

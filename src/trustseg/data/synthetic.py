@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 from scipy import ndimage, special
@@ -237,7 +238,7 @@ def _place(
         radius = max(1.5, (float(room.max()) - 2.0) / 1.3)
     else:
         center = candidates[rng.integers(len(candidates))].astype(np.float64)
-    radii = radius * rng.uniform(0.85, 1.15, grid.shape[0])
+    radii = radius * rng.uniform(0.85, 1.15, int(grid.shape[0]))  # an int size: an array, not a float
     inner = room >= 2.0
     return _blob(rng, grid, center, radii, irregularity) & (inner if inner.any() else region)
 
@@ -250,6 +251,12 @@ def _class_means(rng: np.random.Generator, num_classes: int, jitter: float) -> n
     return means * (1.0 + jitter * rng.uniform(-1.0, 1.0, num_classes))
 
 
+@overload
+def generate_case(index: int, cfg: SynthConfig, return_truth: Literal[False] = False) -> Case: ...
+@overload
+def generate_case(index: int, cfg: SynthConfig, return_truth: Literal[True]) -> tuple[Case, SynthTruth]: ...
+@overload
+def generate_case(index: int, cfg: SynthConfig, return_truth: bool) -> Case | tuple[Case, SynthTruth]: ...
 def generate_case(index: int, cfg: SynthConfig, return_truth: bool = False) -> Case | tuple[Case, SynthTruth]:
     """Generate synthetic case ``index`` (deterministic in ``(cfg.seed, index)``, independent of other cases).
 

@@ -143,7 +143,8 @@ def train_member(
             seed_everything(epoch_seed(seed, "global", epoch, dinfo.rank) % 2**63)
             gen = make_generator(epoch_seed(seed, "method", epoch, dinfo.rank))
             model.train()
-            losses, logs_acc = [], {}
+            losses: list[float] = []
+            logs_acc: dict[str, list[float]] = {}
             for _, batch in train_loader.batches(epoch, dinfo.rank, dinfo.world_size):
                 batch = batch.to(device)
                 ctx = TrainContext(epoch=epoch, max_epochs=tc.epochs, step=step, generator=gen)
@@ -173,6 +174,7 @@ def train_member(
             val_dice = float("nan")
             validate_now = val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
             if validate_now and dinfo.is_main:
+                assert val_loader is not None  # validate_now needs a validation loader
                 val_dice = validate(method, model, val_loader, device, cfg)
             row["val_dice"] = val_dice
             row["seconds"] = time.perf_counter() - t0

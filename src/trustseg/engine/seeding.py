@@ -46,7 +46,8 @@ def make_generator(seed: int) -> torch.Generator:
 
 def get_rng_state() -> dict[str, Any]:
     """Global RNG states as tensors (torch CPU, CUDA if present, NumPy, Python), checkpoint-safe."""
-    np_state = np.random.get_state()  # noqa: NPY002
+    np_state = np.random.get_state(legacy=True)  # noqa: NPY002
+    assert isinstance(np_state, tuple)  # the global RandomState is MT19937: its legacy state is a tuple
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

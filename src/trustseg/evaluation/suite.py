@@ -161,7 +161,8 @@ class EvaluationSuite:
     def higher_is_better(self) -> dict[str, bool | None]:
         """Metric name -> its better direction (``None``: none), over every component that runs."""
         out: dict[str, bool | None] = {}
-        for comp in [*self.components, *self.analyses]:
+        every: list[SuiteComponent | DatasetAnalysis] = [*self.components, *self.analyses]
+        for comp in every:
             out.update(comp.higher_is_better)
         return out
 
@@ -189,6 +190,7 @@ class EvaluationSuite:
             merge(sections, analysis.analyse(rows))
         mean = mean_tree(rows)
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}
+        every: list[SuiteComponent | DatasetAnalysis] = [*self.components, *self.analyses]
         return {
             "classes": self.classes,
             "raters": self.raters,
@@ -196,7 +198,7 @@ class EvaluationSuite:
             "cases": [r["case"] for r in rows],
             "num_cases": len(rows),
             "config": config,
-            "components": [c.name for c in [*self.components, *self.analyses]],
+            "components": [c.name for c in every],
             "higher_is_better": self.higher_is_better(),
             "summary": self.summary(mean, sections),
             "mean": mean,

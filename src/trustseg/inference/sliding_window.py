@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,7 @@ def sliding_window_predict(
     norm = torch.zeros(padded, device=image.device)
     for starts in itertools.product(*grids):
         sl = tuple(slice(s, s + p) for s, p in zip(starts, patch))
+        window: tuple[Any, ...] = (..., *sl)  # the window over the trailing spatial axes
         pred = predict_fn(x[(slice(None), slice(None), *sl)])
         parts = {"probs": pred.probs}
         if pred.alpha is not None:
@@ -100,10 +101,10 @@ def sliding_window_predict(
         for name, t in parts.items():
             if name not in acc:
                 acc[name] = torch.zeros((*t.shape[: t.dim() - len(patch)], *padded), device=image.device)
-            acc[name][(..., *sl)] += t.float() * weight
+            acc[name][window] += t.float() * weight
         norm[sl] += weight
 
-    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
-    out = {name: (t / norm)[(..., *crop)] for name, t in acc.items()}
+    crop: tuple[Any, ...] = (..., *(slice(b, b + s) for b, s in zip(before, spatial)))
+    out = {name: (t / norm)[crop] for name, t in acc.items()}
     extras = {name.split(":", 1)[1]: t for name, t in out.items() if name.startswith("extra:")}
     return Predictive(probs=out["probs"], alpha=out.get("alpha"), extras=extras)

@@ -10,6 +10,7 @@ sliding window (:mod:`trustseg.inference.sliding_window`), each window padded th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -26,7 +27,7 @@ def predict_tensor(
     patch_size: Sequence[int] | None = None,
     multiple: int = 1,
     overlap: float = 0.5,
-    blend: str = "gaussian",
+    blend: Literal["gaussian", "constant"] = "gaussian",
 ) -> Predictive:
     """Predict a batch ``x`` ``(B, C, *spatial)`` (models already in eval mode, on ``x``'s device).
 

@@ -244,6 +244,7 @@ class LinearAggregate:
         """Predicted ``1 − Dice`` ``(N,)`` float64 for new images."""
         if self.coef is None:
             raise ValueError("LinearAggregate is not fitted; call fit() or from_dict() first")
+        assert self.mean is not None and self.std is not None  # fitted together with coef
         z = (self._design(scores) - self.mean) / self.std
         return self.intercept + z @ self.coef
 
@@ -251,6 +252,7 @@ class LinearAggregate:
         """A JSON-able dict of the fitted state."""
         if self.coef is None:
             raise ValueError("LinearAggregate is not fitted")
+        assert self.mean is not None and self.std is not None  # fitted together with coef
         return {
             "kind": "linear_aggregate",
             "ridge": self.ridge,

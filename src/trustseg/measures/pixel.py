@@ -99,6 +99,7 @@ def _probs(pred: Predictive) -> Tensor:
 
 def _alpha(pred: Predictive) -> Tensor:
     a = pred.alpha
+    assert a is not None  # measures that read alpha require it (registry "requires")
     return a if a.is_floating_point() else a.float()
 
 

@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
@@ -161,4 +161,4 @@ def is_certainty(name: str) -> bool:
 def as_uncertainty(name: str, values: T) -> T:
     """``values`` of measure ``name`` oriented so that higher = more uncertain: ``1 − values`` for a certainty
     measure (confidence), ``values`` unchanged otherwise. Works on tensors, arrays and floats."""
-    return 1 - values if is_certainty(name) else values
+    return 1 - cast(Any, values) if is_certainty(name) else values  # T is any type with 1 - T -> T

@@ -62,7 +62,7 @@ class StreamingMoments:
         if self.s1 is None:
             self.s1, self.s2, self.slog, self.sxlogx = (t.clone() for t in terms)
         else:
-            for acc, t in zip((self.s1, self.s2, self.slog, self.sxlogx), terms):
+            for acc, t in zip(self._sums(), terms):
                 acc += t
         self.count += 1
         return self
@@ -75,14 +75,12 @@ class StreamingMoments:
             return self
         if self.count == 0:
             self.out_dtype = other.out_dtype
-            self.s1, self.s2, self.slog, self.sxlogx = (
-                t.to(self.dtype).clone() for t in (other.s1, other.s2, other.slog, other.sxlogx)
-            )
+            self.s1, self.s2, self.slog, self.sxlogx = (t.to(self.dtype).clone() for t in other._sums())
         else:
-            if other.s1.shape != self.s1.shape:
-                raise ValueError(f"cannot merge state of shape {tuple(other.s1.shape)} into {tuple(self.s1.shape)}")
-            theirs = (other.s1, other.s2, other.slog, other.sxlogx)
-            for acc, t in zip((self.s1, self.s2, self.slog, self.sxlogx), theirs):
+            mine, theirs = self._sums(), other._sums()
+            if theirs[0].shape != mine[0].shape:
+                raise ValueError(f"cannot merge state of shape {tuple(theirs[0].shape)} into {tuple(mine[0].shape)}")
+            for acc, t in zip(mine, theirs):
                 acc += t.to(self.dtype)
         self.count += other.count
         return self
@@ -92,24 +90,29 @@ class StreamingMoments:
         if self.count == 0:
             raise ValueError("StreamingMoments has no samples yet; call update() first")
 
+    def _sums(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(S1, S2, SL, SX)``, set together by the first sample (callers have checked ``count > 0``)."""
+        assert self.s1 is not None and self.s2 is not None and self.slog is not None and self.sxlogx is not None
+        return self.s1, self.s2, self.slog, self.sxlogx
+
     def _out(self, t: Tensor) -> Tensor:
         return t.to(self.out_dtype)
 
     def mean(self) -> Tensor:
         """Predictive mean ``p̄`` ``(B, K, *spatial)``."""
         self._check()
-        return self._out(self.s1 / self.count)
+        return self._out(self._sums()[0] / self.count)
 
     def confidence(self) -> Tensor:
         """``max_k p̄_k`` ``(B, *spatial)``."""
         self._check()
-        return self._out((self.s1 / self.count).amax(1))
+        return self._out((self._sums()[0] / self.count).amax(1))
 
     def _entropy(self) -> Tensor:
-        return entropy_of(self.s1 / self.count, dim=1)
+        return entropy_of(self._sums()[0] / self.count, dim=1)
 
     def _expected_entropy(self) -> Tensor:
-        return -self.sxlogx.sum(1) / self.count
+        return -self._sums()[3].sum(1) / self.count
 
     def entropy(self) -> Tensor:
         """Predictive entropy ``H[p̄]`` ``(B, *spatial)``."""
@@ -129,14 +132,16 @@ class StreamingMoments:
     def epkl(self) -> Tensor:
         """Expected pairwise KL ``−Σ_k p̄_k SL_k / n − expected_entropy`` (clamped at 0) ``(B, *spatial)``."""
         self._check()
-        cross = -((self.s1 / self.count) * (self.slog / self.count)).sum(1)
+        s1, _, slog, _ = self._sums()
+        cross = -((s1 / self.count) * (slog / self.count)).sum(1)
         return self._out((cross - self._expected_entropy()).clamp_min(0))
 
     def variance(self) -> Tensor:
         """``Σ_k (S2_k / n − p̄_k²)`` (population variance over samples) ``(B, *spatial)``."""
         self._check()
-        mean = self.s1 / self.count
-        return self._out((self.s2 / self.count - mean * mean).clamp_min(0).sum(1))
+        s1, s2, _, _ = self._sums()
+        mean = s1 / self.count
+        return self._out((s2 / self.count - mean * mean).clamp_min(0).sum(1))
 
     def compute(self, names: list[str] | None = None) -> dict[str, Tensor]:
         """Several measures by name (default all six): confidence, entropy, expected_entropy, mi, epkl, variance."""

@@ -204,6 +204,7 @@ class Method(abc.ABC):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.params: Any  # an instance of the subclass's Params
         if params is None or isinstance(params, Mapping):
             self.params = from_dict(self.Params, self._resolve_aliases(params or {}), where=f"method.{self.name}")
         else:

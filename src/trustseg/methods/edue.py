@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +33,7 @@ from trustseg.core.predictive import Predictive
 from trustseg.methods.base import METHODS, Batch, Method, TrainContext, param_error
 from trustseg.methods.losses import soft_cross_entropy, soft_dice_loss
 from trustseg.models.factory import build_network
-from trustseg.models.protocol import ALL_OUTPUTS, EXTRA_HEADS
+from trustseg.models.protocol import ALL_OUTPUTS, EXTRA_HEADS, AllOutputs
 
 #: Name of the extra output head and of the prediction's extra map.
 VARIANCE_KEY = "rater_variance"
@@ -86,10 +87,11 @@ class Edue(Method):
         model = build_network(
             self.net, self.spatial_dims, self.in_channels, self.num_classes, extra_outputs={VARIANCE_KEY: 1}
         )
-        head = model.extra_heads[VARIANCE_KEY]
-        if getattr(head, "bias", None) is not None:
+        head = cast(nn.ModuleDict, model.extra_heads)[VARIANCE_KEY]
+        bias = getattr(head, "bias", None)
+        if bias is not None:
             with torch.no_grad():
-                head.bias.fill_(self.params.init_logit)
+                bias.fill_(self.params.init_logit)
         return model
 
     def outputs(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,7 +115,7 @@ class Edue(Method):
 
     def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
         """Untempered segmentation logits ``(1, B, K, *spatial)`` (what post-hoc temperature scaling fits)."""
-        return models[0].forward_all(x)["logits"][None]
+        return cast(AllOutputs, models[0]).forward_all(x)["logits"][None]  # required capability
 
     def predict(self, models: Sequence[nn.Module], x: Tensor) -> Predictive:
         """``probs`` ``(1, B, K, *spatial)`` = softmax(z / T) and ``extras["rater_variance"]`` ``(B, 1, *spatial)``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
 from trustseg.methods.losses import dice_ce_loss
 from trustseg.methods.softmax import LogitMethod, SegTarget
 from trustseg.models.factory import build_network
-from trustseg.models.protocol import ALL_OUTPUTS, DEEP_HEADS
+from trustseg.models.protocol import ALL_OUTPUTS, DEEP_HEADS, AllOutputs
 
 
 @dataclass(frozen=True)
@@ -90,4 +91,4 @@ class LayerEnsemble(LogitMethod):
 
     def head_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
         """Logits of all H heads ``(H, B, K, *spatial)`` (for AULA over every head)."""
-        return torch.stack(models[0].forward_all(x)["heads"], 0)
+        return torch.stack(cast(AllOutputs, models[0]).forward_all(x)["heads"], 0)  # required capability

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,7 @@ from trustseg.core.errors import ConfigError
 from trustseg.methods.base import METHODS, param_error
 from trustseg.methods.softmax import LogitMethod, SegTarget
 from trustseg.models.factory import build_network
-from trustseg.models.protocol import DROPOUT, PREFIX_SUFFIX
+from trustseg.models.protocol import DROPOUT, PREFIX_SUFFIX, PrefixSuffix
 
 PLACEMENTS = ("decoder", "last", "all", "bottleneck")
 
@@ -147,8 +147,9 @@ class MCDropout(LogitMethod):
             for m in drops:
                 m.train()
             if self.params.prefix_once and PREFIX_SUFFIX in getattr(model, "capabilities", ()):
-                state = model.deterministic_prefix(x)
-                return self._draw(lambda n: model.stochastic_suffix(state.repeat(n))["logits"], x.shape[0])
+                split = cast(PrefixSuffix, model)  # the capability was checked just above
+                state = split.deterministic_prefix(x)
+                return self._draw(lambda n: split.stochastic_suffix(state.repeat(n))["logits"], x.shape[0])
             return self._draw(lambda n: model(_repeat(x, n)), x.shape[0])
         finally:
             for m, mode in modes.items():

@@ -28,6 +28,8 @@ ours keeps the loss continuous as the number of violations goes to zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -208,8 +210,8 @@ def add_patch_noise(
     n = 0
     for b, cs in enumerate(centres):
         for centre in cs.tolist():
-            sl = tuple(slice(ci - k // 2, ci - k // 2 + k) for ci in centre)
-            out[(b, slice(None), *sl)] += noise[n]
+            patch: tuple[Any, ...] = (b, slice(None), *(slice(ci - k // 2, ci - k // 2 + k) for ci in centre))
+            out[patch] += noise[n]
             n += 1
     return out
 
@@ -250,7 +252,7 @@ def noise_distance_loss(
     Returns:
         Scalar; 0 when no image has two such centres.
     """
-    terms = []
+    terms: list[Tensor] = []
     for b, c in enumerate(centres):
         idx = tuple(c.to(u0.device).T)
         db = d[b][idx].to(u0.dtype)
@@ -260,10 +262,11 @@ def noise_distance_loss(
         i, j = (t.to(u0.device) for t in _pairs(int(keep.sum()), None, None))
         db = db[keep]
         base = u0[b][idx][keep]
-        term = 0.0
+        term: Tensor | float = 0.0
         for um in (u1, u2):
             delta = um[b][idx][keep] - base
             term = term + torch.relu((db[i] - db[j]) * (delta[i] - delta[j])).mean()
+        assert isinstance(term, Tensor)  # the loop ran (two noise levels)
         terms.append(term)
     return torch.stack(terms).mean() if terms else _zero(u1) + _zero(u2)
 

@@ -201,9 +201,9 @@ def _iter_logits(
         raise ConfigError(f"method {method.name!r} predicts no logits; temperature scaling does not apply to it")
     device = _device(models)
     for item in batches:
-        batch, sizes = item if isinstance(item, tuple) else (item, None)
+        batch, given = item if isinstance(item, tuple) else (item, None)
         spatial = tuple(batch.image.shape[2:])
-        sizes = [spatial] * batch.image.shape[0] if sizes is None else [tuple(int(s) for s in sz) for sz in sizes]
+        sizes = [spatial] * batch.image.shape[0] if given is None else [tuple(int(s) for s in sz) for sz in given]
         if len(sizes) != batch.image.shape[0] or any(
             len(sz) != len(spatial) or any(s > t for s, t in zip(sz, spatial)) for sz in sizes
         ):

@@ -175,7 +175,13 @@ def calibration_state(
         which = list(range(k)) if classes is True else list(classes or [])
         if any(not 0 <= c < k for c in which):
             raise ConfigError(f"classes {which} out of range for {k} classes")
-        opts = {"binary": binary, "fine": fine, "closed": closed, "toplabel": toplabel, "classes": which}
+        opts: dict[str, Any] = {
+            "binary": binary,
+            "fine": fine,
+            "closed": closed,
+            "toplabel": toplabel,
+            "classes": which,
+        }
         if (
             use_kernel
             and kernel.supports(p_all, t_all, binary)

@@ -79,8 +79,9 @@ def _terms_binary(p: Tensor, t: Tensor, a: int, classes, toplabel: bool):
     if t.is_floating_point():
         t = t.to(p.dtype)
         validate_binary(t, a, "soft foreground labels")
-        y1, y0, py = t, 1 - t, None
+        y1, y0 = t, 1 - t
         nll = -(t * p.clamp_min(eps).log() + y0 * q.clamp_min(eps).log()).sum(dtype=torch.float64)
+        brier = 2 * (p - t).square().sum(dtype=torch.float64)
     else:
         if bool((t.amax() > 1) | (t.amin() < 0)):
             raise DataError(f"binary labels must be 0 or 1; found values {sorted(t.unique().tolist())}")
@@ -88,7 +89,7 @@ def _terms_binary(p: Tensor, t: Tensor, a: int, classes, toplabel: bool):
         y0 = ~y1
         py = torch.lerp(q, p, t.to(p.dtype))  # probability of the true class (exact for weights 0 and 1)
         nll = -py.clamp_min(eps).log().sum(dtype=torch.float64)
-    brier = 2 * ((1 - py) if y1.dtype == torch.bool else (p - t)).square().sum(dtype=torch.float64)
+        brier = 2 * (1 - py).square().sum(dtype=torch.float64)
     terms = []
     if toplabel:
         pred1 = p > q  # argmax of [1 − p, p], first maximum (class 0) on ties

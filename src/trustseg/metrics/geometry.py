@@ -17,6 +17,7 @@ Conventions (ours, where SURE's paper leaves them open):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -101,6 +102,6 @@ def gradient_magnitude(image: Tensor, spacing: Sequence[float] | None = None) ->
     dims = tuple(range(1, x.dim()))
     if min(x.shape[1:]) < 2:
         raise DataError(f"gradient needs every spatial size >= 2, got {tuple(x.shape[1:])}")
-    kw = {} if spacing is None else {"spacing": [float(s) for s in spacing]}
+    kw: dict[str, Any] = {} if spacing is None else {"spacing": [float(s) for s in spacing]}
     grads = torch.gradient(x, dim=dims, **kw)
-    return torch.sqrt(sum(g * g for g in grads)).mean(0)
+    return torch.sqrt(cast(Tensor, sum(g * g for g in grads))).mean(0)  # one gradient per spatial axis: a Tensor

@@ -160,7 +160,7 @@ def ged(
         sb = _binary_stack(s if num_classes is None else s > 0, "samples")
         yb = _binary_stack(y if num_classes is None else y > 0, "raters")
         d = [pairwise_distance(u, v, distance, empty) for u, v in ((sb, yb), (sb, sb), (yb, yb))]
-        return _ged_terms(*d, self_pairs)
+        return _ged_terms(d[0], d[1], d[2], self_pairs)
     if multiclass not in ("per_class", "class_mean"):
         raise ValueError(f"multiclass must be union, per_class or class_mean, got {multiclass!r}")
     per_class = []
@@ -169,8 +169,9 @@ def ged(
         per_class.append([pairwise_distance(u, v, distance, empty) for u, v in ((sk, yk), (sk, sk), (yk, yk))])
     stacked = [torch.stack([pc[i] for pc in per_class]) for i in range(3)]  # (K-1, ., .)
     if multiclass == "per_class":
-        return _ged_terms(*stacked, self_pairs)
-    return _ged_terms(*(torch.nanmean(m, dim=0) for m in stacked), self_pairs)
+        return _ged_terms(stacked[0], stacked[1], stacked[2], self_pairs)
+    means = [torch.nanmean(m, dim=0) for m in stacked]
+    return _ged_terms(means[0], means[1], means[2], self_pairs)
 
 
 @METRICS.register("hungarian_iou", doc="mean IoU of samples and raters after Hungarian matching (raters tiled)")

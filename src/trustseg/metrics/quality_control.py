@@ -22,6 +22,8 @@ Inputs are one value per image: ``uncertainty`` (N,) (higher = less trustworthy)
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,10 @@ from trustseg.metrics.registry import METRICS
 from trustseg.metrics.uncertainty_quality import pearson, spearman
 
 
+@overload
+def _check(uncertainty: Tensor, dice: Tensor, what: str = "uncertainty") -> tuple[Tensor, Tensor]: ...
+@overload
+def _check(uncertainty: None, dice: Tensor, what: str = "uncertainty") -> tuple[None, Tensor]: ...
 def _check(uncertainty: Tensor | None, dice: Tensor, what: str = "uncertainty") -> tuple[Tensor | None, Tensor]:
     dice = torch.as_tensor(dice, dtype=torch.float64).reshape(-1)
     if dice.numel() == 0:

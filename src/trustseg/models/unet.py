@@ -40,7 +40,7 @@ The network protocol it implements (all six capabilities) is in :mod:`trustseg.m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -199,8 +199,8 @@ class UNet(nn.Module):
     def _block(self, i: int) -> ConvBlock:
         e = self.depth - 1
         if i < e:
-            return self.encoder[i]
-        return self.bottleneck if i == e else self.decoder[i - e - 1]
+            return cast(ConvBlock, self.encoder[i])  # nn.ModuleList indexing is typed as Module
+        return self.bottleneck if i == e else cast(ConvBlock, self.decoder[i - e - 1])
 
     @property
     def split_position(self) -> tuple[int, int]:
@@ -248,11 +248,11 @@ class UNet(nn.Module):
             i, k = i + 1, 0
         return ForwardState(h, feats, heads, i, k)
 
-    def _outputs(self, state: ForwardState) -> dict[str, Tensor]:
+    def _outputs(self, state: ForwardState) -> dict[str, Any]:
         """The heads on a finished pass (see :meth:`decode`)."""
         h = state.h
         logits = self.head(h)
-        out: dict[str, Tensor] = {"logits": logits}
+        out: dict[str, Any] = {"logits": logits}  # "heads" holds a list of logits
         if self.deep_heads is not None:
             out["heads"] = [*state.heads, logits]
         for name, head in self.extra_heads.items():
@@ -266,7 +266,7 @@ class UNet(nn.Module):
         """
         return self._run(self._start(x), (self.depth - 1, 0)).feats
 
-    def decode(self, feats: list[Tensor]) -> dict[str, Tensor]:
+    def decode(self, feats: list[Tensor]) -> dict[str, Any]:
         """Decoder and heads on encoder features (the output of :meth:`encode`).
 
         Returns:
@@ -290,7 +290,7 @@ class UNet(nn.Module):
         """
         return self._run(self._start(x), self.split_position)
 
-    def stochastic_suffix(self, state: ForwardState) -> dict[str, Tensor]:
+    def stochastic_suffix(self, state: ForwardState) -> dict[str, Any]:
         """Finish a pass from :meth:`deterministic_prefix` (or any :class:`ForwardState`); ``state`` is unchanged.
 
         Returns:
@@ -299,7 +299,7 @@ class UNet(nn.Module):
         """
         return self._outputs(self._run(state, (self.num_blocks, 0)))
 
-    def forward_all(self, x: Tensor) -> dict[str, Tensor]:
+    def forward_all(self, x: Tensor) -> dict[str, Any]:
         """All outputs (logits, heads, extras) of one pass: ``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
@@ -314,7 +314,7 @@ class UNet(nn.Module):
         names = [f"encoder.{i}" for i in range(e)] + ["bottleneck"] + [f"decoder.{j}" for j in range(e)]
         return {name: self._block(i) for i, name in enumerate(names)}
 
-    def forward(self, x: Tensor, all_outputs: bool = False) -> Tensor | dict[str, Tensor]:
+    def forward(self, x: Tensor, all_outputs: bool = False) -> Tensor | dict[str, Any]:
         """Logits ``(B, K, *sp)`` of images ``x`` ``(B, C, *sp)``; with ``all_outputs`` the dict of
         :meth:`forward_all`.
 

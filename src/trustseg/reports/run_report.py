@@ -108,7 +108,7 @@ def build_report(
         if cal:
             rel[method] = cal
         m = primary_measure(method, res)
-        curve = get(res, ("quality_control", m, "mean", "curve"), None)
+        curve = None if m is None else get(res, ("quality_control", m, "mean", "curve"), None)
         if curve:
             qc[f"{method} ({m})"] = curve
         for name, u in res.get("uncertainty", {}).items():

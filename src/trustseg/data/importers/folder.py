@@ -58,7 +58,7 @@ def scan_folder(src: Path) -> tuple[dict[str, Path], list[str], dict[str, dict[s
             if stem in table:
                 table[stem]["rater0"] = f
     elif any(d.name in images for d in subdirs):
-        found = set()
+        found: set[str] = set()
         for d in subdirs:
             if d.name in table:
                 table[d.name] = _by_stem(d)

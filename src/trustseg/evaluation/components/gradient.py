@@ -32,6 +32,7 @@ class GradientInterpretability(SuiteComponent):
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
         if min(ctx.majority.shape) < 2:  # the gradient needs two voxels along every axis
             return {}
+        assert ctx.image is not None  # "image" is in requires
         img, band, sp = ctx.image.float(), self.cfg.gradient_band, ctx.spacing
         out: dict[str, Any] = {"ucc_gradient": {}, "ur_gradient": {}}
         for name, u in ctx.maps.items():

@@ -3,13 +3,13 @@ with samples, GED² and Hungarian IoU."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.components.segmentation import per_class
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
-from trustseg.metrics.curvas import curvas_metrics
+from trustseg.metrics.curvas import Mode, curvas_metrics
 from trustseg.metrics.multirater import ged, hungarian_iou, qubiq_soft_dice
 
 #: CURVAS per-organ value -> results metric name.
@@ -51,7 +51,7 @@ class Curvas(SuiteComponent):
         for mode in self.cfg.curvas_modes:
             if mode == "challenge" and ctx.spatial_dims != 3:
                 continue
-            cm = curvas_metrics(ctx.probs, ctx.labels, spacing=ctx.spacing, mode=mode)
+            cm = curvas_metrics(ctx.probs, ctx.labels, spacing=ctx.spacing, mode=cast(Mode, mode))  # it checks mode
             out.setdefault("curvas_ece", {})[mode] = {"all": finite(cm["ece_mean"])}
             for c in range(1, ctx.num_classes):
                 for key, value in cm.get(str(c), {}).items():
@@ -85,6 +85,7 @@ class SampleAgreement(SuiteComponent):
     higher_is_better = {"ged2_iou": False, "sqrt_ged2_iou": False, "hungarian_iou": True}
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        assert ctx.samples is not None  # "samples" is in requires
         s_hard = ctx.samples.argmax(1)
         g = ged(s_hard, ctx.labels, num_classes=ctx.num_classes)
         return {

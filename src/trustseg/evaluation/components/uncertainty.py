@@ -9,7 +9,7 @@ Paths are ``metric -> map -> reference``: ``pixel_pearson/<map>/disagreement``, 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -92,7 +92,8 @@ class MapQuality(SuiteComponent):
         return self.merge(state, {name: pooled_sums(u, ctx.disagreement) for name, u in ctx.maps.items()})
 
     def merge(self, a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {name: a.get(name, 0) + b.get(name, 0) for name in dict.fromkeys([*a, *b])}
+        # every name is in a or b, so each sum has a Tensor term
+        return {name: cast(Tensor, a.get(name, 0) + b.get(name, 0)) for name in dict.fromkeys([*a, *b])}
 
     def finalize(self, state: dict[str, Tensor]) -> dict[str, Any]:
         return {"uncertainty": {name: {"pixel_pearson_pooled": pooled_pearson(s)} for name, s in state.items()}}
