@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,9 @@ def test_exports_exist_and_every_entry_comes_from_an_imported_module(package):
 
 def test_no_package_discovers_its_modules_at_run_time():
     for package in REGISTRY_PACKAGES:
-        init = importlib.import_module(package).__file__
-        tree = ast.parse(open(init).read())
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "import_module"]
+        init = str(importlib.import_module(package).__file__)
+        tree = ast.parse(Path(init).read_text())
+        calls = [
+            n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "import_module"
+        ]
         assert not calls, f"{init} imports modules dynamically"
