@@ -165,6 +165,25 @@ def test_fit_case_normalization_reads_labels_as_masks(training):
     assert stats == fit_normalization(images, labels, NormConfig("ct"))
 
 
+@pytest.mark.parametrize("scheme", ["zscore", "ct", "percentile", "none"])
+def test_fit_case_normalization_reads_only_images_when_no_mask_is_needed(scheme, training):
+    images, labels = training
+    cases = {f"c{i}": Case(f"c{i}", im, lab) for i, (im, lab) in enumerate(zip(images, labels))}
+    full, alone = [], []
+
+    def get_case(cid):
+        full.append(cid)
+        return cases[cid]
+
+    def get_image(cid):
+        alone.append(cid)
+        return cases[cid].image
+
+    stats = fit_case_normalization(get_case, list(cases), NormConfig(scheme), get_image=get_image)
+    assert stats == fit_normalization(images, labels, NormConfig(scheme))
+    assert (full, alone) == ((list(cases), []) if scheme == "ct" else ([], list(cases)))
+
+
 def test_bad_input_errors(training):
     images, labels = training
     bad = images[1].copy()

@@ -283,16 +283,23 @@ class Dataset:
         )
 
     # -- cases --------------------------------------------------------------------------------------------------
+    def _case_id(self, key: int | str) -> str:
+        """The id of the case at position ``key`` or with id ``key`` ("did you mean" for an unknown id)."""
+        if isinstance(key, (int, np.integer)):
+            return self._ids[key]
+        if key in self._idset:
+            return key
+        close = difflib.get_close_matches(str(key), self._ids, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"no case {key!r} in {self.name}{hint}")
+
+    def image(self, key: int | str) -> np.ndarray:
+        """Only the image ``(C, *spatial)`` of a case (no label is read; e.g. to fit intensity statistics)."""
+        return read_image(self.root / self._records[self._case_id(key)]["image"]).array
+
     def __getitem__(self, key: int | str) -> Case:
         """The case at position ``key`` or with id ``key``, read from disk and validated."""
-        if isinstance(key, (int, np.integer)):
-            cid = self._ids[key]
-        elif key in self._idset:
-            cid = key
-        else:
-            close = difflib.get_close_matches(str(key), self._ids, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(f"no case {key!r} in {self.name}{hint}")
+        cid = self._case_id(key)
         rec = self._records[cid]
         img_path = self.root / rec["image"]
         img = read_image(img_path)

@@ -426,7 +426,10 @@ def fit_normalization(
 
 
 def fit_case_normalization(
-    get_case: Callable[[str], Any], ids: Sequence[str], cfg: NormConfig | None = None
+    get_case: Callable[[str], Any],
+    ids: Sequence[str],
+    cfg: NormConfig | None = None,
+    get_image: Callable[[str], Any] | None = None,
 ) -> NormStats:
     """:func:`fit_normalization` over cases, each read once: images from ``.image``, ``ct`` masks from ``.labels``.
 
@@ -434,9 +437,15 @@ def fit_case_normalization(
         get_case: ``case_id -> Case`` (a ``Dataset`` works).
         ids: The training case ids.
         cfg: The scheme and its settings.
+        get_image: ``case_id -> image`` reading the image alone (``Dataset.image``); used instead of ``get_case``
+            by the schemes that need no foreground mask, so that no label is read.
     """
     fitter = NormFitter(cfg)
     for cid in ids:
-        case = get_case(cid)
-        fitter.add(case.image, case.labels, where=f"case {cid!r}")
+        where = f"case {cid!r}"
+        if get_image is not None and fitter.cfg.scheme != "ct":
+            fitter.add(get_image(cid), None, where=where)
+        else:
+            case = get_case(cid)
+            fitter.add(case.image, case.labels, where=where)
     return fitter.finish()

@@ -61,4 +61,4 @@ def normalization_stats(
         stored = read_run_json(run_dir).get("normalization")
         if stored is not None:
             return NormStats.from_dict(stored, where=str(Path(run_dir) / RUN_JSON))
-    return fit_case_normalization(dataset.__getitem__, train_ids, cfg.normalization)
+    return fit_case_normalization(dataset.__getitem__, train_ids, cfg.normalization, get_image=dataset.image)
