@@ -53,13 +53,10 @@ def _cost_child(name: str, params: dict, reps: int) -> dict:
     method = build_method(name, net, 2, 1, 2, params)
     models = [method.build_model(m).eval() for m in range(method.num_members)]
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
     with torch.no_grad():
         # peak memory first, before any other forward pass has raised the process's high-water mark
@@ -67,8 +64,9 @@ def _cost_child(name: str, params: dict, reps: int) -> dict:
         pred = method.predict(models, x)
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         plain(x)  # warm-up
-        t_plain = best(lambda: plain(x))
-        t_method = best(lambda: method.predict(models, x))
+        # interleaved (plain, method) pairs, best of `reps` each: a busy neighbour slows both alike
+        pairs = [(timed(lambda: plain(x)), timed(lambda: method.predict(models, x))) for _ in range(reps)]
+        t_plain, t_method = min(p for p, _ in pairs), min(m for _, m in pairs)
     return {
         "method": name,
         "params": params,
@@ -80,7 +78,7 @@ def _cost_child(name: str, params: dict, reps: int) -> dict:
     }
 
 
-def inference_cost(reps: int = 5) -> list[dict]:
+def inference_cost(reps: int = 15) -> list[dict]:
     from trustseg.methods import METHODS
 
     rows = []
@@ -216,7 +214,8 @@ def main() -> int:
     if res.get("cost"):
         lines += [
             f"Inference cost on a batch {SHAPE} (2D, U-Net (16, 32, 64, 128), K = 2), relative to one plain "
-            "forward pass of the same U-Net in the same process; best of 5. Extra peak RSS = growth of the "
+            "forward pass of the same U-Net in the same process; best of 15 interleaved (plain, method) pairs. "
+            "Extra peak RSS = growth of the "
             "process's peak resident memory during its first call of `predict` (made before any other forward "
             "pass, in a fresh process per method; the `softmax` row is the plain network's own figure).",
             "",

@@ -235,7 +235,7 @@ def main() -> int:
             f"{tp['overhead_val_every_epoch_pct']}% |",
             f"| trustseg `train()` with the default augmentation (flips, rotations, intensity) | {tp['images']} | "
             f"{tp['trustseg_augmented_s']} | {tp['trustseg_augmented_img_s']} | "
-            f"+{tp['augmentation_cost_pct']}% over the row above it without (work, not overhead) |",
+            f"+{tp['augmentation_cost_pct']}% over validation at the end without it (work, not overhead) |",
             "",
             f"Target: overhead ≤ 10%. 2D 64×64 synthetic data, {tp['train_cases']} training cases with 4 raters "
             f"(both loops build the soft label from the rater maps each step), U-Net (16, 32, 64, 128), batch 8, "
