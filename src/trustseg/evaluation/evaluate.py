@@ -172,7 +172,7 @@ def evaluate_predictions(
         "per_case": rows,
         "csv": str(csv_path),
     }
-    cases = [ds[r["case"]] for r in rows] if ood is not None or noise is not None else []
+    cases = ds.subset([r["case"] for r in rows])  # a lazy view: the protocols read one case at a time
     if ood is not None:
         result["ood"] = ood_detection(predictor, cases, ood, progress)
     if noise is not None:

@@ -27,7 +27,7 @@ mask (prediction ≠ majority vote).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +55,14 @@ class _Case(Protocol):
     image: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, ...]
+
+
+class _Cases(Protocol):
+    """Any sized iterable of cases (a list, a lazy :class:`~trustseg.data.dataset.Dataset` view)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[_Case]: ...
 
 
 @dataclass(frozen=True)
@@ -119,22 +127,29 @@ def foreground_dice(pred: Predictive, maj: Tensor, num_classes: int) -> float:
     return float(nanmean(d.double()))
 
 
-def _predict(predictor, images: Iterable[np.ndarray], cases: Sequence[_Case]) -> list[Predictive]:
-    return [predictor.predict(img, c.spacing) for img, c in zip(images, cases)]
-
-
-def _scores_of(preds: Sequence[Predictive], layer_heads: bool) -> dict[str, Tensor]:
-    per = [image_scores(p, layer_heads=layer_heads) for p in preds]
+def _score_set(predictor, cases: _Cases, k: int, heads: bool, distortion=None) -> tuple[dict, float]:
+    """Predict every case (distorted by ``distortion(i, image)`` if given) one at a time, keeping only its
+    image-level scores and its Dice: ``({score: (N,)}, mean Dice)``. Memory holds one prediction at a time."""
+    per: list[dict[str, Tensor]] = []
+    dices: list[float] = []
+    for i, case in enumerate(cases):
+        image = case.image if distortion is None else distortion(i, case.image)
+        pred = predictor.predict(image, case.spacing)
+        per.append({name: v.reshape(-1) for name, v in image_scores(pred, layer_heads=heads).items()})
+        dices.append(foreground_dice(pred, _majority(case, k), k))
     keys = set.intersection(*(set(s) for s in per))
-    return {k: torch.cat([s[k].reshape(-1) for s in per]) for k in sorted(keys)}
+    scores = {name: torch.cat([s[name] for s in per]) for name in sorted(keys)}
+    return scores, _mean(dices)
 
 
-def ood_detection(predictor, cases: Sequence[_Case], cfg: OODConfig | None = None, progress: bool = False):
+def ood_detection(predictor, cases: _Cases, cfg: OODConfig | None = None, progress: bool = False):
     """AUROC / FPR@95 of every image-level score, per distortion and severity.
 
     Args:
         predictor: Any :class:`~trustseg.inference.predictor.Predictor`.
-        cases: The evaluated cases (``image``, ``labels`` ``(R, *spatial)``, ``spacing``).
+        cases: The evaluated cases (``image``, ``labels`` ``(R, *spatial)``, ``spacing``); any sequence, e.g. a lazy
+            :class:`~trustseg.data.dataset.Dataset` view: each case is read and predicted one at a time, once per
+            distortion and severity, and only its scores are kept.
         cfg: Distortions, severities and seed.
         progress: Show a progress bar.
 
@@ -148,15 +163,13 @@ def ood_detection(predictor, cases: Sequence[_Case], cfg: OODConfig | None = Non
     k = predictor.info.num_classes
     heads = bool(predictor.info.samples_are_heads)
     scale = _scale(predictor)
-    majs = [_majority(c, k) for c in cases]
-    clean = _predict(predictor, (c.image for c in cases), cases)
-    clean_scores = _scores_of(clean, heads)
-    out: dict[str, Any] = {"clean_dice": _mean_dice(clean, majs, k), "results": []}
+    clean_scores, clean_dice = _score_set(predictor, cases, k, heads)
+    out: dict[str, Any] = {"clean_dice": clean_dice, "results": []}
     jobs = [(d, int(s)) for d in cfg.distortions for s in cfg.severities]
     for d, s in _progress(jobs, progress, "OOD protocol"):
-        imgs = [distort(c.image, d, s, seed=cfg.seed + i, scale=scale) for i, c in enumerate(cases)]
-        preds = _predict(predictor, imgs, cases)
-        scores = _scores_of(preds, heads)
+        scores, dice = _score_set(
+            predictor, cases, k, heads, lambda i, image, d=d, s=s: distort(image, d, s, seed=cfg.seed + i, scale=scale)
+        )
         res = {
             name: {
                 "auroc": float(ood_auroc(clean_scores[name], scores[name])),
@@ -164,13 +177,9 @@ def ood_detection(predictor, cases: Sequence[_Case], cfg: OODConfig | None = Non
             }
             for name in sorted(set(scores) & set(clean_scores))
         }
-        out["results"].append({"distortion": d, "severity": s, "dice": _mean_dice(preds, majs, k), "scores": res})
+        out["results"].append({"distortion": d, "severity": s, "dice": dice, "scores": res})
     out["best"] = _best(out["results"], cfg.distortions)
     return out
-
-
-def _mean_dice(preds: Sequence[Predictive], majs: Sequence[Tensor], k: int) -> float:
-    return float(nanmean(torch.tensor([foreground_dice(p, m, k) for p, m in zip(preds, majs)], dtype=torch.float64)))
 
 
 def _best(results: list[dict[str, Any]], distortions: Sequence[str]) -> dict[str, Any]:
@@ -205,7 +214,7 @@ def _level_metrics(pred: Predictive, case: _Case, maj: Tensor, k: int, measure: 
     return row, u
 
 
-def noise_protocol(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = None, progress: bool = False):
+def noise_protocol(predictor, cases: _Cases, cfg: NoiseConfig | None = None, progress: bool = False):
     """SURE's noise protocol: robustness per noise level and the noise interpretability metrics.
 
     Cases are the outer loop (one case's maps at every level are held at a time, so memory does not grow with the
@@ -248,7 +257,7 @@ def noise_protocol(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = 
     return {"levels": rows, "interpretability": summary}
 
 
-def noise_robustness(predictor, cases: Sequence[_Case], cfg: NoiseConfig | None = None, progress: bool = False):
+def noise_robustness(predictor, cases: _Cases, cfg: NoiseConfig | None = None, progress: bool = False):
     """The per-level rows of :func:`noise_protocol` (``[{"mu", "dice", "hd95", "ece", "ueo"}, ...]``)."""
     return noise_protocol(predictor, cases, cfg, progress)["levels"]
 
