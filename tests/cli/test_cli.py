@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from trustseg.cli.main import build_parser, main, parse_severities, run_config_from_args
 from trustseg.core.errors import ConfigError
+from trustseg.data.dataset import load_dataset
+from trustseg.data.io import write_label
 from trustseg.engine.calibrate import calibrate_run
 
 SUBCOMMANDS = [
@@ -172,3 +175,41 @@ def test_calibrate_fits_and_stores_the_temperature(tmp_path, capsys):
     capsys.readouterr()
     assert main(["calibrate", str(run), "--split", "tset"]) == 2
     assert "unknown split 'tset'" in capsys.readouterr().err
+
+
+def test_allow_outside_on_the_commands_that_read_indexes(tmp_path, capsys):
+    """predictions.json / dataset.json naming files outside their folder: exit 2 naming them; --allow-outside reads."""
+    data, pred, res = tmp_path / "data", tmp_path / "pred", tmp_path / "res.json"
+    assert main(["synth", "--out", str(data), "--cases", "4", "--raters", "2", "--size", "16", "--seed", "1"]) == 0
+    ds = load_dataset(data)
+    case = ds[0]
+    pred.mkdir()
+    (tmp_path / "outside").mkdir()
+    write_label(pred / "seg.png", np.zeros(case.labels.shape[1:], np.int64))
+    write_label(tmp_path / "outside" / "seg.png", case.labels[0])  # the outside file scores better
+    entry = {"id": case.case_id, "shape": list(case.labels.shape[1:]), "files": {"seg": "../outside/seg.png"}}
+    index = {"method": "other-tool", "classes": ds.classes, "measures": [], "cases": [entry]}
+    (pred / "predictions.json").write_text(json.dumps(index))
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.json" in err and f"case {case.case_id!r}" in err and "../outside/seg.png" in err
+    assert not res.exists()
+    args = ["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res), "--allow-outside"]
+    assert main(args) == 0
+    outside_dice = json.loads(res.read_text())["summary"]["dice"]
+    write_label(pred / "seg.png", case.labels[0])  # the same file inside gives the same scores: it was read
+    entry["files"]["seg"] = "seg.png"
+    (pred / "predictions.json").write_text(json.dumps(index))
+    assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res)]) == 0
+    assert json.loads(res.read_text())["summary"]["dice"] == outside_dice
+    write_label(pred / "seg.png", np.zeros(case.labels.shape[1:], np.int64))
+    assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(res)]) == 0
+    assert json.loads(res.read_text())["summary"]["dice"] != outside_dice
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["cases"][0]["image"] = "../outside/secret.nii.gz"
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
+    assert "dataset.json" in capsys.readouterr().err
+    for cmd in (["train", "--out", "r"], ["predict", "--run", "r", "--input", "i", "--out", "o"], ["calibrate", "r"]):
+        assert build_parser().parse_args([*cmd, "--allow-outside"]).allow_outside is True

@@ -10,7 +10,9 @@ import pytest
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import load_dataset, write_dataset
-from trustseg.data.validate import check_unique_ids, validate_case
+from trustseg.data.io import read_image, write_image
+from trustseg.data.paths import outside_allowed
+from trustseg.data.validate import check_names, check_unique_ids, validate_case
 
 
 def _cases(n=8, shape=(12, 10), channels=1, raters=2, k=3, seed=0, groups=None):
@@ -185,3 +187,109 @@ def test_validate_helpers_directly():
         check_unique_ids(["a", "b", "a"], "x")
     with pytest.raises(DataError, match="empty dataset"):
         check_unique_ids([])
+
+
+def _edit(root, fn):
+    meta = json.loads((root / "dataset.json").read_text())
+    fn(meta)
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """``tmp_path/outside/secret.nii.gz``: an image of case00's shape holding other values, outside the dataset."""
+    secret = tmp_path / "outside" / "secret.nii.gz"
+    secret.parent.mkdir()
+    write_image(secret, np.full((1, 12, 10), 7.0, np.float32), spatial_dims=2)
+    return secret
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute"])
+def test_case_files_outside_the_dataset_are_refused_unless_allowed(tmp_path, outside, how):
+    root = write_dataset(_cases(n=3), tmp_path / "work" / "ds", ["bg", "a", "b"])
+    rel = "../../outside/secret.nii.gz" if how == "dotdot" else str(outside)
+
+    def point(meta):
+        meta["cases"][1]["image"] = rel
+
+    _edit(root, point)
+    with pytest.raises(DataError, match="lies outside") as e:
+        load_dataset(root)
+    assert e.value.path == root / "dataset.json"
+    assert "case 'case01' image" in e.value.problem and repr(rel) in e.value.problem
+    for ds in (load_dataset(root, allow_outside=True), load_dataset(root, allow_outside=True).subset(["case01"])):
+        np.testing.assert_array_equal(ds["case01"].image, read_image(outside).array)
+        np.testing.assert_array_equal(ds.image("case01"), read_image(outside).array)
+    with outside_allowed():  # what the CLI's --allow-outside does
+        assert load_dataset(root)["case01"].image.max() == 7.0
+
+
+def test_label_files_outside_and_symlinks_leaving_the_dataset_are_refused(tmp_path, outside):
+    root = write_dataset(_cases(n=3), tmp_path / "work" / "ds", ["bg", "a", "b"])
+    secret_label = tmp_path / "outside" / "rater1.nii.gz"
+    (root / "labels" / "case02" / "rater1.nii.gz").rename(secret_label)
+    _edit(root, lambda m: m["cases"][2]["labels"].update(rater1=str(secret_label)))
+    with pytest.raises(DataError, match=r"case 'case02' labels\['rater1'\]: file .* lies outside"):
+        load_dataset(root)
+    assert load_dataset(root, allow_outside=True)["case02"].labels.shape == (2, 12, 10)
+    _edit(root, lambda m: m["cases"][2]["labels"].update(rater1="labels/case02/rater1.nii.gz"))
+    (root / "labels" / "case02" / "rater1.nii.gz").symlink_to(secret_label)  # the index looks harmless
+    with pytest.raises(DataError, match=r"case 'case02' labels\['rater1'\]: file 'labels/case02/rater1.nii.gz' lies"):
+        load_dataset(root)
+    (root / "images" / "case00.nii.gz").unlink()
+    (root / "images" / "case00.nii.gz").symlink_to(outside)
+    with pytest.raises(DataError, match="case 'case00' image: file 'images/case00.nii.gz' lies outside"):
+        load_dataset(root)
+
+
+def test_symlinks_inside_dangling_or_looping_keep_their_errors(tmp_path):
+    root = write_dataset(_cases(n=3), tmp_path / "ds", ["bg", "a", "b"])
+    img = root / "images"
+    (img / "case00.nii.gz").unlink()
+    (img / "case00.nii.gz").symlink_to(img / "case01.nii.gz")  # inside: fine
+    (img / "case01.nii.gz").rename(img / "moved.nii.gz")
+    (img / "case01.nii.gz").symlink_to(img / "gone.nii.gz")  # dangling
+    (img / "case02.nii.gz").unlink()
+    (img / "loop.nii.gz").symlink_to(img / "case02.nii.gz")
+    (img / "case02.nii.gz").symlink_to(img / "loop.nii.gz")  # a loop
+    ds = load_dataset(root)
+    with pytest.raises(DataError, match=r"images/case01\.nii\.gz: file not found"):
+        ds["case01"]
+    with pytest.raises(DataError, match=r"images/case02\.nii\.gz"):
+        ds["case02"]
+    (img / "case01.nii.gz").unlink()
+    (img / "moved.nii.gz").rename(img / "case01.nii.gz")
+    np.testing.assert_array_equal(ds["case00"].image, ds["case01"].image)
+    _edit(root, lambda m: m["cases"][0].update(id="../evil"))
+    with pytest.raises(DataError, match=r"case id '\.\./evil' cannot be used as a file name"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("classes", "abc", r"'classes' must be a list of names, got the str 'abc'"),  # ds_json_type_classes_str_abc
+        ("classes", ["bg", "a", "a"], r"'classes' names must be distinct; repeated: \['a'\]"),  # ds_json2_classes_dup
+        ("classes", ["bg", ""], r"'classes' entries must be non-empty strings"),
+        ("classes", ["bg", 1], r"'classes' entries must be non-empty strings, got \[1\]"),
+        ("classes", ["bg"], r"'classes' needs at least 2 names"),
+        ("raters", "rater0", r"'raters' must be a list of names, got the str 'rater0'"),  # ds_raters_string
+        ("raters", ["rater0", "rater0"], r"'raters' names must be distinct"),
+        ("file_ext", 5, r"'file_ext' must be one of .*, got 5"),  # pd_json_type_file_ext_int_5
+        ("file_ext", ".bmp", r"'file_ext' must be one of .*, got '\.bmp'"),
+    ],
+)
+def test_loose_values_in_dataset_json_are_refused(tmp_path, field, value, message):
+    root = write_dataset(_cases(n=3, raters=1), tmp_path / "ds", ["bg", "a", "b"])
+    _edit(root, lambda m: m.update({field: value}))
+    with pytest.raises(DataError, match=message) as e:
+        load_dataset(root)
+    assert e.value.path == root / "dataset.json"
+
+
+def test_writer_refuses_a_class_string_and_duplicate_classes(tmp_path):
+    with pytest.raises(DataError, match="got the string 'abc'"):
+        write_dataset(_cases(n=2), tmp_path / "ds", "abc")
+    with pytest.raises(DataError, match="'classes' names must be distinct"):
+        write_dataset(_cases(n=2), tmp_path / "ds", ["bg", "a", "a"])
+    assert check_names(("x", "y"), "raters") == ["x", "y"]

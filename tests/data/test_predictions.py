@@ -50,3 +50,50 @@ def test_errors_name_the_file(tmp_path):
     index_path(tmp_path).write_text("{")
     with pytest.raises(DataError, match="cannot parse predictions.json"):
         read_index(tmp_path)
+
+
+@pytest.mark.parametrize("role", ["seg", "probs", "entropy", "preview", "samples", "symlink"])
+def test_files_outside_the_folder_are_refused_unless_allowed(tmp_path, role):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    seg, probs = _folder(pred)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    other = np.zeros((2, 2), np.int64)
+    write_label(outside / "a_seg.png", other)
+    np.save(outside / "a_probs.npy", probs[::-1].copy())
+    np.save(outside / "a_samples.npy", probs[None])
+    index = json.loads(index_path(pred).read_text())
+    files = index["cases"][0]["files"]
+    key = {"seg": "seg", "probs": "probs", "samples": "samples"}.get(role)
+    if role == "symlink":
+        (pred / "a_seg.png").unlink()
+        (pred / "a_seg.png").symlink_to(outside / "a_seg.png")
+        key, rel = "seg", "a_seg.png"
+    elif role == "entropy":
+        files["measures"]["entropy"] = rel = str(outside / "a_probs.npy")
+    elif role == "preview":
+        files["previews"] = {"entropy": (rel := "../outside/a_seg.png")}
+    else:
+        files[key] = rel = f"../outside/a_{role}.{'png' if role == 'seg' else 'npy'}"
+    index_path(pred).write_text(json.dumps(index))
+    entry = index["cases"][0]
+    calls = [
+        lambda **kw: read_index(pred, **kw),
+        lambda **kw: load_prediction(pred, "a", **kw),
+        lambda **kw: load_prediction(pred, "a", entry=entry, **kw),
+        lambda **kw: case_files(pred, entry, **kw),
+    ]
+    for call in calls:
+        with pytest.raises(DataError, match="lies outside") as e:
+            call()
+        assert e.value.path == index_path(pred) and "case 'a' files[" in e.value.problem
+        assert repr(rel) in e.value.problem
+        call(allow_outside=True)
+    got = load_prediction(pred, "a", allow_outside=True)
+    if key == "seg":
+        np.testing.assert_array_equal(got["seg"], other)  # the outside file is what was read
+    elif key == "probs":
+        np.testing.assert_array_equal(got["probs"], probs[::-1])
+    elif key == "samples":
+        assert got["samples"].shape == (1, 2, 2, 2)

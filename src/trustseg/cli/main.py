@@ -23,6 +23,7 @@ from trustseg.core.errors import ConfigError, TrustsegError
 from trustseg.core.registry import Registry
 from trustseg.data.distortions import DISTORTIONS
 from trustseg.data.importers import IMPORTERS, import_dataset
+from trustseg.data.paths import outside_allowed
 from trustseg.data.predictions import read_index
 from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.engine.calibrate import calibrate_run
@@ -91,6 +92,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override any config field, dotted (e.g. train.lr=1e-3, net.channels=[8,16,32], method.params.samples=5)",
     )
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -110,6 +116,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measures", default=None, help="comma-separated measures (default: all the method supports)")
     p.add_argument(
         "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
+    )
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_predict)
@@ -137,6 +148,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--noise-robustness", action="store_true", help="SURE's protocol: x + N(mu, 0.3^2), mu in 0.1..0.9")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -147,6 +163,11 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="trained run folder (the temperature is written into its run.json)")
     p.add_argument("--data", type=Path, default=None, help="dataset to fit on (default: the run's own)")
     p.add_argument("--split", default=None, help="split to fit on (default: the run's validation cases, or val)")
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
+    )
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -355,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with outside_allowed(getattr(args, "allow_outside", False)):  # reaches every reader, member processes too
+            return int(args.func(args) or 0)
     except TrustsegError as e:
         print(f"trustseg {args.command}: error: {e}", file=sys.stderr)
         return 2

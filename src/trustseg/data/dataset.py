@@ -34,8 +34,9 @@ from trustseg.core.atomic import atomic_dir, atomic_write_json
 from trustseg.core.errors import DataError, UnknownNameError
 from trustseg.data.case import Case
 from trustseg.data.io import EXTENSIONS, read_image, read_label, write_image, write_label
+from trustseg.data.paths import contained_path
 from trustseg.data.splits import PARTS, fixed_split, kfold_split
-from trustseg.data.validate import check_case_id, check_unique_ids, validate_case
+from trustseg.data.validate import check_case_id, check_names, check_unique_ids, validate_case
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -148,9 +149,9 @@ def write_dataset(
     ext = ext if ext.startswith(".") else f".{ext}"
     if ext.lower() not in EXTENSIONS:
         raise DataError(f"unsupported dataset file extension {ext!r}; use one of {', '.join(EXTENSIONS)}", out)
-    classes = [str(c) for c in classes]
-    if len(classes) < 2:
-        raise DataError(f"need at least 2 classes (background first), got {classes}", out)
+    if isinstance(classes, str):
+        raise DataError(f"classes must be a list of names (background first), got the string {classes!r}", out)
+    classes = check_names([str(c) for c in classes], "classes", out, min_count=2)
     records: list[dict[str, Any]] = []
     raters: list[str] | None = None
     sdims = channels = None
@@ -240,11 +241,22 @@ class Dataset:
         root: Dataset root (holds ``dataset.json``).
         meta: The parsed ``dataset.json`` (read from ``root`` when ``None``).
         ids: Restrict to these case ids (a view; ``None`` for all).
+        allow_outside: Accept case files outside ``root`` (absolute paths, ``..``, symlinks leaving the folder);
+            by default they are refused when ``dataset.json`` is read (:func:`trustseg.data.paths.contained_path`).
+            A ``meta`` given by the caller is taken as checked.
     """
 
-    def __init__(self, root: str | Path, meta: dict[str, Any] | None = None, ids: Sequence[str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        meta: dict[str, Any] | None = None,
+        ids: Sequence[str] | None = None,
+        *,
+        allow_outside: bool = False,
+    ):
         self.root = Path(root)
-        self._meta = meta if meta is not None else _read_meta(self.root)
+        self.allow_outside = allow_outside
+        self._meta = meta if meta is not None else _read_meta(self.root, allow_outside)
         self._records = {c["id"]: c for c in self._meta["cases"]}
         if ids is None:
             self._ids = [c["id"] for c in self._meta["cases"]]
@@ -360,10 +372,10 @@ class Dataset:
 
     def subset(self, ids: Sequence[str]) -> Dataset:
         """A view on the cases ``ids`` (same files, same splits restricted to them)."""
-        return Dataset(self.root, self._meta, list(ids))
+        return Dataset(self.root, self._meta, list(ids), allow_outside=self.allow_outside)
 
 
-def _read_meta(root: Path) -> dict[str, Any]:
+def _read_meta(root: Path, allow_outside: bool = False) -> dict[str, Any]:
     path = root / DATASET_JSON
     if not path.is_file():
         raise DataError("dataset.json not found (not a trustseg dataset? see `trustseg import`)", path)
@@ -381,6 +393,11 @@ def _read_meta(root: Path) -> dict[str, Any]:
         raise DataError(f"unsupported format_version {meta['format_version']} (this trustseg reads 1)", path)
     if not meta["raters"]:
         raise DataError("dataset.json declares no raters", path)
+    check_names(meta["classes"], "classes", path, min_count=2)
+    check_names(meta["raters"], "raters", path)
+    ext = meta.get("file_ext", ".nii.gz")
+    if not isinstance(ext, str) or ext.lower() not in EXTENSIONS:
+        raise DataError(f"'file_ext' must be one of {', '.join(EXTENSIONS)}, got {ext!r}", path)
     try:
         ids = [str(c["id"]) for c in meta["cases"]]
         for c in meta["cases"]:
@@ -389,15 +406,28 @@ def _read_meta(root: Path) -> dict[str, Any]:
     except (KeyError, TypeError) as e:
         raise DataError(f"malformed case entry in dataset.json (missing {e})", path) from None
     check_unique_ids(ids, path)
+    for c in meta["cases"]:
+        cid = c["id"]
+        contained_path(root, c["image"], path, f"case {cid!r} image", allow_outside=allow_outside)
+        if not isinstance(c["labels"], dict):
+            raise DataError(f"case {cid!r}: 'labels' must map rater ids to files, got {c['labels']!r}", path)
+        for rater, rel in c["labels"].items():
+            contained_path(root, rel, path, f"case {cid!r} labels[{rater!r}]", allow_outside=allow_outside)
     meta["splits"] = _check_splits(meta["splits"], ids, path)
     return meta
 
 
-def load_dataset(root: str | Path) -> Dataset:
+def load_dataset(root: str | Path, *, allow_outside: bool = False) -> Dataset:
     """Open the trustseg dataset at ``root`` (files are read when a case is accessed).
 
+    Args:
+        root: Dataset root (holds ``dataset.json``).
+        allow_outside: Accept case files outside ``root``: absolute paths, ``..`` or symlinks leaving the folder
+            (also on inside :func:`trustseg.data.paths.outside_allowed`, e.g. the CLI's ``--allow-outside``).
+
     Raises:
-        DataError: missing or corrupt ``dataset.json``, duplicate ids, empty dataset, bad splits; missing or
-            corrupt image/label files are reported when their case is read.
+        DataError: missing or corrupt ``dataset.json``; ``classes``/``raters`` not lists of distinct non-empty
+            names; unknown ``file_ext``; a case file outside ``root`` (unless ``allow_outside``); duplicate ids,
+            empty dataset, bad splits. Missing or corrupt image/label files are reported when their case is read.
     """
-    return Dataset(root)
+    return Dataset(root, allow_outside=allow_outside)

@@ -25,8 +25,9 @@ The index ``predictions.json``::
                 "files": {"seg": file, "probs": file, "measures": {measure: file}, "previews": {measure: file},
                           "samples": file (optional)}}]}
 
-File names in ``files`` are relative to the folder. Only ``seg`` is required: a folder written by another tool
-may hold segmentations only.
+File names in ``files`` are relative to the folder and must lie inside it (symlinks included): an absolute path
+or one leaving the folder is refused unless ``allow_outside`` (:func:`trustseg.data.paths.contained_path`). Only
+``seg`` is required: a folder written by another tool may hold segmentations only.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 
 from trustseg.core.errors import DataError
 from trustseg.data.io import read_image, read_label
+from trustseg.data.paths import contained_path
 
 #: The index file of a prediction folder.
 INDEX = "predictions.json"
@@ -51,19 +53,29 @@ def index_path(pred_dir: str | Path) -> Path:
     return Path(pred_dir) / INDEX
 
 
-def read_index(pred_dir: str | Path) -> dict[str, Any]:
-    """``predictions.json`` of a prediction folder.
+def read_index(pred_dir: str | Path, *, allow_outside: bool = False) -> dict[str, Any]:
+    """``predictions.json`` of a prediction folder, with every case's files checked to lie inside the folder.
+
+    Args:
+        pred_dir: The prediction folder.
+        allow_outside: Accept files outside ``pred_dir`` (absolute paths, ``..``, symlinks leaving it).
 
     Raises:
-        DataError: no index (not a prediction folder), or an index that is not valid JSON.
+        DataError: no index (not a prediction folder), an index that is not valid JSON, or a case file outside
+            the folder (unless ``allow_outside``).
     """
     path = index_path(pred_dir)
     if not path.is_file():
         raise DataError("not a prediction folder (no predictions.json; run `trustseg predict`)", Path(pred_dir))
     try:
-        return json.loads(path.read_text())
+        index = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"cannot parse predictions.json: {e}", path) from None
+    cases = index.get("cases", []) if isinstance(index, dict) else []
+    for entry in cases if isinstance(cases, list) else []:
+        if isinstance(entry, dict):
+            case_files(pred_dir, entry, allow_outside=allow_outside)
+    return index
 
 
 def read_map(path: str | Path) -> np.ndarray:
@@ -78,7 +90,12 @@ def read_map(path: str | Path) -> np.ndarray:
 
 
 def load_prediction(
-    pred_dir: str | Path, case_id: str, *, entry: dict[str, Any] | None = None, seg: bool = True
+    pred_dir: str | Path,
+    case_id: str,
+    *,
+    entry: dict[str, Any] | None = None,
+    seg: bool = True,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """One case of a prediction folder, as arrays.
 
@@ -88,36 +105,53 @@ def load_prediction(
         entry: The case's entry of ``predictions.json``, when the caller has read the index already (saves
             reading it again per case).
         seg: Read the segmentation (``False``: ``"seg"`` is None, for callers that hold it already).
+        allow_outside: Accept files outside ``pred_dir`` (absolute paths, ``..``, symlinks leaving it).
 
     Returns:
         ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
         "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
 
     Raises:
-        DataError: the case is not in the index, or a file cannot be read.
+        DataError: the case is not in the index, a file lies outside ``pred_dir`` (unless ``allow_outside``), or a
+            file cannot be read.
     """
     pred_dir = Path(pred_dir)
     if entry is None:
-        entry = next((c for c in read_index(pred_dir)["cases"] if c["id"] == case_id), None)
+        entry = next(
+            (c for c in read_index(pred_dir, allow_outside=allow_outside)["cases"] if c["id"] == case_id), None
+        )
     if entry is None:
         raise DataError(f"case {case_id!r} is not in this prediction folder", index_path(pred_dir))
-    files = entry["files"]
+    paths = case_files(pred_dir, entry, allow_outside=allow_outside)
     maps = {}
-    for name, fname in files.get("measures", {}).items():
-        m = read_map(pred_dir / fname)
+    for name in entry["files"].get("measures", {}):
+        m = read_map(paths[f"map:{name}"])
         maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
-    samples = files.get("samples")
     return {
-        "probs": read_map(pred_dir / files["probs"]).astype(np.float32) if "probs" in files else None,
-        "seg": read_label(pred_dir / files["seg"])[0].astype(np.int64) if seg else None,
+        "probs": read_map(paths["probs"]).astype(np.float32) if "probs" in paths else None,
+        "seg": read_label(paths["seg"])[0].astype(np.int64) if seg else None,
         "maps": maps,
-        "samples": None if samples is None else read_map(pred_dir / samples).astype(np.float32),
+        "samples": read_map(paths["samples"]).astype(np.float32) if "samples" in paths else None,
     }
 
 
-def case_files(pred_dir: str | Path, entry: dict[str, Any]) -> dict[str, Path]:
-    """The files of one indexed case by role: ``"seg"``, ``"probs"``, ``"samples"`` and ``"map:<measure>"``."""
+def case_files(pred_dir: str | Path, entry: dict[str, Any], *, allow_outside: bool = False) -> dict[str, Path]:
+    """The files of one indexed case by role: ``"seg"``, ``"probs"``, ``"samples"`` and ``"map:<measure>"``.
+
+    The colour previews (``files["previews"]``) are checked too but not returned (nothing reads them back).
+
+    Raises:
+        DataError: a file lies outside ``pred_dir`` (unless ``allow_outside``) or is not a non-empty string.
+    """
     pred_dir, files = Path(pred_dir), entry.get("files", {})
-    out = {role: pred_dir / files[role] for role in ("seg", "probs", "samples") if role in files}
-    out.update({f"map:{name}": pred_dir / f for name, f in files.get("measures", {}).items()})
+    index, cid = index_path(pred_dir), entry.get("id")
+
+    def check(rel: object, role: str) -> Path:
+        where = f"case {cid!r} files[{role!r}]"
+        return contained_path(pred_dir, rel, index, where, allow_outside=allow_outside)
+
+    out = {role: check(files[role], role) for role in ("seg", "probs", "samples") if files.get(role) is not None}
+    out.update({f"map:{name}": check(f, f"measures.{name}") for name, f in files.get("measures", {}).items()})
+    for name, f in files.get("previews", {}).items():
+        check(f, f"previews.{name}")
     return out

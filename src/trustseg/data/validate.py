@@ -28,6 +28,43 @@ def check_case_id(case_id: str, source: str | Path | None = None) -> None:
         )
 
 
+def check_names(values: object, field: str, source: str | Path | None = None, min_count: int = 1) -> list[str]:
+    """Check a list of names (``classes``, ``raters``): a JSON list of at least ``min_count`` distinct non-empty
+    strings. A single string is refused (it would otherwise be iterated character by character).
+
+    Args:
+        values: The field's value as read.
+        field: The field's name, named in errors.
+        source: The file named in errors.
+        min_count: Fewest names allowed.
+
+    Returns:
+        The names as a list.
+
+    Raises:
+        DataError: not a list, too few entries, a non-string or empty entry, or a repeated name.
+
+    Example:
+        >>> check_names(["background", "tumour"], "classes")
+        ['background', 'tumour']
+        >>> check_names("abc", "classes")
+        Traceback (most recent call last):
+        ...
+        trustseg.core.errors.DataError: 'classes' must be a list of names, got the str 'abc'
+    """
+    if not isinstance(values, (list, tuple)):
+        raise DataError(f"{field!r} must be a list of names, got the {type(values).__name__} {values!r}", source)
+    bad = [v for v in values if not isinstance(v, str) or not v]
+    if bad:
+        raise DataError(f"{field!r} entries must be non-empty strings, got {bad[:5]}", source)
+    if len(values) < min_count:
+        raise DataError(f"{field!r} needs at least {min_count} names, got {list(values)}", source)
+    dup = sorted(v for v, n in Counter(values).items() if n > 1)
+    if dup:
+        raise DataError(f"{field!r} names must be distinct; repeated: {dup[:10]}", source)
+    return list(values)
+
+
 def validate_case(case: Case, num_classes: int, source: str | Path | None = None) -> None:
     """Check a case's shapes, label values and intensities.
 
