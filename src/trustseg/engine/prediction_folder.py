@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.progress import Progress
 
 from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json
@@ -160,7 +161,17 @@ class FolderWriter:
         return list(self.requested)
 
     def write(self, item: InputItem, pred: Predictive) -> None:
-        """Write the files of one case and refresh the index."""
+        """Write the files of one case and refresh the index.
+
+        Raises:
+            DataError: the prediction holds NaN or infinite probabilities (nothing of the case is written).
+        """
+        if not bool(torch.isfinite(pred.probs).all()):
+            raise DataError(
+                f"case {item.case_id!r}: the model {self.info.get('run_dir') or self.info['method']!r} predicted NaN "
+                "or infinite probabilities (diverged weights?); nothing was written for it",
+                item.source,
+            )
         if self.measures is None:
             self.measures = self._measure_names(pred)
         maps = {k: v[0].numpy().astype(np.float32) for k, v in compute_measures(pred, self.measures).items()}
