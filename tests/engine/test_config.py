@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from trustseg.cli.main import main
 from trustseg.core.config import replace as config_replace
 from trustseg.core.errors import ConfigError
 from trustseg.data.augmentation import AugmentConfig
@@ -64,6 +67,45 @@ def test_bad_literal_and_values(tmp_path):
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"val_every": 0}, {"patch_size": (0, 4)}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("lr", math.inf),
+        ("lr", math.nan),
+        ("lr", -1e-3),
+        ("weight_decay", -1.0),
+        ("weight_decay", math.inf),
+        ("grad_clip", math.nan),
+        ("grad_clip", 0.0),
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("val_every", 0),
+        ("seed", -1),
+        ("seed", 2**63),
+        ("seed", 1.5),
+        ("fold", -1),
+        ("max_train_cases", 0),
+    ],
+)
+def test_non_finite_and_out_of_range_values_are_refused_naming_the_option(option, value):
+    with pytest.raises(ConfigError, match=f"train.{option} must be"):
+        TrainConfig(**{option: value})
+
+
+def test_boundary_values_are_accepted():
+    cfg = TrainConfig(weight_decay=0.0, grad_clip=None, seed=0, fold=0, lr=1e-8)
+    assert cfg.weight_decay == 0.0 and cfg.grad_clip is None and cfg.fold == 0
+
+
+@pytest.mark.parametrize("setting", ["train.lr=.inf", "train.lr=.nan", "train.weight_decay=-1"])
+def test_cli_train_refuses_bad_values_with_one_line_before_any_work(tmp_path, capsys, setting):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and setting.split("=")[0] in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------ normalisation and augmentation options

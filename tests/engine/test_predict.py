@@ -15,7 +15,9 @@ from tests.engine.test_train import make_data, tiny_cfg
 from trustseg.core.errors import ConfigError, DataError, UnknownNameError
 from trustseg.data.io import read_image, write_image
 from trustseg.engine.predict import load_run, predict_folder, predict_image
+from trustseg.engine.prediction_folder import iter_inputs
 from trustseg.engine.train import train
+from trustseg.inference.predictor import load_predictor
 from trustseg.methods.base import build_method
 from trustseg.models.config import NetConfig
 
@@ -189,3 +191,65 @@ def test_predict_image_sizes_and_sliding_window():
     torch.testing.assert_close(small.probs, ref.probs)  # not larger than the patch: one whole pass
     with pytest.raises(DataError, match="image must be"):
         predict_image(method, models, np.zeros((8, 8), np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_folder_image_with_one_nan_or_inf_pixel_is_refused_naming_it(run2d, tmp_path, bad):
+    img = np.ones((1, 16, 16), np.float32)
+    img[0, 3, 4] = bad
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", img)
+    with pytest.raises(DataError, match="a.npy: image contains NaN or infinite values"):
+        predict_folder(run2d[0], tmp_path / "in", tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("a_*"))
+    method, models, _ = load_run(run2d[0])
+    with pytest.raises(DataError, match="NaN or infinite"):
+        predict_image(method, models, img)
+
+
+class NaNPredictor:
+    """Wraps a predictor and returns its prediction with one NaN probability (as a diverged run would)."""
+
+    def __init__(self, inner):
+        self.inner, self.info = inner, inner.info
+
+    def predict(self, image, spacing=None):
+        pred = self.inner.predict(image, spacing)
+        pred.probs[0, 0, 0, 0, 0] = float("nan")
+        return pred
+
+
+def test_nan_probabilities_are_refused_before_anything_is_written(run2d, tmp_path):
+    inner = load_predictor(run2d[0], "cpu")
+    src = tmp_path / "in"
+    write_image(src / "a.nii.gz", np.ones((1, 16, 16), np.float32), spatial_dims=2)
+    with pytest.raises(DataError, match="case 'a': the model .* predicted NaN or infinite probabilities"):
+        predict_folder(NaNPredictor(inner), src, tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("a_*"))
+
+
+@pytest.mark.parametrize("kind", ["loop", "broken"])
+def test_a_broken_or_looping_symlink_in_the_folder_is_named_not_skipped(run2d, tmp_path, kind):
+    src = tmp_path / "in"
+    write_image(src / "a.nii.gz", np.ones((1, 16, 16), np.float32), spatial_dims=2)
+    link = src / "b.nii.gz"
+    link.symlink_to(link if kind == "loop" else tmp_path / "gone.nii.gz")
+    (src / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not an image name: never an input, ignored as before
+    with pytest.raises(DataError, match="b.nii.gz: broken or looping symbolic link"):
+        iter_inputs(src)
+    with pytest.raises(DataError, match="b.nii.gz"):
+        predict_folder(run2d[0], src, tmp_path / "out", progress=False)
+    link.unlink()
+    assert len(iter_inputs(src)) == 1
+
+
+def test_split_with_a_folder_or_files_is_refused(run2d, tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "a.nii.gz", np.ones((1, 16, 16), np.float32), spatial_dims=2)
+    with pytest.raises(ConfigError, match="--split only applies to a dataset folder"):
+        iter_inputs(src, split="test")
+    with pytest.raises(ConfigError, match="--split only applies to a dataset folder"):
+        iter_inputs([src / "a.nii.gz"], split="test")
+    with pytest.raises(ConfigError, match="--split only applies"):
+        predict_folder(run2d[0], src, tmp_path / "out", split="test", progress=False)
+    assert len(iter_inputs(run2d[1], split="test")) >= 1  # a dataset root keeps its splits

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from trustseg.core.errors import DataError, UnknownNameError
+from trustseg.cli.main import main
+from trustseg.core.errors import DataError, TrainingError, UnknownNameError
 from trustseg.data.case import Case
 from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.engine.calibrate import calibrate_run
@@ -243,3 +244,38 @@ def test_foreground_dice_by_hand():
     # class 1: 2*1/(2+1) = 2/3; class 2: predicted only -> 0
     assert foreground_dice(pred, target, 3) == pytest.approx((2 / 3 + 0) / 2)
     assert foreground_dice(target, target, 3) == pytest.approx(1.0)  # class 2 absent from both -> 1
+
+
+def test_divergence_is_a_clear_error_and_leaves_no_non_finite_checkpoint(tmp_path, capsys):
+    root = make_data(tmp_path)
+    # a finite but absurd learning rate: the first step sends the weights to ~1e30, the next loss overflows
+    with pytest.raises(TrainingError, match=r"member 0: training diverged, .* at epoch 1, step \d+; use a lower"):
+        train(tiny_cfg(root, epochs=2, lr=1e30), tmp_path / "run", progress=False)
+    for name in ("best.pt", "last.pt"):
+        path = tmp_path / "run" / "member_0" / name
+        assert not path.exists() or all(torch.isfinite(t).all() for t in weights(tmp_path / "run", name=name).values())
+    rc = main(["train", "--data", str(root), "--out", str(tmp_path / "cli"), "--set", "train.lr=1e30", "--epochs", "2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "training diverged" in err and len(err.splitlines()) == 1
+
+
+def test_weights_that_turn_non_finite_at_an_epoch_end_are_never_saved(tmp_path, monkeypatch):
+    root = make_data(tmp_path)
+    step = torch.optim.AdamW.step
+
+    def poisoning_step(self, *args, **kwargs):  # the last step of epoch 2 leaves a NaN weight behind
+        out = step(self, *args, **kwargs)
+        if self._trustseg_steps == 2:
+            next(p for g in self.param_groups for p in g["params"]).data.view(-1)[0] = float("nan")
+        self._trustseg_steps += 1
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "_trustseg_steps", 1, raising=False)
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoning_step)
+    # batch 64: one step per epoch, so the loss of epoch 2 is still finite and only the weights check can see it
+    with pytest.raises(TrainingError, match="the weights are not finite at epoch 2, step 2"):
+        train(tiny_cfg(root, epochs=3, batch_size=64), tmp_path / "run", progress=False)
+    best = load_checkpoint(tmp_path / "run" / "member_0" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "member_0" / "last.pt")
+    assert best["epoch"] == 1 and last["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in (*best["model"].values(), *last["model"].values()))

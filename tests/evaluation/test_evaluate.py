@@ -146,3 +146,45 @@ def test_bad_probabilities_or_maps_name_the_case_and_file(hand, tmp_path):
         evaluate_predictions(pred, root, tmp_path / "m.json", split="test")
     assert (err.value.source, err.value.measure, err.value.path) == ("map", "entropy", pred / "a_entropy.npy")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_case_listed_twice_in_the_index_is_refused(hand, tmp_path):
+    root, pred = hand
+    index = json.loads((pred / "predictions.json").read_text())
+    index["cases"].append(dict(index["cases"][0]))
+    (pred / "predictions.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match=r"predictions\.json: case 'a' is listed more than once") as e:
+        evaluate_predictions(pred, root, tmp_path / "ev" / "m.json")
+    assert e.value.path == pred / "predictions.json" and not (tmp_path / "ev").exists()
+
+
+def one_hot_probs(seg: np.ndarray, k: int = 3) -> np.ndarray:
+    """Soft probabilities whose argmax is ``seg`` (0.6 on the class, 0.2 elsewhere)."""
+    probs = np.full((k, *seg.shape), 0.4 / (k - 1), np.float32)
+    np.put_along_axis(probs, seg[None], 0.6, axis=0)
+    return probs
+
+
+def test_a_segmentation_that_is_not_the_argmax_of_the_probabilities_is_refused(hand, tmp_path):
+    root, pred = hand
+    seg_a = np.load(pred / "a_seg.npy").astype(np.int64)
+    probs = one_hot_probs(seg_a)
+    np.save(pred / "a_probs.npy", probs)
+    index = json.loads((pred / "predictions.json").read_text())
+    index["cases"][0]["files"]["probs"] = "a_probs.npy"
+    (pred / "predictions.json").write_text(json.dumps(index))
+    evaluate_predictions(pred, root, tmp_path / "ok.json")  # argmax of probs == seg: accepted
+    tie = probs.copy()
+    tie[:, 1, 1] = [0.4, 0.4, 0.2]  # seg is 0 there: a tie with class 1 still agrees
+    np.save(pred / "a_probs.npy", tie)
+    evaluate_predictions(pred, root, tmp_path / "tie.json")
+    np.save(pred / "a_probs.npy", one_hot_probs(np.zeros_like(seg_a)))  # 4 of the 16 voxels of a are foreground
+    expected = f"{(seg_a != 0).mean():.2%}"
+    assert expected == "25.00%"
+    with pytest.raises(
+        DataError,
+        match=rf"case 'a': the segmentation a_seg\.npy is not the argmax of the "
+        rf"probabilities a_probs\.npy in {expected} of the voxels",
+    ) as e:
+        evaluate_predictions(pred, root, tmp_path / "bad.json")
+    assert e.value.path == pred / "a_seg.npy" and not (tmp_path / "bad.json").exists()

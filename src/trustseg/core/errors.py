@@ -27,6 +27,10 @@ class ConfigError(TrustsegError, ValueError):
     """Bad configuration: unknown option, wrong type, out-of-range value."""
 
 
+class TrainingError(TrustsegError, FloatingPointError):
+    """Training diverged (a non-finite loss or non-finite weights), naming the member, epoch and step."""
+
+
 class UnknownNameError(TrustsegError, KeyError):
     """An unknown registered name (method, measure, metric, ...), with a "did you mean" suggestion."""
 

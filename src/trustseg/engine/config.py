@@ -19,6 +19,7 @@ the run predates them, i.e. it was trained on raw intensities without augmentati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,20 +70,47 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        if self.val_every < 1:
-            raise ConfigError(f"train.val_every must be >= 1, got {self.val_every}")
-        if self.patch_size is not None and any(p < 1 for p in self.patch_size):
-            raise ConfigError(f"train.patch_size must be positive, got {list(self.patch_size)}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
-        if self.max_train_cases is not None and self.max_train_cases < 1:
-            raise ConfigError(f"train.max_train_cases must be >= 1 or null, got {self.max_train_cases}")
+        _integer("train.epochs", self.epochs, 1)
+        _integer("train.batch_size", self.batch_size, 1)
+        _number("train.lr", self.lr, 0.0, strict=True)
+        _number("train.weight_decay", self.weight_decay, 0.0, strict=False)
+        _integer("train.val_every", self.val_every, 1)
+        _integer("train.seed", self.seed, 0, 2**63 - 1)
+        if self.patch_size is not None:
+            for p in self.patch_size:
+                if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+                    raise ConfigError(f"train.patch_size must be positive integers, got {list(self.patch_size)}")
+        if self.grad_clip is not None:
+            _number("train.grad_clip", self.grad_clip, 0.0, strict=True, nullable=True)
+        if self.fold is not None:
+            _integer("train.fold", self.fold, 0, nullable=True)
+        if self.max_train_cases is not None:
+            _integer("train.max_train_cases", self.max_train_cases, 1, nullable=True)
+
+
+def _integer(name: str, value: Any, low: int, high: int | None = None, nullable: bool = False) -> None:
+    """Refuse ``value`` unless it is an int in ``[low, high]``.
+
+    Raises:
+        ConfigError: naming the option, the range and the value.
+    """
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be an integer {rng}{' or null' if nullable else ''}, got {value!r}")
+
+
+def _number(name: str, value: Any, low: float, strict: bool, nullable: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite number ``> low`` (``strict``) or ``>= low``.
+
+    Raises:
+        ConfigError: naming the option, the range and the value (NaN and infinities included).
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and (value > low if strict else value >= low)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {low:g}"
+        raise ConfigError(f"{name} must be a finite number {bound}{' or null' if nullable else ''}, got {value!r}")
 
 
 @dataclass(frozen=True)

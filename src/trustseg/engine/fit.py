@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from trustseg.core.atomic import atomic_write_json
+from trustseg.core.errors import TrainingError
 from trustseg.engine import checkpoint as ck
 from trustseg.engine.config import RunConfig
 from trustseg.engine.distributed import all_reduce_mean, barrier, gather_objects, init_distributed, wrap_model
@@ -151,7 +152,7 @@ def train_member(
                 with torch.autocast(device.type, enabled=amp):
                     loss, logs = method.loss(net, batch, ctx)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"member {member}: loss is {loss.item()} at epoch {epoch}, step {step}")
+                    raise _diverged(member, epoch, step, f"the loss is {loss.item()}")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if tc.grad_clip is not None:
@@ -179,6 +180,8 @@ def train_member(
             row["val_dice"] = val_dice
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
+            if not all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point()):
+                raise _diverged(member, epoch, step, "the weights are not finite")  # never saved, as best or last
             improved = val_loader is None or (validate_now and val_dice > best_dice)
             if improved:
                 best_dice, best_epoch = (val_dice if val_loader is not None else best_dice), epoch + 1
@@ -199,6 +202,14 @@ def train_member(
             )
         barrier(dinfo)
     return _member_result(member, best_dice, best_epoch, tc.epochs)
+
+
+def _diverged(member: int, epoch: int, step: int, what: str) -> TrainingError:
+    """The error of a diverged member (``epoch`` 0-based, reported 1-based)."""
+    return TrainingError(
+        f"member {member}: training diverged, {what} at epoch {epoch + 1}, step {step}; use a lower train.lr "
+        "(or train.grad_clip)"
+    )
 
 
 def _member_result(member: int, best_dice: float, best_epoch: int, epochs: int) -> dict[str, Any]:

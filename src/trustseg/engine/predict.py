@@ -54,12 +54,17 @@ def predict_image(
 
     Returns:
         Predictive with ``B = 1``, on the CPU, float32.
+
+    Raises:
+        DataError: an image that is not ``(C, *spatial)`` or holds NaN/Inf values.
     """
     if device is None:
         device = next(iter(models[0].parameters())).device
     x = torch.as_tensor(np.asarray(image, dtype=np.float32) if not isinstance(image, Tensor) else image).float()
     if x.dim() < 3:
         raise DataError(f"an image must be (C, *spatial), got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError("image contains NaN or infinite values")
     pred = predict_tensor(method, models, x[None].to(device), patch_size, multiple, overlap)
     return pred.map(lambda t: t.float().cpu())
 

@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.progress import Progress
 
 from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.predictive import Predictive
-from trustseg.data.dataset import load_dataset
+from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
 from trustseg.data.predictions import load_prediction, read_map
 from trustseg.evaluation.context import oriented_name
@@ -70,7 +71,9 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
     every file in it with a known image extension, sorted by name; a file or a list gives those files.
 
     Raises:
-        DataError: nothing to predict, an unknown extension, or duplicate case names.
+        DataError: nothing to predict, an unknown extension, duplicate case names, or a broken or looping
+            symbolic link with an image extension in the folder (named; it is not skipped).
+        ConfigError: ``split`` given with a folder or files that are not a dataset root.
     """
     if isinstance(inputs, (str, Path)) and (Path(inputs) / "dataset.json").is_file():
         ds = load_dataset(inputs)
@@ -85,10 +88,18 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
         if not loaders:
             raise DataError(f"no cases to predict{f' in split {split!r}' if split else ''}", Path(inputs))
         return loaders
+    if split:
+        raise ConfigError(
+            f"--split only applies to a dataset folder (one with {DATASET_JSON}); {_shown(inputs)} is not one"
+        )
     if isinstance(inputs, (str, Path)):
         root = Path(inputs)
         if root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and has_known_ext(p))
+            entries = sorted(p for p in root.iterdir() if not p.name.startswith(".") and has_known_ext(p))
+            for p in entries:
+                if p.is_symlink() and not p.exists():
+                    raise DataError("broken or looping symbolic link among the inputs", p)
+            files = [p for p in entries if p.is_file()]
             if not files:
                 raise DataError("no image files with a known extension in this folder", root)
         elif root.is_file():
@@ -110,6 +121,14 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
         return InputItem(stem, path, img.array, img.spacing, img.origin, img.affine, ext)
 
     return [lambda f=f: from_file(f) for f in files]
+
+
+def _shown(inputs: str | Path | Sequence[str | Path]) -> str:
+    """The inputs as a message names them."""
+    if isinstance(inputs, (str, Path)):
+        return str(inputs)
+    items = [str(f) for f in inputs]
+    return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
 
 
 class FolderWriter:
@@ -160,7 +179,17 @@ class FolderWriter:
         return list(self.requested)
 
     def write(self, item: InputItem, pred: Predictive) -> None:
-        """Write the files of one case and refresh the index."""
+        """Write the files of one case and refresh the index.
+
+        Raises:
+            DataError: the prediction holds NaN or infinite probabilities (nothing of the case is written).
+        """
+        if not bool(torch.isfinite(pred.probs).all()):
+            raise DataError(
+                f"case {item.case_id!r}: the model {self.info.get('run_dir') or self.info['method']!r} predicted NaN "
+                "or infinite probabilities (diverged weights?); nothing was written for it",
+                item.source,
+            )
         if self.measures is None:
             self.measures = self._measure_names(pred)
         maps = {k: v[0].numpy().astype(np.float32) for k, v in compute_measures(pred, self.measures).items()}

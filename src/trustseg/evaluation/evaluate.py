@@ -52,15 +52,20 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
     """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
 
     Raises:
-        DataError: a predicted case missing from the dataset, or a prediction whose shape differs from the labels.
+        DataError: a case listed twice in ``predictions.json``, a predicted case missing from the dataset, or a
+            prediction whose shape differs from the labels.
     """
     pred_dir = Path(pred_dir)
     index = read_index(pred_dir)
     ds = load_dataset(data_root)
     keep = set(ds.split(split)) if split else set(ds.ids)
     known = set(ds.ids)
+    seen: set[str] = set()
     for entry in index["cases"]:
         cid = entry["id"]
+        if cid in seen:  # it would be scored twice and weigh double in every mean
+            raise DataError(f"case {cid!r} is listed more than once", index_path(pred_dir))
+        seen.add(cid)
         if cid not in known:
             raise DataError(f"predicted case {cid!r} is not in the dataset {ds.root}", index_path(pred_dir))
         if cid not in keep:
@@ -71,6 +76,31 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
         if tuple(seg.shape) != tuple(case.labels.shape[1:]):
             raise DataError(f"prediction shape {seg.shape} differs from the labels {case.labels.shape[1:]}", seg_path)
         yield Pair(cid, seg.astype(np.int64), case, entry)
+
+
+def check_seg_matches_probs(pred_dir: str | Path, pair: Pair, probs: np.ndarray) -> None:
+    """Refuse a case whose segmentation is not an argmax of its probabilities ``(K, *spatial)``.
+
+    A voxel agrees when its ``seg`` class has the largest probability (ties: any of the tied classes). Otherwise
+    the overlap metrics (from ``seg``) and the calibration metrics (from ``probs``) would describe two different
+    predictions in one result.
+
+    Raises:
+        DataError: naming both files and the share of voxels that differ.
+    """
+    seg = pair.seg
+    shape_ok = probs.ndim == seg.ndim + 1 and tuple(probs.shape[1:]) == tuple(seg.shape)
+    if not shape_ok or seg.size == 0 or seg.min() < 0 or seg.max() >= probs.shape[0] or not np.isfinite(probs).all():
+        return  # the suite reports wrong shapes, class counts and values, naming the file
+    at_seg = np.take_along_axis(probs, seg[None], axis=0)[0]
+    differ = float((at_seg < probs.max(axis=0)).mean())
+    if differ > 0:
+        files = case_files(pred_dir, pair.entry)
+        raise DataError(
+            f"case {pair.case_id!r}: the segmentation {files['seg'].name} is not the argmax of the probabilities "
+            f"{files['probs'].name} in {differ:.2%} of the voxels (the folder mixes two predictions?)",
+            files["seg"],
+        )
 
 
 def culprit(pred_dir: str | Path, entry: dict[str, Any], error: CaseInputError) -> Path:
@@ -145,6 +175,7 @@ def evaluate_predictions(
         if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
             probs = torch.nn.functional.one_hot(torch.from_numpy(pair.seg), len(ds.classes)).movedim(-1, 0).float()
         else:
+            check_seg_matches_probs(pred_dir, pair, pred["probs"])
             probs = torch.from_numpy(pred["probs"])
         try:
             ev.add_case(

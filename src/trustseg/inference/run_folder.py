@@ -15,6 +15,7 @@ Checkpoints are read with ``weights_only=True`` (no code runs when a checkpoint 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,58 @@ def read_run_json(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise DataError("run.json does not hold a JSON object", path)
     return info
+
+
+#: The keys of ``run.json`` inference needs, each with its check: ``(description, test)``.
+_INT_KEYS = {"members": (1, 1024), "num_classes": (2, 1024), "in_channels": (1, 1024), "spatial_dims": (2, 3)}
+REQUIRED_KEYS = ("method", "params", "classes", *_INT_KEYS)
+
+
+def check_run_info(info: dict[str, Any], path: str | Path) -> None:
+    """Check the values of a ``run.json`` that inference relies on.
+
+    ``members``, ``num_classes``, ``in_channels`` and ``spatial_dims`` must be integers of a sane range
+    (``spatial_dims`` 2 or 3, at least 2 classes), ``classes`` a list of ``num_classes`` names, and
+    ``temperature`` (optional, default 1) a finite number > 0: a temperature of 0 divides by zero and a negative
+    one inverts the softmax.
+
+    Raises:
+        DataError: naming ``path`` (the ``run.json``) and the key that is missing or wrong.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing:
+        raise DataError(f"run.json lacks the key(s) {missing} (not a complete trustseg run?)", path)
+    for key, (low, high) in _INT_KEYS.items():
+        v = info[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise DataError(f"{key} must be an integer in [{low}, {high}], got {v!r}", path)
+    classes = info["classes"]
+    if not isinstance(classes, list) or len(classes) != info["num_classes"]:
+        raise DataError(f"classes must be a list of num_classes = {info['num_classes']} names, got {classes!r}", path)
+    if not isinstance(info["method"], str) or not isinstance(info["params"], dict):
+        raise DataError("method must be a name and params a mapping", path)
+    t = info.get("temperature", 1.0)
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
+        raise DataError(f"temperature must be a finite number > 0, got {t!r}", path)
+
+
+def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinite values (e.g. a diverged training run).
+
+    Raises:
+        DataError: naming the checkpoint file and the first non-finite tensor.
+    """
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise DataError("not a trustseg checkpoint ('model' is not a state dict)", path)
+    for name, t in model.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DataError(
+                f"checkpoint weights are not finite ({bad} NaN/Inf values in {name!r}); the training run diverged, "
+                "retrain with a lower train.lr",
+                path,
+            )
 
 
 def size_multiple(info: dict[str, Any]) -> int:

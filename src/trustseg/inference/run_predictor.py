@@ -24,7 +24,15 @@ from trustseg.core.predictive import Predictive
 from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
-from trustseg.inference.run_folder import load_checkpoint, member_checkpoint, read_run_json, size_multiple
+from trustseg.inference.run_folder import (
+    RUN_JSON,
+    check_finite_weights,
+    check_run_info,
+    load_checkpoint,
+    member_checkpoint,
+    read_run_json,
+    size_multiple,
+)
 from trustseg.inference.tensor import predict_tensor
 from trustseg.methods.base import METHODS, Method, build_method
 from trustseg.models.config import NetConfig
@@ -45,18 +53,23 @@ def load_run(
         member, and the ``run.json`` contents plus ``checkpoints`` (the files loaded) and ``run_dir``.
 
     Raises:
-        DataError: not a run folder, or a member without a checkpoint.
+        DataError: not a run folder, a ``run.json`` key missing or out of range (a temperature that is not a
+            finite number > 0 included), a member without a checkpoint, or a checkpoint with NaN/Inf weights
+            (naming the file and the first bad tensor).
     """
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
+    check_run_info(info, run_dir / RUN_JSON)
     net = from_dict(NetConfig, dict(info.get("net") or {}), where=f"{run_dir / 'run.json'}: net")
     params = METHODS.get(info["method"]).upgrade_params(dict(info["params"]))  # runs saved by older versions
     method = build_method(info["method"], net, info["spatial_dims"], info["in_channels"], info["num_classes"], params)
-    method.temperature = float(info.get("temperature") or 1.0)
+    t = info.get("temperature")
+    method.temperature = 1.0 if t is None else float(t)
     models, files = [], []
     for m in range(int(info["members"])):
         path = member_checkpoint(run_dir, m, which)
         state = load_checkpoint(path)
+        check_finite_weights(state, path)
         model = method.build_model(m)
         model.load_state_dict(state["model"])
         models.append(model.to(device).eval())
