@@ -92,3 +92,38 @@ def test_resume_skips_finished_members(tmp_path, monkeypatch):
     assert (tmp_path / "resumed" / "member_0" / "last.pt").stat().st_mtime_ns == before  # finished: skipped
     for m in (0, 1):
         assert_same_weights(weights(tmp_path / "straight", m), weights(tmp_path / "resumed", m))
+
+
+def test_resume_removes_leftover_temp_files(tmp_path):
+    """S2 leftover: a kill during an atomic write leaves ``.NAME.XXXX.tmp.EXT``; resume removes it, nothing else."""
+    root = make_data(tmp_path)
+    cfg = tiny_cfg(root, epochs=1)
+    train(cfg, tmp_path / "run", progress=False)
+    mdir = tmp_path / "run" / "member_0"
+    litter = [mdir / ".last.pt.k3j_9xq2.tmp.pt", mdir / ".best.pt.ab12cd34.tmp.pt", mdir / ".history.csv.zz.tmp.csv"]
+    for p in litter:
+        p.write_bytes(b"half a checkpoint")
+    keep = [mdir / ".notes.txt", mdir / ".last.pt.x.tmp.csv", mdir / "my.tmp.pt"]  # not the atomic-write pattern
+    for p in keep:
+        p.write_text("mine")
+    summary = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert summary["members"][0]["epochs"] == 1
+    assert [p for p in litter if p.exists()] == []
+    assert all(p.read_text() == "mine" for p in keep)
+
+
+def test_resume_repairs_short_history(tmp_path):
+    """crash_s6sim_resume: killed after the final epoch's last.pt but before history.csv -> one row short."""
+    root = make_data(tmp_path)
+    cfg = tiny_cfg(root, epochs=2)
+    train(cfg, tmp_path / "run", progress=False)
+    hist = tmp_path / "run" / "member_0" / "history.csv"
+    full = hist.read_text()
+    lines = full.splitlines(keepends=True)
+    assert len(lines) == 3  # header + 2 epochs
+    hist.write_text("".join(lines[:2]))  # the state the simulated kill leaves
+    train(cfg, tmp_path / "run", resume=True, progress=False)
+    rows = list(csv.DictReader(hist.open()))
+    state = load_checkpoint(tmp_path / "run" / "member_0" / "last.pt")
+    assert [int(r["epoch"]) for r in rows] == [int(h["epoch"]) for h in state["history"]] == [1, 2]
+    assert hist.read_text() == full  # rewritten exactly as the training wrote it

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ __all__ = [
     "load_checkpoint",
     "member_dir",
     "read_run_json",
+    "remove_leftover_temps",
+    "repair_history",
     "save_checkpoint",
     "save_member_state",
     "unwrap",
@@ -146,3 +149,48 @@ def save_member_state(
     }
     save_checkpoint(state, mdir / LAST)
     write_history(mdir / HISTORY, history)
+
+
+#: A temporary file of :func:`trustseg.core.atomic.atomic_path`: ``.NAME.XXXXXXXX.tmpSUFFIXES`` (mkstemp's random
+#: part is letters, digits and underscores).
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp(?P<sfx>.*)$")
+
+
+def remove_leftover_temps(folder: str | Path) -> list[Path]:
+    """Remove the hidden temporary files an interrupted atomic write left in ``folder`` (not its subfolders).
+
+    Only names of the form ``.NAME.XXXX.tmp.EXT``, with ``.EXT`` the suffixes of ``NAME`` (the pattern of
+    :func:`trustseg.core.atomic.atomic_path`), are removed; every other file stays.
+
+    Returns:
+        The removed paths.
+    """
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.iterdir()):
+        m = _TEMP.match(p.name)
+        if m and p.is_file() and not p.is_symlink() and m["sfx"] == "".join(Path(m["name"]).suffixes):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def repair_history(path: str | Path, history: Sequence[dict[str, Any]]) -> bool:
+    """Rewrite ``history.csv`` from a checkpoint's history when the file holds fewer epochs (or is missing).
+
+    A run interrupted after ``last.pt`` was written but before ``history.csv`` leaves the CSV one row short;
+    ``last.pt`` is the authority.
+
+    Returns:
+        Whether the file was rewritten.
+    """
+    path = Path(path)
+    rows = 0
+    if path.is_file():
+        with open(path, newline="") as fh:
+            rows = sum(1 for _ in csv.DictReader(fh))
+    if rows >= len(history):
+        return False
+    write_history(path, history)
+    return True

@@ -130,6 +130,9 @@ def train_member(
         start_epoch, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
         best_dice = -math.inf if state["best_dice"] is None else float(state["best_dice"])
         best_epoch = int(state["best_epoch"])
+        if dinfo.is_main:  # litter of a killed atomic write, and a history.csv that missed the last epochs
+            ck.remove_leftover_temps(mdir)
+            ck.repair_history(mdir / ck.HISTORY, history)
     if start_epoch >= tc.epochs:
         return _member_result(member, best_dice, best_epoch, start_epoch)
     if not resume and dinfo.is_main:  # a fresh start: files of an earlier run here must not be resumed later
