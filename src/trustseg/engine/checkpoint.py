@@ -165,7 +165,7 @@ def remove_leftover_temps(folder: str | Path) -> list[Path]:
     Returns:
         The removed paths.
     """
-    folder, removed = Path(folder), []
+    folder, removed = Path(folder), list[Path]()
     if not folder.is_dir():
         return removed
     for p in sorted(folder.iterdir()):
