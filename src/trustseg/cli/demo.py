@@ -69,7 +69,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         same = (run_dir / "config.yaml").is_file() and load_saved_run_config(run_dir / "config.yaml") == cfg
         train(cfg, run_dir, resume=same, progress=progress)  # a rerun continues; a changed config starts afresh
         _say(f"3/4 predicting the test split with [bold]{name}[/]", progress)
-        predict_folder(run_dir, data, pred_dir, split="test", progress=progress, save_samples=True)
+        predict_folder(run_dir, data, pred_dir, split="test", progress=progress, save_samples=True, overwrite=True)
         evaluate_predictions(pred_dir, data, result_json, split="test")
         timings[name] = round(time.perf_counter() - t, 1)
         entries.append((name, run_dir, pred_dir, result_json))

@@ -117,6 +117,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
     )
+    p.add_argument("--resume", action="store_true", help="continue an earlier prediction folder in --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier prediction folder in --out (its listed files)"
+    )
     p.add_argument(
         "--allow-outside",
         action="store_true",
@@ -148,6 +152,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--noise-robustness", action="store_true", help="SURE's protocol: x + N(mu, 0.3^2), mu in 0.1..0.9")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
+    p.add_argument("--partial", action="store_true", help="evaluate a prediction folder marked incomplete")
     p.add_argument(
         "--allow-outside",
         action="store_true",
@@ -304,6 +309,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.no_progress,
         save_samples=args.samples,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     console = _console()
     console.print(f"predictions written to [bold]{out}[/]")
@@ -340,9 +347,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         noise = NoiseConfig(seed=args.seed)
     predictor = load_predictor(args.run) if args.run is not None else None
     results = evaluate_predictions(
-        args.pred, args.data, args.out, split=args.split, predictor=predictor, ood=ood, noise=noise, progress=True
+        args.pred,
+        args.data,
+        args.out,
+        split=args.split,
+        predictor=predictor,
+        ood=ood,
+        noise=noise,
+        progress=True,
+        partial=args.partial,
     )
     console = _console()
+    if "partial" in results:
+        part = results["partial"]
+        console.print(f"[yellow]partial[/]: {part['scored']} of {part['expected']} cases predicted")
     console.print(f"results written to [bold]{args.out}[/] (per-case table: {Path(args.out).with_suffix('.csv')})")
     for key, value in flatten(results.get("summary", {})).items():
         if isinstance(value, float):

@@ -20,7 +20,7 @@ A prediction folder::
 The index ``predictions.json``::
 
     {"method": str, "run": run folder or null, "classes": [names, background first], "measures": [names],
-     "temperature": float,
+     "temperature": float, "complete": bool, "expected": [case ids the folder is to hold],
      "cases": [{"id": str, "source": input file, "shape": [spatial sizes],
                 "files": {"seg": file, "probs": file, "measures": {measure: file}, "previews": {measure: file},
                           "samples": file (optional)}}]}
@@ -28,6 +28,10 @@ The index ``predictions.json``::
 File names in ``files`` are relative to the folder and must lie inside it (symlinks included): an absolute path
 or one leaving the folder is refused unless ``allow_outside`` (:func:`trustseg.data.paths.contained_path`). Only
 ``seg`` is required: a folder written by another tool may hold segmentations only.
+
+``"complete"`` is ``false`` while ``trustseg predict`` runs (and after it failed or was killed) and ``true`` once
+every expected case is written; :func:`completeness` reads it. A folder without the marker (written before it
+existed, or by another tool) counts as complete.
 """
 
 from __future__ import annotations
@@ -76,6 +80,45 @@ def read_index(pred_dir: str | Path, *, allow_outside: bool = False) -> dict[str
         if isinstance(entry, dict):
             case_files(pred_dir, entry, allow_outside=allow_outside)
     return index
+
+
+def completeness(index: dict[str, Any]) -> tuple[int, int] | None:
+    """``(k, n)``: ``k`` of the ``n`` expected cases are indexed, for an index marked incomplete; ``None`` when it
+    is complete or carries no marker (a folder written before the marker existed counts as complete).
+
+    >>> completeness({"complete": False, "expected": ["a", "b", "c"], "cases": [{"id": "a"}]})
+    (1, 3)
+    >>> completeness({"complete": True, "expected": ["a"], "cases": [{"id": "a"}]}) is None
+    True
+    >>> completeness({"cases": [{"id": "a"}]}) is None
+    True
+    """
+    if index.get("complete", True) is not False:
+        return None
+    expected = [str(c) for c in index.get("expected") or []]
+    have = {c.get("id") for c in index.get("cases", []) if isinstance(c, dict)}
+    return sum(cid in have for cid in expected), len(expected)
+
+
+def check_complete(pred_dir: str | Path, index: dict[str, Any], partial: bool = False) -> dict[str, int] | None:
+    """Refuse an incomplete prediction folder unless ``partial``.
+
+    Returns:
+        ``None`` for a complete folder; with ``partial``, ``{"scored": k, "expected": n}`` for an incomplete one.
+
+    Raises:
+        DataError: naming ``predictions.json``, for an incomplete folder without ``partial``.
+    """
+    counts = completeness(index)
+    if counts is None:
+        return None
+    if not partial:
+        raise DataError(
+            f"{counts[0]} of {counts[1]} cases predicted; finish it with trustseg predict --resume, or evaluate "
+            "what is there with --partial",
+            index_path(pred_dir),
+        )
+    return {"scored": counts[0], "expected": counts[1]}
 
 
 def read_map(path: str | Path) -> np.ndarray:

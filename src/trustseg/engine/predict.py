@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
-from trustseg.engine.prediction_folder import FolderWriter, iter_inputs, load_prediction, read_map
+from trustseg.engine.prediction_folder import FolderWriter, check_out_dir, iter_inputs, load_prediction, read_map
 from trustseg.inference.predictor import Predictor, check_image, load_predictor
 from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor
@@ -79,6 +79,8 @@ def predict_folder(
     device: str = "auto",
     overlap: float = 0.5,
     save_samples: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Predict every input image and write probabilities, segmentations and uncertainty maps.
 
@@ -94,15 +96,27 @@ def predict_folder(
         overlap: Sliding-window overlap for large volumes (when ``model`` is a spec).
         save_samples: Also write ``<case>_samples.npy``, the M sample probabilities ``(M, K, *spatial)`` in
             float16, when the prediction has M > 1 (needed by the sample-based metrics GED and Hungarian IoU).
+        resume: ``out`` holds an earlier prediction folder of the same model, measures and samples setting: keep
+            its cases and predict only the missing ones (CLI ``--resume``).
+        overwrite: ``out`` holds an earlier prediction folder: remove the files its index lists, then predict
+            (CLI ``--overwrite``). Without either, an earlier prediction folder is refused.
 
     Returns:
-        ``out``, holding per-case files, ``predictions.json`` and ``summary.csv``
+        ``out``, holding per-case files, ``predictions.json`` (``"complete": true``) and ``summary.csv``
         (see :mod:`trustseg.engine.prediction_folder`).
+
+    Raises:
+        ConfigError: ``out`` is (inside) the input folder or dataset root, a non-empty folder that is not a
+            prediction folder, or an earlier prediction folder without ``resume``/``overwrite`` (or resumed with
+            other settings).
     """
+    items = iter_inputs(inputs, split)
+    check_out_dir(inputs, out)
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
     info = predictor.info
-    items = iter_inputs(inputs, split)
     writer = FolderWriter(Path(out), _writer_info(predictor), measures, save_samples=save_samples)
+    done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
+    items = [load for load in items if load.case_id not in done]
     for item in writer.track(items, progress):
         check_image(info, item.image, item.source)
         writer.write(item, predictor.predict(item.image, item.spacing))

@@ -21,11 +21,18 @@ Output folder of :func:`predict_folder`::
                                   ``mean_one_minus_confidence``)
 
 Every file is written atomically and ``predictions.json``/``summary.csv`` are rewritten after each case, so a
-failure part-way leaves the finished cases complete and indexed.
+failure part-way leaves the finished cases complete and indexed. The index carries ``"expected"`` (the case ids
+of the inputs) and ``"complete"``: ``false`` from the first write, ``true`` only once :meth:`FolderWriter.finish`
+ran after every expected case (``trustseg evaluate`` refuses an incomplete folder unless ``--partial``).
+
+An output folder that already exists (:meth:`FolderWriter.begin`) must be empty, or an earlier prediction folder
+that is resumed (``resume``: its indexed cases are kept, the rest predicted; the same model, measures and
+samples setting only) or replaced (``overwrite``: the files its index lists are removed, nothing else).
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +46,14 @@ from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.predictive import Predictive
 from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
-from trustseg.data.predictions import load_prediction, read_map
+from trustseg.data.predictions import INDEX, SUMMARY, case_files, load_prediction, read_index, read_map
+from trustseg.engine.checkpoint import remove_leftover_temps
 from trustseg.evaluation.context import oriented_name
 from trustseg.measures import MEASURES
 from trustseg.measures.pixel import available_measures, compute_measures
 from trustseg.measures.registry import as_uncertainty
 
-__all__ = ["FolderWriter", "InputItem", "iter_inputs", "load_prediction", "read_map"]
+__all__ = ["FolderWriter", "InputItem", "check_out_dir", "iter_inputs", "load_prediction", "read_map"]
 
 
 class InputItem:
@@ -84,7 +92,7 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
             src = case.meta.get("image", ds.root)
             return InputItem(cid, src, case.image, case.spacing, case.origin, case.meta.get("affine"), ds.file_ext)
 
-        loaders = [lambda cid=cid: from_case(cid) for cid in ids]
+        loaders = [_Loader(cid, lambda cid=cid: from_case(cid)) for cid in ids]
         if not loaders:
             raise DataError(f"no cases to predict{f' in split {split!r}' if split else ''}", Path(inputs))
         return loaders
@@ -120,7 +128,34 @@ def iter_inputs(inputs: str | Path | Sequence[str | Path], split: str | None = N
         stem, ext = split_ext(path)
         return InputItem(stem, path, img.array, img.spacing, img.origin, img.affine, ext)
 
-    return [lambda f=f: from_file(f) for f in files]
+    return [_Loader(n, lambda f=f: from_file(f)) for n, f in zip(names, files)]
+
+
+class _Loader:
+    """A zero-argument loader of one :class:`InputItem` that knows its case id before loading."""
+
+    def __init__(self, case_id: str, load):
+        self.case_id, self._load = case_id, load
+
+    def __call__(self) -> InputItem:
+        return self._load()
+
+
+def check_out_dir(inputs: str | Path | Sequence[str | Path], out: str | Path) -> None:
+    """Refuse an output folder equal to or inside the input folder or dataset root (outputs would mix with the
+    inputs and be read as inputs by the next run).
+
+    Raises:
+        ConfigError: naming both folders.
+    """
+    if not isinstance(inputs, (str, Path)) or not Path(inputs).is_dir():
+        return
+    src, dst = Path(inputs).resolve(), Path(out).resolve()
+    if dst == src or src in dst.parents:
+        raise ConfigError(
+            f"the output folder {out} is {'the' if dst == src else 'inside the'} input folder {inputs}: "
+            "write the predictions elsewhere (--out)"
+        )
 
 
 def _shown(inputs: str | Path | Sequence[str | Path]) -> str:
@@ -154,6 +189,93 @@ class FolderWriter:
         self.rows: list[dict[str, Any]] = []
         #: What the folder does not hold although it was asked for, and why (also written to predictions.json).
         self.notes: dict[str, str] = {}
+        #: The case ids the folder is to hold (``predictions.json``'s ``"expected"``).
+        self.expected: list[str] = []
+        self.complete = False
+
+    def begin(self, expected: Sequence[str], resume: bool = False, overwrite: bool = False) -> set[str]:
+        """Prepare the output folder and write the first (incomplete) index; return the case ids already done.
+
+        Args:
+            expected: The case ids of the inputs.
+            resume: Continue an earlier prediction folder: its indexed cases whose files are all present are kept
+                (and returned), the index never loses a case; the model, measures and samples setting must match.
+            overwrite: Replace an earlier prediction folder: first remove the files its index lists (case files,
+                ``predictions.json``, ``summary.csv``), nothing else.
+
+        Raises:
+            ConfigError: ``out`` is a file, a non-empty folder that is not a prediction folder, an earlier
+                prediction folder without ``resume``/``overwrite``, both flags, or a resume whose model, measures
+                or samples setting differ (named).
+            DataError: the earlier index cannot be read.
+        """
+        if resume and overwrite:
+            raise ConfigError("give either resume (--resume) or overwrite (--overwrite), not both")
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"the output {out} is a file, not a folder")
+        done: set[str] = set()
+        if (out / INDEX).is_file():
+            old = read_index(out)
+            if not resume and not overwrite:
+                raise ConfigError(
+                    f"{out} holds an earlier prediction ({len(old.get('cases', []))} cases): continue it with "
+                    "--resume (resume=True) or replace it with --overwrite (overwrite=True)"
+                )
+            remove_leftover_temps(out)
+            if overwrite:
+                for entry in old.get("cases", []):
+                    for path in case_files(out, entry).values():
+                        path.unlink(missing_ok=True)
+                    for rel in entry.get("files", {}).get("previews", {}).values():
+                        (out / rel).unlink(missing_ok=True)
+                (out / SUMMARY).unlink(missing_ok=True)
+                (out / INDEX).unlink()
+            else:
+                done = self._resume_from(old)
+        elif out.is_dir() and any(out.iterdir()):
+            raise ConfigError(
+                f"the output folder {out} is not empty and is not a prediction folder (no {INDEX}): "
+                "choose a new or empty folder"
+            )
+        self.expected = list(dict.fromkeys([*(c["id"] for c in self.cases), *expected]))
+        out.mkdir(parents=True, exist_ok=True)
+        self._write_index()
+        atomic_write_csv(out / SUMMARY, self.rows)
+        return done
+
+    def _resume_from(self, old: dict[str, Any]) -> set[str]:
+        """Take over an earlier index (refusing another model, measures or samples setting); the ids done."""
+        differ = []
+        for key, now in (
+            ("method", self.info["method"]),
+            ("run", self.info.get("run_dir")),
+            ("temperature", self.info.get("temperature", 1.0)),
+        ):
+            same = _same_run(old[key], now) if key == "run" and key in old else old.get(key) == now
+            if key in old and not same:
+                differ.append(f"{key}: {old[key]!r} -> {now!r}")
+        old_requested = old.get("requested_measures", old.get("measures"))
+        if self.requested is not None and old_requested is not None and sorted(self.requested) != sorted(old_requested):
+            differ.append(f"measures: {old_requested} -> {self.requested}")
+        elif self.requested is None and old.get("requested_measures", None) is not None:
+            differ.append(f"measures: {old['requested_measures']} -> all available")
+        if "samples" in old and bool(old["samples"]) != self.save_samples:
+            differ.append(f"samples: {bool(old['samples'])} -> {self.save_samples}")
+        if differ:
+            raise ConfigError(
+                f"cannot resume {self.out / INDEX}: it was written with other settings ({'; '.join(differ)}); "
+                "use the same ones, or --overwrite"
+            )
+        self.measures = list(old.get("measures") or []) or None
+        self.notes = dict(old.get("notes", {}))
+        self.cases = list(old.get("cases", []))
+        rows = {}
+        if (self.out / SUMMARY).is_file():
+            with open(self.out / SUMMARY, newline="") as fh:
+                rows = {r.get("case"): dict(r) for r in csv.DictReader(fh)}
+        self.rows = [rows[c["id"]] for c in self.cases if c["id"] in rows]
+        return {c["id"] for c in self.cases if all(p.is_file() for p in case_files(self.out, c).values())}
 
     def track(self, loaders: list, progress: bool):
         """Iterate over the loaded items, with a progress bar if asked."""
@@ -223,7 +345,12 @@ class FolderWriter:
                 f"not written: the prediction has one sample (M = 1, method {self.info['method']!r}); the sample-based "
                 "metrics (GED, Hungarian IoU) need a method with several (mc-dropout, ensemble, tta, layer-ensemble)"
             )
-        self.cases.append({"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files})
+        entry = {"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files}
+        at = next((i for i, c in enumerate(self.cases) if c["id"] == cid), None)  # resumed with files missing
+        if at is None:
+            self.cases.append(entry)
+        else:
+            self.cases[at] = entry
         voxel = float(np.prod(item.spacing))
         row: dict[str, Any] = {"case": cid}
         for k, cls in enumerate(self.info["classes"]):
@@ -231,7 +358,7 @@ class FolderWriter:
         # image-level means in the one orientation of the results: higher = more uncertain, certainty measures
         # named one_minus_<measure> (the map files keep each measure's own values)
         row.update({f"mean_{oriented_name(n)}": float(as_uncertainty(n, float(m.mean()))) for n, m in maps.items()})
-        self.rows.append(row)
+        self.rows = [r for r in self.rows if r.get("case") != cid] + [row]
         self._write_index()
         atomic_write_csv(self.out / "summary.csv", self.rows)
 
@@ -244,16 +371,30 @@ class FolderWriter:
                 "classes": self.info["classes"],
                 "measures": self.measures or [],
                 "temperature": self.info.get("temperature", 1.0),
+                "requested_measures": self.requested,
+                "samples": self.save_samples,
                 "notes": self.notes,
+                "complete": self.complete,
+                "expected": self.expected,
                 "cases": self.cases,
             },
         )
 
     def finish(self) -> Path:
-        """Write the final index (also when no case was written) and return the folder."""
+        """Write the final index, ``"complete": true`` when every expected case is indexed, and return the
+        folder."""
         self.out.mkdir(parents=True, exist_ok=True)
+        have = {c["id"] for c in self.cases}
+        self.complete = all(cid in have for cid in self.expected)
         self._write_index()
         return self.out
+
+
+def _same_run(a: Any, b: Any) -> bool:
+    """Whether two ``run`` entries name the same run folder (spelled either way)."""
+    if isinstance(a, str) and isinstance(b, str):
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:

@@ -24,7 +24,7 @@ from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import read_label
-from trustseg.data.predictions import case_files, index_path, load_prediction, read_index
+from trustseg.data.predictions import case_files, check_complete, index_path, load_prediction, read_index
 from trustseg.evaluation.context import CaseInputError, SuiteConfig
 from trustseg.evaluation.results import flatten
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig, noise_protocol, ood_detection
@@ -48,15 +48,23 @@ class Pair:
     entry: dict[str, Any]
 
 
-def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = None):
+def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = None, partial: bool = False):
     """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
 
+    Args:
+        pred_dir: The prediction folder.
+        data_root: The dataset.
+        split: Only the cases of this split.
+        partial: Accept a folder whose ``predictions.json`` is marked incomplete (a killed or failed predict).
+
     Raises:
-        DataError: a case listed twice in ``predictions.json``, a predicted case missing from the dataset, or a
-            prediction whose shape differs from the labels.
+        DataError: an incomplete folder without ``partial`` (:func:`trustseg.data.predictions.check_complete`), a
+            case listed twice in ``predictions.json``, a predicted case missing from the dataset, or a prediction
+            whose shape differs from the labels.
     """
     pred_dir = Path(pred_dir)
     index = read_index(pred_dir)
+    check_complete(pred_dir, index, partial)
     ds = load_dataset(data_root)
     keep = set(ds.split(split)) if split else set(ds.ids)
     known = set(ds.ids)
@@ -127,6 +135,7 @@ def evaluate_predictions(
     ood: OODConfig | None = None,
     noise: NoiseConfig | None = None,
     progress: bool = False,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a prediction folder with the full suite and write ``out_json`` plus a per-case CSV next to it.
 
@@ -150,6 +159,8 @@ def evaluate_predictions(
         noise: Run SURE's noise protocol: adds ``noise_robustness`` (per level) and ``noise_interpretability``
             (UCC_d, UR_d, UR_μ, UCC_μ).
         progress: Show progress bars for the protocols.
+        partial: Evaluate a prediction folder marked incomplete (CLI ``--partial``); the result then records
+            ``"partial": {"scored": k, "expected": n}``. Without it such a folder is refused.
 
     Returns:
         ``{"pred_dir", "data", "split", "empty", "classes", "raters", "cases" (ids), "num_cases", "config",
@@ -169,7 +180,8 @@ def evaluate_predictions(
         cfg = replace(cfg, empty=empty)
     ds = load_dataset(data_root)
     ev = EvaluationSuite(ds.classes, ds.raters, cfg, names_from=ds.root / DATASET_JSON)
-    for pair in load_pairs(pred_dir, data_root, split):
+    incomplete = check_complete(pred_dir, read_index(pred_dir), partial)
+    for pair in load_pairs(pred_dir, data_root, split, partial):
         pred = load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False)  # seg: read by load_pairs
         samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
         if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
@@ -203,6 +215,8 @@ def evaluate_predictions(
         "per_case": rows,
         "csv": str(csv_path),
     }
+    if incomplete is not None:
+        result["partial"] = incomplete
     cases = ds.subset([r["case"] for r in rows])  # a lazy view: the protocols read one case at a time
     if ood is not None:
         result["ood"] = ood_detection(predictor, cases, ood, progress)
