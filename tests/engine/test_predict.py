@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 
 from tests.engine.test_train import make_data, tiny_cfg
+from trustseg.cli.main import main
 from trustseg.core.errors import ConfigError, DataError, UnknownNameError
+from trustseg.data.dataset import load_dataset
 from trustseg.data.io import read_image, write_image
 from trustseg.engine.predict import load_run, predict_folder, predict_image
-from trustseg.engine.prediction_folder import iter_inputs
+from trustseg.engine.prediction_folder import FolderWriter, iter_inputs
 from trustseg.engine.train import train
 from trustseg.inference.predictor import load_predictor
 from trustseg.methods.base import build_method
@@ -103,8 +105,6 @@ def test_png_in_png_npy_out_and_measure_choice(run2d, tmp_path):
 
 def test_dataset_root_with_split(run2d, tmp_path):
     run, root = run2d
-    from trustseg.data.dataset import load_dataset
-
     out = predict_folder(run, root, tmp_path / "out", split="test", progress=False)
     index = json.loads((out / "predictions.json").read_text())
     assert [c["id"] for c in index["cases"]] == load_dataset(root).split("test")
@@ -133,6 +133,7 @@ def test_failure_midway_keeps_finished_cases(run2d, tmp_path):
         predict_folder(run, src, tmp_path / "out", progress=False)
     index = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [c["id"] for c in index["cases"]] == ["a"]
+    assert index["complete"] is False and index["expected"] == ["a", "b"]
     for f in ("a_probs.nii.gz", "a_seg.nii.gz", "a_entropy.nii.gz", "summary.csv"):
         assert (tmp_path / "out" / f).is_file()
     assert not list((tmp_path / "out").glob(".*tmp*"))
@@ -253,3 +254,120 @@ def test_split_with_a_folder_or_files_is_refused(run2d, tmp_path):
     with pytest.raises(ConfigError, match="--split only applies"):
         predict_folder(run2d[0], src, tmp_path / "out", split="test", progress=False)
     assert len(iter_inputs(run2d[1], split="test")) >= 1  # a dataset root keeps its splits
+
+
+def fail_at(monkeypatch, n: int) -> None:
+    """Make the n-th case written (1-based) fail, as a kill or an error part-way would stop predict."""
+    original, calls = FolderWriter.write, {"n": 0}
+
+    def write(self, item, pred):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt(f"killed at case {n}")
+        return original(self, item, pred)
+
+    monkeypatch.setattr(FolderWriter, "write", write)
+
+
+def index_of(out):
+    return json.loads((out / "predictions.json").read_text())
+
+
+def test_a_killed_predict_leaves_an_index_marked_incomplete_and_resume_finishes_it(run2d, tmp_path, monkeypatch):
+    """P1: killed at case 3 of the test split: ``complete`` false; --resume keeps the 2 cases, predicts the rest."""
+    run, root = run2d
+    ids = load_dataset(root).ids
+    fail_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(run, root, tmp_path / "out", progress=False)
+    index = index_of(tmp_path / "out")
+    assert index["complete"] is False and index["expected"] == ids
+    assert [c["id"] for c in index["cases"]] == ids[:2]
+    kept = {f: (tmp_path / "out" / f).stat().st_mtime_ns for f in (f"{ids[0]}_probs.nii.gz", f"{ids[1]}_seg.nii.gz")}
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"--resume.*--overwrite"):
+        predict_folder(run, root, tmp_path / "out", progress=False)
+    out = predict_folder(run, root, tmp_path / "out", progress=False, resume=True)
+    index = index_of(out)
+    assert index["complete"] is True and [c["id"] for c in index["cases"]] == ids
+    assert {f: (out / f).stat().st_mtime_ns for f in kept} == kept  # the finished cases were not predicted again
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["case"] for r in rows] == ids
+    fresh = predict_folder(run, root, tmp_path / "fresh", progress=False)
+    assert rows == list(csv.DictReader((fresh / "summary.csv").open()))  # as one uninterrupted run
+    for cid in ids:
+        np.testing.assert_array_equal(
+            read_image(out / f"{cid}_probs.nii.gz").array, read_image(fresh / f"{cid}_probs.nii.gz").array
+        )
+
+
+def test_predict_into_an_earlier_result_never_shrinks_its_index(run2d, tmp_path, monkeypatch):
+    """P2 / kp_p3_fail_into_existing: a second predict failing at its 2nd case must not leave a 1-case index."""
+    run, root = run2d
+    ids = load_dataset(root).ids
+    out = predict_folder(run, root, tmp_path / "out", progress=False)
+    before = (out / "predictions.json").read_text()
+    with pytest.raises(ConfigError, match="earlier prediction"):
+        predict_folder(run, root, out, progress=False)
+    assert (out / "predictions.json").read_text() == before
+    assert predict_folder(run, root, out, progress=False, resume=True) == out  # complete: nothing to predict
+    assert (out / "predictions.json").read_text() == before
+    for cid in (ids[3], ids[5]):  # listed cases whose files are gone are predicted again
+        (out / f"{cid}_seg.nii.gz").unlink()
+    fail_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(run, root, out, progress=False, resume=True)
+    index = index_of(out)
+    assert (out / f"{ids[3]}_seg.nii.gz").is_file() and not (out / f"{ids[5]}_seg.nii.gz").exists()
+    assert index["complete"] is False
+    assert [c["id"] for c in index["cases"]] == ids  # the failed re-prediction dropped nothing
+
+
+def test_overwrite_removes_only_the_files_the_old_index_lists(run2d, tmp_path):
+    run, root = run2d
+    ids = load_dataset(root).ids
+    out = predict_folder(run, root, tmp_path / "out", split="test", progress=False)
+    (out / "notes.txt").write_text("mine")
+    (out / "stranger_probs.nii.gz").write_text("not listed")
+    train_id = next(c for c in ids if c not in index_of(out)["expected"])
+    out = predict_folder(run, root, out, split="train", progress=False, overwrite=True, measures="confidence")
+    index = index_of(out)
+    assert index["complete"] is True and index["measures"] == ["confidence"]
+    assert train_id in index["expected"] and (out / f"{train_id}_confidence.nii.gz").is_file()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "stranger_probs.nii.gz").read_text() == "not listed"
+    assert not list(out.glob("*_entropy.nii.gz"))  # the old run's maps, listed in its index, are gone
+
+
+def test_resume_refuses_other_settings(run2d, tmp_path, monkeypatch):
+    run, root = run2d
+    fail_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(run, root, tmp_path / "out", progress=False, measures="entropy")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"measures: \['entropy'\] -> \['confidence'\]"):
+        predict_folder(run, root, tmp_path / "out", progress=False, resume=True, measures="confidence")
+    with pytest.raises(ConfigError, match=r"samples: False -> True"):
+        predict_folder(run, root, tmp_path / "out", progress=False, resume=True, measures="entropy", save_samples=True)
+    with pytest.raises(ConfigError, match="not both"):
+        predict_folder(run, root, tmp_path / "out", progress=False, resume=True, overwrite=True)
+    assert index_of(tmp_path / "out")["complete"] is False and len(index_of(tmp_path / "out")["cases"]) == 1
+
+
+def test_out_inside_the_inputs_or_a_foreign_folder_is_refused(run2d, tmp_path):
+    """cli_pred_out_eq_input: outputs mixed into the inputs would be read as inputs by the next predict."""
+    run, root = run2d
+    src = tmp_path / "in"
+    write_image(src / "a.nii.gz", np.ones((1, 16, 16), np.float32), spatial_dims=2)
+    with pytest.raises(ConfigError, match="is the input folder"):
+        predict_folder(run, src, src, progress=False)
+    with pytest.raises(ConfigError, match="inside the input folder"):
+        predict_folder(run, root, root / "preds", progress=False)
+    assert sorted(p.name for p in src.iterdir()) == ["a.nii.gz"] and not (root / "preds").exists()
+    rc = main(["predict", "--run", str(run), "--input", str(src), "--out", str(src), "--no-progress"])
+    assert rc == 2 and sorted(p.name for p in src.iterdir()) == ["a.nii.gz"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and is not a prediction folder"):
+        predict_folder(run, src, tmp_path / "other", progress=False)
+    (tmp_path / "empty").mkdir()
+    assert index_of(predict_folder(run, src, tmp_path / "empty", progress=False))["complete"] is True

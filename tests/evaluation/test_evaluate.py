@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.engine.test_train import make_data
+from trustseg.cli.main import main
 from trustseg.core.atomic import atomic_write_json
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
@@ -188,3 +189,25 @@ def test_a_segmentation_that_is_not_the_argmax_of_the_probabilities_is_refused(h
     ) as e:
         evaluate_predictions(pred, root, tmp_path / "bad.json")
     assert e.value.path == pred / "a_seg.npy" and not (tmp_path / "bad.json").exists()
+
+
+def test_an_incomplete_prediction_folder_is_refused_unless_partial(hand, tmp_path, capsys):
+    """kp_eval_partial: a killed predict left 1 of 2 cases; evaluate must not score it silently as the folder."""
+    root, pred = hand
+    full = evaluate_predictions(pred, root, tmp_path / "full.json", empty="one")
+    index = json.loads((pred / "predictions.json").read_text())
+    index.update(complete=False, expected=["a", "b"], cases=index["cases"][:1])
+    atomic_write_json(pred / "predictions.json", index)
+    with pytest.raises(DataError, match=r"1 of 2 cases predicted.*--resume.*--partial") as err:
+        evaluate_predictions(pred, root, tmp_path / "ev.json")
+    assert "predictions.json" in str(err.value)
+    assert not (tmp_path / "ev.json").exists()
+    res = evaluate_predictions(pred, root, tmp_path / "ev.json", empty="one", partial=True)
+    assert res["partial"] == {"scored": 1, "expected": 2} and res["cases"] == ["a"]
+    assert json.loads((tmp_path / "ev.json").read_text())["partial"] == {"scored": 1, "expected": 2}
+    assert res["per_case"][0]["dice"] == full["per_case"][0]["dice"]
+    assert "partial" not in full  # a folder without the marker (written before it existed) counts as complete
+
+    assert main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(tmp_path / "c.json")]) == 2
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(tmp_path / "c.json"), "--partial"])
+    assert rc == 0 and "1 of 2 cases predicted" in capsys.readouterr().out
