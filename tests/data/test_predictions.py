@@ -7,7 +7,15 @@ import pytest
 
 from trustseg.core.errors import DataError
 from trustseg.data.io import write_image, write_label
-from trustseg.data.predictions import case_files, index_path, load_prediction, read_index, read_map
+from trustseg.data.predictions import (
+    case_files,
+    check_complete,
+    completeness,
+    index_path,
+    load_prediction,
+    read_index,
+    read_map,
+)
 
 
 def _folder(tmp_path):
@@ -97,3 +105,20 @@ def test_files_outside_the_folder_are_refused_unless_allowed(tmp_path, role):
         np.testing.assert_array_equal(got["probs"], probs[::-1])
     elif key == "samples":
         assert got["samples"].shape == (1, 2, 2, 2)
+
+
+def test_completeness_marker(tmp_path):
+    """An index marked incomplete gives (k, n) and is refused naming predictions.json unless partial; an index
+    without the marker (written before it existed) counts as complete."""
+    _folder(tmp_path)
+    legacy = read_index(tmp_path)
+    assert completeness(legacy) is None and check_complete(tmp_path, legacy) is None
+    index = {**legacy, "complete": False, "expected": ["a", "b", "c"]}
+    assert completeness(index) == (1, 3)
+    with pytest.raises(DataError, match=r"1 of 3 cases predicted; finish it with trustseg predict --resume") as e:
+        check_complete(tmp_path, index)
+    assert e.value.path == index_path(tmp_path)
+    assert check_complete(tmp_path, index, partial=True) == {"scored": 1, "expected": 3}
+    done = {**index, "complete": True}
+    assert completeness(done) is None and check_complete(tmp_path, done) is None
+    assert completeness({**index, "expected": ["z"]}) == (0, 1)  # a listed case that is not expected is not counted
