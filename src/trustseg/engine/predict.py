@@ -110,9 +110,9 @@ def predict_folder(
             prediction folder, or an earlier prediction folder without ``resume``/``overwrite`` (or resumed with
             other settings).
     """
-    items = iter_inputs(inputs, split)
     check_out_dir(inputs, out)
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
+    items = iter_inputs(inputs, split)
     info = predictor.info
     writer = FolderWriter(Path(out), _writer_info(predictor), measures, save_samples=save_samples)
     done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
