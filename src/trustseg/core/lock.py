@@ -49,6 +49,8 @@ def holder(folder: str | Path) -> int | None:
 def exclusive(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     """Hold the writer lock of ``folder`` (created if missing) for the duration of the block.
 
+    A folder created here is removed again at the end if it is still empty.
+
     Args:
         folder: The output folder (a run folder, the folder of a results file).
         what: What is written there, for the message (``"run"``, ``"results"``).
@@ -66,10 +68,11 @@ def exclusive(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         >>> with exclusive(d, "run") as lock:
         ...     lock.name
         '.trustseg.lock'
-        >>> (Path(d) / LOCK).exists()
-        False
+        >>> sorted(Path(d).iterdir())
+        []
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     for _ in range(3):  # a stale lock is removed and the creation retried
@@ -99,3 +102,6 @@ def exclusive(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     finally:
         if holder(folder) == os.getpid():
             path.unlink(missing_ok=True)
+        if created:  # a folder made only for the lock (the writer failed before writing anything) goes too
+            with contextlib.suppress(OSError):
+                folder.rmdir()
