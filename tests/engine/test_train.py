@@ -354,3 +354,9 @@ def test_a_second_concurrent_train_fails_fast(tmp_path):
         assert sorted(p.name for p in run.iterdir()) == [LOCK]
     train(tiny_cfg(root, epochs=1), run, progress=False)  # a folder holding only a released lock is empty
     assert not (run / LOCK).exists() and (run / "member_0" / "last.pt").is_file()
+    before = _files(run)
+    with exclusive(run, "run"):  # an existing run being written: the lock is reported, not the missing options
+        for kw in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(DataError, match="run is being written by process"):
+                train(tiny_cfg(root, epochs=1), run, progress=False, **kw)
+    assert _files(run) == before

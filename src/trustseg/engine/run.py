@@ -81,18 +81,21 @@ def train(
         DataError: another process is training into ``out`` (its lock file).
     """
     out = Path(out)
-    replacing = check_run_out(out, resume, overwrite)
     if resume and (out / CONFIG).is_file():
         check_same_config(load_saved_run_config(out / CONFIG), cfg, out / CONFIG)
     device = resolve_device(cfg.train.device, "train.device")
     info = init_distributed(device)
+    work = out.with_name(f".{out.name}.new")  # where a replacing run trains (the same path on every rank)
     with exclusive(out, "run") if info.is_main else contextlib.nullcontext():
-        work = out.with_name(f".{out.name}.new") if replacing else out
-        if replacing and info.is_main:  # a leftover of an interrupted replacement is discarded
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
+        if info.is_main:  # checked under the lock, so a concurrent writer is reported as such
+            replacing = check_run_out(out, resume, overwrite)
+            shutil.rmtree(work, ignore_errors=True)  # a leftover of an interrupted replacement is discarded
+            if replacing:
+                work.mkdir(parents=True)
+        barrier(info)
+        replacing = replacing if info.is_main else work.is_dir()
         try:
-            summary = _train_into(cfg, work, resume, progress, workers, calibrate, info)
+            summary = _train_into(cfg, work if replacing else out, resume, progress, workers, calibrate, info)
         except Exception:
             if replacing and info.is_main:  # the earlier run was never touched; the half-trained one goes
                 shutil.rmtree(work, ignore_errors=True)
