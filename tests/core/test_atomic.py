@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from trustseg.core.atomic import atomic_dir, atomic_torch_save, atomic_write_json, atomic_write_text
+from trustseg.core.atomic import atomic_dir, atomic_torch_save, atomic_write_json, atomic_write_text, swap_in
+from trustseg.core.errors import DataError
 
 
 def test_failed_write_keeps_old_file(tmp_path):
@@ -24,12 +25,37 @@ def test_atomic_dir_replaces_whole_or_nothing(tmp_path):
     out = tmp_path / "ds"
     with atomic_dir(out) as d:
         (d / "x").write_text("1")
-    with pytest.raises(ValueError):
-        with atomic_dir(out) as d:
+    with pytest.raises(RuntimeError, match="fail"):
+        with atomic_dir(out, overwrite=True) as d:
             (d / "y").write_text("2")
-            raise ValueError("fail")
+            raise RuntimeError("fail")
     assert sorted(p.name for p in out.iterdir()) == ["x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    with atomic_dir(out, overwrite=True) as d:
+        (d / "z").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["z"]
+
+
+def test_atomic_dir_refuses_a_non_empty_folder_without_overwrite(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    with atomic_dir(out) as d:  # an empty folder is replaced
+        (d / "x").write_text("1")
+    with pytest.raises(DataError, match="ds: exists and is not empty"):
+        with atomic_dir(out) as d:
+            (d / "y").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_swap_in_replaces_and_removes_the_old_folder(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a").write_text("new")
+    (tmp_path / "cur").mkdir()
+    (tmp_path / "cur" / "b").write_text("old")
+    swap_in(tmp_path / "new", tmp_path / "cur")
+    assert [p.name for p in tmp_path.iterdir()] == ["cur"]
+    assert [p.name for p in (tmp_path / "cur").iterdir()] == ["a"]
 
 
 def test_json_nan_becomes_null_and_torch_save(tmp_path):

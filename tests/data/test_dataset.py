@@ -10,8 +10,10 @@ import pytest
 from trustseg.core.errors import DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import load_dataset, write_dataset
-from trustseg.data.io import read_image, write_image
+from trustseg.data.importers import import_dataset
+from trustseg.data.io import read_image, write_image, write_label
 from trustseg.data.paths import outside_allowed
+from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.data.validate import check_names, check_unique_ids, validate_case
 
 
@@ -124,13 +126,13 @@ def test_failing_write_keeps_existing_dataset(tmp_path):
     bad = _cases(n=4, seed=1)
     bad[2].labels[0, 0, 0] = 7
     with pytest.raises(DataError, match="outside the declared classes"):
-        write_dataset(bad, root, ["bg", "a", "b"], name="new")
+        write_dataset(bad, root, ["bg", "a", "b"], name="new", overwrite=True)
     ds = load_dataset(root)
     assert ds.name == "old" and len(ds) == 4
     np.testing.assert_array_equal(ds[2].labels, _cases(n=4)[2].labels)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     # and a successful rewrite replaces it as a whole
-    write_dataset(_cases(n=2, seed=2), root, ["bg", "a", "b"], name="new")
+    write_dataset(_cases(n=2, seed=2), root, ["bg", "a", "b"], name="new", overwrite=True)
     assert load_dataset(root).name == "new" and len(load_dataset(root)) == 2
 
 
@@ -293,3 +295,73 @@ def test_writer_refuses_a_class_string_and_duplicate_classes(tmp_path):
     with pytest.raises(DataError, match="'classes' names must be distinct"):
         write_dataset(_cases(n=2), tmp_path / "ds", ["bg", "a", "a"])
     assert check_names(("x", "y"), "raters") == ["x", "y"]
+
+
+# --- outputs are never destroyed (audit F2: synth_into_nonempty, import_out_eq_src) ---
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_synth_into_nonempty_folder_is_refused_even_with_overwrite(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match=r"mine: exists, is not empty and is not a trustseg dataset.*--overwrite"):
+            make_synthetic_dataset(out, SynthConfig(cases=3, size=16), ext=".npy", overwrite=overwrite)
+    assert _tree(out) == {"notes.txt": b"precious"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left behind
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="file: exists and is not a folder"):
+        write_dataset(_cases(n=2), tmp_path / "file", ["bg", "a", "b"], overwrite=True)
+
+
+def test_existing_dataset_is_replaced_only_with_overwrite(tmp_path):
+    root = write_dataset(_cases(n=3), tmp_path / "ds", ["bg", "a", "b"], name="old")
+    before = _tree(root)
+    with pytest.raises(DataError, match=r"ds: is an existing trustseg dataset; pass --overwrite"):
+        write_dataset(_cases(n=2, seed=1), root, ["bg", "a", "b"], name="new")
+    assert _tree(root) == before
+    write_dataset(_cases(n=2, seed=1), root, ["bg", "a", "b"], name="new", overwrite=True)
+    assert load_dataset(root).name == "new" and len(load_dataset(root)) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(load_dataset(write_dataset(_cases(n=2), empty, ["bg", "a", "b"]))) == 2  # an empty folder is fine
+
+
+def _folder_source(src):
+    rng = np.random.default_rng(0)
+    for cid in ("x1", "x2"):
+        write_image(src / "images" / f"{cid}.npy", rng.normal(size=(6, 5)).astype(np.float32))
+        (src / "labels").mkdir(parents=True, exist_ok=True)
+        write_label(src / "labels" / f"{cid}.npy", rng.integers(0, 2, (6, 5)))
+    (src / "README.txt").write_text("the source")
+    return src
+
+
+def test_import_out_equal_to_or_inside_the_source_is_refused(tmp_path):
+    src = _folder_source(tmp_path / "src")
+    before = _tree(src)
+    for out in (src, src / "converted", src / "images"):
+        for overwrite in (False, True):
+            with pytest.raises(DataError, match=r"import source .*choose an --out outside it"):
+                import_dataset("folder", src, out, overwrite=overwrite, classes=["bg", "fg"])
+    assert _tree(src) == before
+
+
+def test_import_replaces_an_earlier_dataset_only_with_overwrite(tmp_path):
+    src = _folder_source(tmp_path / "src")
+    out = write_dataset(_cases(n=3), tmp_path / "ds", ["bg", "a", "b"], name="old")
+    before = _tree(out)
+    with pytest.raises(DataError, match="pass --overwrite"):
+        import_dataset("folder", src, out, classes=["bg", "fg"])
+    (src / "labels" / "x2.npy").write_bytes(b"broken")  # a failing import with overwrite keeps the old one
+    with pytest.raises(DataError):
+        import_dataset("folder", src, out, overwrite=True, classes=["bg", "fg"])
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
+    _folder_source(src)
+    ds = load_dataset(import_dataset("folder", src, out, overwrite=True, classes=["bg", "fg"]))
+    assert ds.classes == ["bg", "fg"] and len(ds) == 2

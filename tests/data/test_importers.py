@@ -93,7 +93,7 @@ def test_lidc_test_patients_and_missing_mask(tmp_path):
     assert test_groups == ["LIDC-IDRI-0009", "LIDC-IDRI-0010"]  # min(60, 10 // 5) = 2 last patients
     (tmp_path / "LIDC-IDRI-slices" / "LIDC-IDRI-0003" / "nodule-0" / "mask-2" / "slice-0.png").unlink()
     with pytest.raises(DataError, match=r"LIDC-IDRI-0003/nodule-0/mask-2/slice-0\.png: file not found"):
-        import_dataset("lidc", tmp_path / "LIDC-IDRI-slices", tmp_path / "ds")
+        import_dataset("lidc", tmp_path / "LIDC-IDRI-slices", tmp_path / "ds", overwrite=True)
     assert len(load_dataset(tmp_path / "ds")) == 10  # the earlier import is intact
 
 
@@ -156,10 +156,10 @@ def test_nnunet_v1_labels_and_errors(tmp_path):
     assert ds.classes == ["background", "organ"] and ds.raters == ["rater0"]
     _nii(src / "labelsTr" / "a.nii.gz", np.full((4, 4, 3), 4, np.uint8))
     with pytest.raises(DataError, match=r"case 'a' \(.*a_0000\.nii\.gz\): label values \[4\] outside"):
-        import_dataset("nnunet", src, tmp_path / "ds")
+        import_dataset("nnunet", src, tmp_path / "ds", overwrite=True)
     _nii(src / "imagesTr" / "b_0000.nii.gz", np.zeros((4, 4, 3), np.float32))
     with pytest.raises(DataError, match=r"labelsTr: case 'b' has no rater label"):
-        import_dataset("nnunet", src, tmp_path / "ds")
+        import_dataset("nnunet", src, tmp_path / "ds", overwrite=True)
 
 
 @pytest.mark.parametrize("pattern", ["case_major", "rater_major", "single"])

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from trustseg.cli.main import main
-from trustseg.core.errors import DataError, TrainingError, UnknownNameError
+from trustseg.core.errors import ConfigError, DataError, TrainingError, UnknownNameError
+from trustseg.core.lock import LOCK, exclusive
 from trustseg.data.case import Case
 from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.engine.calibrate import calibrate_run
@@ -129,7 +130,7 @@ def test_calibrate_stores_temperature(tmp_path):
     assert calibrate_run(tmp_path / "run") == pytest.approx(t)  # deterministic refit
     train(tiny_cfg(root, epochs=1), tmp_path / "run", resume=True, progress=False)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["temperature"] == pytest.approx(t)  # kept
-    train(tiny_cfg(root, epochs=1), tmp_path / "run", progress=False)  # a fresh run: the old T no longer applies
+    train(tiny_cfg(root, epochs=1), tmp_path / "run", progress=False, overwrite=True)  # a fresh run: old T gone
     assert json.loads((tmp_path / "run" / "run.json").read_text())["temperature"] == 1.0
 
 
@@ -279,3 +280,83 @@ def test_weights_that_turn_non_finite_at_an_epoch_end_are_never_saved(tmp_path, 
     last = load_checkpoint(tmp_path / "run" / "member_0" / "last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in (*best["model"].values(), *last["model"].values()))
+
+
+# --- outputs are never destroyed (audit F4 (a)/(b), F16 conc) ---
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_train_into_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
+    root = make_data(tmp_path)
+    run = tmp_path / "run"
+    train(tiny_cfg(root, epochs=1), run, progress=False)
+    before = _files(run)
+    with pytest.raises(ConfigError, match=r"run: is an existing run; pass --resume .* or --overwrite"):
+        train(tiny_cfg(root, method="mc-dropout", epochs=1, dropout=0.2), run, progress=False)
+    assert _files(run) == before
+    rc = main(["train", "--data", str(root), "--out", str(run), "--epochs", "1", "--no-progress"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err and _files(run) == before
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="mine: exists, is not empty and is not a trustseg run folder"):
+        train(tiny_cfg(root, epochs=1), other, progress=False, overwrite=True)
+    assert _files(other) == {"notes.txt": b"precious"}
+
+
+def test_failing_overwrite_in_epoch_1_leaves_the_earlier_run_byte_identical(tmp_path):
+    """F4 (a): a data error in the first epoch of the replacing run."""
+    root = make_data(tmp_path, ext=".npy")
+    run = tmp_path / "run"
+    train(tiny_cfg(root, epochs=1), run, progress=False)
+    before = _files(run)
+    for f in (root / "labels").rglob("*.npy"):
+        f.write_bytes(b"not a label map")
+    with pytest.raises(DataError):
+        train(tiny_cfg(root, epochs=2), run, progress=False, overwrite=True)
+    assert _files(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data2d", "run"]  # no half-trained folder left
+
+
+def test_failure_after_the_run_files_keeps_config_and_weights_together(tmp_path, monkeypatch):
+    """F4 (b): the new config.yaml/run.json never describe the old weights."""
+    root = make_data(tmp_path)
+    run = tmp_path / "run"
+    train(tiny_cfg(root, epochs=1), run, progress=False)
+    before = _files(run)
+
+    def fail(cfg, out, member, **kw):
+        assert (out / "config.yaml").is_file() and out != run  # the run files went to the replacement folder
+        raise DataError("no training case", out)
+
+    monkeypatch.setattr("trustseg.engine.run.train_member", fail)
+    with pytest.raises(DataError, match="no training case"):
+        train(tiny_cfg(root, method="mc-dropout", epochs=1, dropout=0.2), run, progress=False, overwrite=True)
+    assert _files(run) == before
+    monkeypatch.undo()
+    summary = train(tiny_cfg(root, method="mc-dropout", epochs=2, dropout=0.2), run, progress=False, overwrite=True)
+    assert load_run_config(run / "config.yaml").method.name == "mc-dropout"
+    assert summary["members"][0]["epochs"] == 2 and summary["run"] == str(run)
+    assert json.loads((run / "run.json").read_text())["method"] == "mc-dropout"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data2d", "run"] and not (run / LOCK).exists()
+
+
+def test_a_second_concurrent_train_fails_fast(tmp_path):
+    """F16 conc: the run folder is locked while it is trained."""
+    root = make_data(tmp_path)
+    run = tmp_path / "run"
+    with exclusive(run, "run"):
+        with pytest.raises(DataError, match=r"run is being written by process \d+; wait or remove"):
+            train(tiny_cfg(root, epochs=1), run, progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK]
+    train(tiny_cfg(root, epochs=1), run, progress=False)  # a folder holding only a released lock is empty
+    assert not (run / LOCK).exists() and (run / "member_0" / "last.pt").is_file()
+    before = _files(run)
+    with exclusive(run, "run"):  # an existing run being written: the lock is reported, not the missing options
+        for kw in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(DataError, match="run is being written by process"):
+                train(tiny_cfg(root, epochs=1), run, progress=False, **kw)
+    assert _files(run) == before

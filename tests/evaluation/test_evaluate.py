@@ -13,7 +13,8 @@ import pytest
 from tests.engine.test_train import make_data
 from trustseg.cli.main import main
 from trustseg.core.atomic import atomic_write_json
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.lock import LOCK, exclusive
 from trustseg.data.case import Case
 from trustseg.data.dataset import load_dataset, write_dataset
 from trustseg.data.io import write_label
@@ -211,3 +212,53 @@ def test_an_incomplete_prediction_folder_is_refused_unless_partial(hand, tmp_pat
     assert main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(tmp_path / "c.json")]) == 2
     rc = main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(tmp_path / "c.json"), "--partial"])
     assert rc == 0 and "1 of 2 cases predicted" in capsys.readouterr().out
+
+
+# --- outputs are never destroyed (audit F8: cli_eval_out_eq_index, cli_eval_out_eq_datasetjson; F16 conc) ---
+
+
+def _snapshot(*roots):
+    return {str(p): p.read_bytes() for r in roots for p in sorted(r.rglob("*")) if p.is_file()}
+
+
+def test_results_onto_an_index_or_a_foreign_file_are_refused(hand, tmp_path, capsys):
+    root, pred = hand
+    before = _snapshot(root, pred)
+    for out, what in (
+        (pred / "predictions.json", "the prediction index"),
+        (root / "dataset.json", "the dataset index"),
+    ):
+        with pytest.raises(ConfigError, match=f"is {what}; evaluate never writes over its inputs"):
+            evaluate_predictions(pred, root, out)
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(pred / "predictions.json")])
+    assert rc == 2 and "predictions.json: is the prediction index" in capsys.readouterr().err
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(root), "--out", str(root / "dataset.json")])
+    assert rc == 2 and "dataset.json: is the dataset index" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"a_seg\.json: exists and is not an earlier trustseg results JSON"):
+        (pred / "a_seg.json").write_text('{"mine": 1}')
+        evaluate_predictions(pred, root, pred / "a_seg.json")
+    (tmp_path / "notes.csv").write_text("precious")
+    with pytest.raises(ConfigError, match="notes.csv: the per-case table would replace this existing file"):
+        evaluate_predictions(pred, root, tmp_path / "notes.json")
+    with pytest.raises(ConfigError, match="needs a .json name"):
+        evaluate_predictions(pred, root, tmp_path / "res.csv")
+    (pred / "a_seg.json").unlink()
+    assert _snapshot(root, pred) == before and (tmp_path / "notes.csv").read_text() == "precious"
+
+
+def test_an_earlier_results_json_is_replaced(hand, tmp_path):
+    root, pred = hand
+    out = tmp_path / "ev" / "results.json"
+    evaluate_predictions(pred, root, out, empty="one")
+    first = out.read_bytes()
+    res = evaluate_predictions(pred, root, out, split="test")
+    assert out.read_bytes() != first and json.loads(out.read_text())["cases"] == res["cases"] == ["a"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.csv", "results.json"]  # lock released
+
+
+def test_a_second_concurrent_evaluate_into_one_folder_fails_fast(hand, tmp_path):
+    root, pred = hand
+    with exclusive(tmp_path / "ev", "results folder"):
+        with pytest.raises(DataError, match=rf"ev: this results folder is being written by process \d+.*{LOCK}"):
+            evaluate_predictions(pred, root, tmp_path / "ev" / "results.json")
+        assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [LOCK]

@@ -67,7 +67,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         )
         _say(f"2/4 training [bold]{name}[/] ({cfg.train.epochs} epochs)", progress)
         same = (run_dir / "config.yaml").is_file() and load_saved_run_config(run_dir / "config.yaml") == cfg
-        train(cfg, run_dir, resume=same, progress=progress)  # a rerun continues; a changed config starts afresh
+        # a rerun continues; a changed config starts afresh (replacing the earlier run once the new one is done)
+        train(cfg, run_dir, resume=same, overwrite=not same, progress=progress)
         _say(f"3/4 predicting the test split with [bold]{name}[/]", progress)
         predict_folder(run_dir, data, pred_dir, split="test", progress=progress, save_samples=True, overwrite=True)
         evaluate_predictions(pred_dir, data, result_json, split="test")

@@ -61,6 +61,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=3, help="classes including background (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--ext", default=".nii.gz", help="file format of the written images (default .nii.gz)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier trustseg dataset at --out")
     p.set_defaults(func=cmd_synth)
 
 
@@ -71,6 +72,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output dataset folder")
     p.add_argument("--limit-patients", type=int, default=None, help="lidc: only the first N patients")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra importer option (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier trustseg dataset at --out")
     p.set_defaults(func=cmd_import)
 
 
@@ -83,6 +85,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoints")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run at --out (kept until the new one finished)"
+    )
     p.add_argument("--workers", type=int, default=1, help="ensemble members trained in parallel processes")
     p.add_argument("--calibrate", action="store_true", help="fit a post-hoc temperature on validation data")
     p.add_argument(
@@ -232,7 +237,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         num_classes=args.classes,
         seed=args.seed,
     )
-    path = make_synthetic_dataset(args.out, cfg, ext=args.ext, progress=True)
+    path = make_synthetic_dataset(args.out, cfg, ext=args.ext, progress=True, overwrite=args.overwrite)
     _console().print(f"wrote synthetic dataset: [bold]{path}[/]")
     return 0
 
@@ -242,7 +247,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     opts = _parse_kv(args.opt, "--opt")
     if args.limit_patients is not None:
         opts["limit_patients"] = args.limit_patients
-    path = import_dataset(args.kind, args.src, args.out, progress=True, **opts)
+    path = import_dataset(args.kind, args.src, args.out, overwrite=args.overwrite, progress=True, **opts)
     _console().print(f"wrote dataset: [bold]{path}[/]")
     return 0
 
@@ -284,7 +289,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("no dataset: pass --data DIR or set `data:` in the config")
     METHODS.get(cfg.method.name)  # unknown names fail before any work, with a suggestion
     summary = train(
-        cfg, args.out, resume=args.resume, progress=not args.no_progress, workers=args.workers, calibrate=args.calibrate
+        cfg,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        workers=args.workers,
+        calibrate=args.calibrate,
+        overwrite=args.overwrite,
     )
     _console().print(f"run written to [bold]{args.out}[/]")
     _console().print(summary)

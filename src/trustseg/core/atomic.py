@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trustseg.core.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -91,25 +93,43 @@ def atomic_write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     return atomic_write_text(path, csv_text(rows))
 
 
+def swap_in(new: str | Path, path: str | Path) -> Path:
+    """Replace the folder ``path`` (if any) by the complete folder ``new``, then delete the old one.
+
+    The old folder is renamed aside (``.NAME.old``) before ``new`` is renamed onto ``path``, so at every moment
+    either the old or the new folder is complete.
+    """
+    new, path = Path(new), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
+    return path
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` as a whole.
 
-    An existing ``path`` is kept until the new folder is complete, then swapped out and deleted.
+    An existing non-empty ``path`` is replaced only with ``overwrite`` (callers decide what they may replace:
+    :func:`trustseg.data.dataset.write_dataset` only an earlier dataset); it is kept until the new folder is
+    complete, then swapped out and deleted (:func:`swap_in`).
+
+    Raises:
+        DataError: ``path`` exists, is not an empty folder, and ``overwrite`` is not set.
     """
     path = Path(path)
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise DataError("exists and is not empty; choose a new folder (or overwrite)", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

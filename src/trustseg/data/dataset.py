@@ -111,6 +111,40 @@ def _check_splits(splits: dict[str, Any], ids: Sequence[str], where) -> dict[str
     return {"fixed": fixed, "kfold": {"k": len(folds), "folds": folds}}
 
 
+def check_dataset_out(out: str | Path, overwrite: bool = False, src: str | Path | None = None) -> Path:
+    """Refuse a dataset output folder whose contents would be lost.
+
+    A missing or empty ``out`` is fine. An existing trustseg dataset (a folder holding ``dataset.json``) is
+    replaced only with ``overwrite``; anything else (a file, a folder of other files) is never replaced. With
+    ``src`` (an importer's source), ``out`` equal to or inside ``src`` is refused: the source is never modified.
+
+    Raises:
+        DataError: naming ``out`` and the problem (and the ``--overwrite`` option where it would help).
+    """
+    out = Path(out)
+    if src is not None:
+        s, o = Path(src).resolve(), out.resolve()
+        if o == s or s in o.parents:
+            raise DataError(
+                f"the output folder is {'the' if o == s else 'inside the'} import source {src}; "
+                "the source is never modified: choose an --out outside it",
+                out,
+            )
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return out
+    if not out.is_dir():
+        raise DataError("exists and is not a folder; choose another --out", out)
+    if not (out / DATASET_JSON).is_file():
+        raise DataError(
+            f"exists, is not empty and is not a trustseg dataset (no {DATASET_JSON}); it is never replaced "
+            "(not even with --overwrite): choose a new or empty --out folder",
+            out,
+        )
+    if not overwrite:
+        raise DataError("is an existing trustseg dataset; pass --overwrite (overwrite=True) to replace it", out)
+    return out
+
+
 def write_dataset(
     cases: Iterable[Case],
     out: str | Path,
@@ -120,6 +154,7 @@ def write_dataset(
     splits: dict | None = None,
     seed: int = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write cases into the trustseg layout, atomically.
 
@@ -137,15 +172,17 @@ def write_dataset(
         splits: ``{"fixed": {...}, "kfold": {...}}``; a missing entry is computed (:func:`default_splits`).
         seed: Seed of the default splits.
         progress: Show a rich progress bar.
+        overwrite: Replace an earlier trustseg dataset at ``out`` (see :func:`check_dataset_out`).
 
     Returns:
         ``out`` as a :class:`Path`.
 
     Raises:
-        DataError: invalid case (shape, labels, NaN, no rater), raters or channel count differing between cases,
-            duplicate ids, empty dataset, bad splits.
+        DataError: ``out`` is refused by :func:`check_dataset_out`; invalid case (shape, labels, NaN, no rater),
+            raters or channel count differing between cases, duplicate ids, empty dataset, bad splits.
     """
     out = Path(out)
+    check_dataset_out(out, overwrite)
     ext = ext if ext.startswith(".") else f".{ext}"
     if ext.lower() not in EXTENSIONS:
         raise DataError(f"unsupported dataset file extension {ext!r}; use one of {', '.join(EXTENSIONS)}", out)
@@ -156,7 +193,7 @@ def write_dataset(
     raters: list[str] | None = None
     sdims = channels = None
     total = len(cases) if hasattr(cases, "__len__") else None  # type: ignore[arg-type]
-    with atomic_dir(out) as tmp, _progress(total, f"writing {out.name}", progress) as advance:
+    with atomic_dir(out, overwrite=True) as tmp, _progress(total, f"writing {out.name}", progress) as advance:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         seen: set[str] = set()

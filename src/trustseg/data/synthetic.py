@@ -354,7 +354,11 @@ def generate_cases(cfg: SynthConfig) -> Iterator[Case]:
 
 
 def make_synthetic_dataset(
-    out: str | Path, cfg: SynthConfig | None = None, ext: str = ".nii.gz", progress: bool = False
+    out: str | Path,
+    cfg: SynthConfig | None = None,
+    ext: str = ".nii.gz",
+    progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Generate ``cfg.cases`` cases and write them as a trustseg dataset.
 
@@ -363,6 +367,8 @@ def make_synthetic_dataset(
         cfg: Generator settings (defaults: :class:`SynthConfig`).
         ext: File format of images and labels (".nii.gz", ".png", ".npy", ...).
         progress: Show a progress bar.
+        overwrite: Replace an earlier trustseg dataset at ``out``; any other non-empty ``out`` is refused
+            (:func:`trustseg.data.dataset.check_dataset_out`).
 
     Returns:
         The dataset folder.
@@ -376,4 +382,5 @@ def make_synthetic_dataset(
         ext=ext,
         seed=cfg.seed,
         progress=progress,
+        overwrite=overwrite,
     )

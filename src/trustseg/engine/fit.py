@@ -77,7 +77,8 @@ def train_member(
         dataset: The opened dataset (opened from ``cfg.data`` when ``None``).
         method: The built method (built from ``cfg`` when ``None``).
         resume: Continue from ``last.pt`` if it exists; a finished member returns at once. Without it, checkpoints
-            left in the member folder by an earlier run are deleted before training starts.
+            left in the member folder by an earlier run are replaced when the first epoch has finished (kept
+            until then, so a failure in the first epoch leaves them as they were).
         progress: Show a progress bar (rank 0 only).
 
     Returns:
@@ -135,9 +136,6 @@ def train_member(
             ck.repair_history(mdir / ck.HISTORY, history)
     if start_epoch >= tc.epochs:
         return _member_result(member, best_dice, best_epoch, start_epoch)
-    if not resume and dinfo.is_main:  # a fresh start: files of an earlier run here must not be resumed later
-        for name in (ck.LAST, ck.BEST, ck.HISTORY, "ddp.json"):
-            (mdir / name).unlink(missing_ok=True)
 
     net = wrap_model(model, device, dinfo)
     bar = _Bar(progress and dinfo.is_main, f"member {member}", total_steps, step)
@@ -189,6 +187,9 @@ def train_member(
             if improved:
                 best_dice, best_epoch = (val_dice if val_loader is not None else best_dice), epoch + 1
             if dinfo.is_main:
+                if not resume and epoch == start_epoch:  # a fresh start: an earlier run's files go only now that
+                    for name in (ck.BEST, ck.HISTORY, "ddp.json"):  # new ones replace them (last.pt: atomically)
+                        (mdir / name).unlink(missing_ok=True)
                 ck.save_member_state(
                     mdir, model, (opt, sched, scaler), epoch + 1, step, history, best_dice, best_epoch, member, improved
                 )

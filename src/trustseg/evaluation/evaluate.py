@@ -12,6 +12,7 @@ A new metric is a registered suite component (:mod:`trustseg.evaluation.componen
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 
 from trustseg.core.atomic import atomic_write_csv, atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
 from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import read_label
@@ -122,6 +124,57 @@ def culprit(pred_dir: str | Path, entry: dict[str, Any], error: CaseInputError) 
     return files.get("probs", files.get("seg", index_path(pred_dir)))
 
 
+RESULT_KEYS = ("pred_dir", "data", "summary", "per_case", "csv")
+"""Keys every results JSON written by :func:`evaluate_predictions` holds (how an earlier one is recognised)."""
+
+
+def is_results_json(path: str | Path) -> bool:
+    """Whether ``path`` is a results JSON written by :func:`evaluate_predictions` (trustseg's own artefact)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in RESULT_KEYS)
+
+
+def check_results_out(out_json: str | Path, pred_dir: str | Path, data_root: str | Path) -> Path:
+    """Refuse a results path whose writing would destroy an input or a file trustseg did not write.
+
+    Refused: ``out_json`` (or the per-case CSV beside it) being the prediction index (``predictions.json``) or
+    ``dataset.json``, a ``.csv`` name (the JSON and its table would be one file), or an existing file that is not
+    an earlier results JSON (an earlier results JSON and its CSV are replaced).
+
+    Raises:
+        ConfigError: naming the path and the problem.
+    """
+    out_json = Path(out_json)
+    csv_path = out_json.with_suffix(".csv")
+    if out_json.suffix.lower() == ".csv":
+        raise ConfigError(f"{out_json}: the results file needs a .json name (the per-case table is the .csv beside it)")
+    protected = {
+        index_path(pred_dir).resolve(): "the prediction index",
+        (Path(data_root) / DATASET_JSON).resolve(): "the dataset index",
+    }
+    for path in (out_json, csv_path):
+        role = protected.get(path.resolve())
+        if role is not None:
+            raise ConfigError(f"{path}: is {role}; evaluate never writes over its inputs: choose another --out")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: exists and is not a file; choose another --out")
+    earlier = out_json.is_file() and is_results_json(out_json)
+    if out_json.exists() and not earlier:
+        raise ConfigError(
+            f"{out_json}: exists and is not an earlier trustseg results JSON; it is never replaced: "
+            "choose another --out"
+        )
+    if csv_path.exists() and not earlier:
+        raise ConfigError(
+            f"{csv_path}: the per-case table would replace this existing file, which no earlier results JSON at "
+            f"{out_json.name} wrote; choose another --out"
+        )
+    return out_json
+
+
 def evaluate_predictions(
     pred_dir: str | Path,
     data_root: str | Path,
@@ -169,12 +222,36 @@ def evaluate_predictions(
         ``"noise_interpretability"`` (``docs/evaluation.md``).
 
     Raises:
-        DataError: no prediction folder, a case missing from the dataset or of another shape, a class or rater
+        ConfigError: an ``out_json`` refused by :func:`check_results_out` (checked before any work).
+        DataError: another process writes results into the folder of ``out_json`` (its lock file); no prediction
+            folder, a case missing from the dataset or of another shape, a class or rater
             name that cannot be a results key (naming ``dataset.json``), or an input the suite cannot score
             (naming the case and the prediction file).
     """
     if (ood is not None or noise is not None) and predictor is None:
         raise ConfigError("the OOD and noise protocols predict again: pass the model (predictor=..., CLI --run RUN)")
+    out_json = check_results_out(out_json, pred_dir, data_root)
+    with exclusive(out_json.parent, "results folder"):
+        return _evaluate(
+            pred_dir, data_root, out_json, split, empty, suite, use_image, predictor, ood, noise, progress, partial
+        )
+
+
+def _evaluate(
+    pred_dir: str | Path,
+    data_root: str | Path,
+    out_json: Path,
+    split: str | None,
+    empty: str | None,
+    suite: SuiteConfig | None,
+    use_image: bool,
+    predictor: Any,
+    ood: OODConfig | None,
+    noise: NoiseConfig | None,
+    progress: bool,
+    partial: bool,
+) -> dict[str, Any]:
+    """The body of :func:`evaluate_predictions` (under the writer lock of the results folder)."""
     cfg = suite or SuiteConfig()
     if empty is not None:
         cfg = replace(cfg, empty=empty)
@@ -204,7 +281,6 @@ def evaluate_predictions(
     rows = ev.rows()
     if not rows:
         raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))
-    out_json = Path(out_json)
     csv_path = out_json.with_suffix(".csv")
     result = {
         "pred_dir": str(pred_dir),

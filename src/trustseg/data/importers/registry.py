@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from trustseg.core.atomic import swap_in
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.registry import Registry
 from trustseg.data.case import Case
+from trustseg.data.dataset import DATASET_JSON, check_dataset_out
 
 IMPORTERS: Registry = Registry("importer")
 
 
-def import_dataset(kind: str, src: str | Path, out: str | Path, **opts: Any) -> Path:
+def import_dataset(kind: str, src: str | Path, out: str | Path, overwrite: bool = False, **opts: Any) -> Path:
     """Convert the dataset at ``src`` (layout ``kind``: lidc, qubiq, nnunet, folder) into a trustseg dataset.
 
     Args:
         kind: A registered importer name.
         src: Source folder.
-        out: Output dataset root (replaced atomically if it exists).
+        out: Output dataset root; it must not be (inside) ``src``.
+        overwrite: Replace an earlier trustseg dataset at ``out`` (atomically: it stays intact until the new one
+            is complete); any other non-empty ``out`` is refused
+            (:func:`trustseg.data.dataset.check_dataset_out`).
         **opts: Importer options (``name``, ``seed``, ``progress`` and the importer's own).
 
     Returns:
@@ -30,7 +37,7 @@ def import_dataset(kind: str, src: str | Path, out: str | Path, **opts: Any) -> 
     Raises:
         UnknownNameError: unknown ``kind`` (with suggestions).
         ConfigError: an option the importer does not take.
-        DataError: a missing source folder or a bad file in it.
+        DataError: a missing source folder or a bad file in it; a refused ``out``.
     """
     fn = IMPORTERS.get(kind)
     params = inspect.signature(fn).parameters
@@ -41,10 +48,20 @@ def import_dataset(kind: str, src: str | Path, out: str | Path, **opts: Any) -> 
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"importer {kind!r} has no option {key!r}{hint} Known: {', '.join(allowed)}")
     opts = {k: _coerce(kind, k, v, params[k]) for k, v in opts.items()}
-    src = Path(src)
+    src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError("source folder not found", src)
-    return fn(src, Path(out), **opts)
+    check_dataset_out(out, overwrite, src=src)
+    if not (out / DATASET_JSON).is_file():
+        return fn(src, out, **opts)
+    out.parent.mkdir(parents=True, exist_ok=True)  # replace the earlier dataset: import beside it, then swap
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".import", dir=out.parent))
+    try:
+        fn(src, stage, **opts)
+        return swap_in(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 def _coerce(kind: str, key: str, value: Any, param: inspect.Parameter) -> Any:
