@@ -24,7 +24,7 @@ from trustseg.core.atomic import atomic_write_csv, atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
-from trustseg.data.dataset import DATASET_JSON, load_dataset
+from trustseg.data.dataset import DATASET_JSON, Dataset, load_dataset
 from trustseg.data.io import read_label
 from trustseg.data.predictions import case_files, check_complete, index_path, load_prediction, read_index
 from trustseg.evaluation.context import CaseInputError, SuiteConfig
@@ -50,14 +50,21 @@ class Pair:
     entry: dict[str, Any]
 
 
-def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = None, partial: bool = False):
+def load_pairs(
+    pred_dir: str | Path,
+    data_root: str | Path | Dataset,
+    split: str | None = None,
+    partial: bool = False,
+    index: dict[str, Any] | None = None,
+):
     """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
 
     Args:
         pred_dir: The prediction folder.
-        data_root: The dataset.
+        data_root: The dataset (its folder, or the opened :class:`~trustseg.data.dataset.Dataset`).
         split: Only the cases of this split.
         partial: Accept a folder whose ``predictions.json`` is marked incomplete (a killed or failed predict).
+        index: The folder's ``predictions.json`` when the caller has read it already (else it is read here).
 
     Raises:
         DataError: an incomplete folder without ``partial`` (:func:`trustseg.data.predictions.check_complete`), a
@@ -65,9 +72,9 @@ def load_pairs(pred_dir: str | Path, data_root: str | Path, split: str | None = 
             whose shape differs from the labels.
     """
     pred_dir = Path(pred_dir)
-    index = read_index(pred_dir)
+    index = read_index(pred_dir) if index is None else index
     check_complete(pred_dir, index, partial)
-    ds = load_dataset(data_root)
+    ds = data_root if isinstance(data_root, Dataset) else load_dataset(data_root)
     keep = set(ds.split(split)) if split else set(ds.ids)
     known = set(ds.ids)
     seen: set[str] = set()
@@ -257,8 +264,9 @@ def _evaluate(
         cfg = replace(cfg, empty=empty)
     ds = load_dataset(data_root)
     ev = EvaluationSuite(ds.classes, ds.raters, cfg, names_from=ds.root / DATASET_JSON)
-    incomplete = check_complete(pred_dir, read_index(pred_dir), partial)
-    for pair in load_pairs(pred_dir, data_root, split, partial):
+    index = read_index(pred_dir)  # read once: the completeness record and the pairs come from it
+    incomplete = check_complete(pred_dir, index, partial)
+    for pair in load_pairs(pred_dir, ds, split, partial, index=index):
         pred = load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False)  # seg: read by load_pairs
         samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
         if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
