@@ -15,7 +15,8 @@ A prediction folder::
         <case>_<measure>.npy      (*spatial) float32, plus <case>_<measure>.png, a colour preview (2D only)
     <case>_samples.npy            (M, K, *spatial) float16, with ``predict --samples``
     predictions.json              the index (below)
-    summary.csv                   case, predicted volume per class (voxels x voxel volume), mean of each measure
+    summary.csv                   case, predicted volume per class (voxels x voxel volume), each measure's mean
+                                  oriented higher = more uncertain (mean_entropy, mean_one_minus_confidence)
 
 The index ``predictions.json``::
 

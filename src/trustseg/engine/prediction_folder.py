@@ -5,20 +5,9 @@
 * :func:`load_prediction`, :func:`read_map`: read a case back; they live in :mod:`trustseg.data.predictions`
   (the on-disk format and its index) and are re-exported here.
 
-Output folder of :func:`predict_folder`::
-
-    NIfTI input (same affine, spacing and origin as the input):
-        <case>_probs.nii.gz       K channels (float32), the predictive mean p̄
-        <case>_seg.nii.gz         argmax of p̄ (uint8 class indices)
-        <case>_<measure>.nii.gz   one per measure (float32)
-    any other input (PNG, TIFF, JPEG, NumPy):
-        <case>_seg.png            class indices (2D; .npy for volumes)
-        <case>_probs.npy          (K, *spatial) float32
-        <case>_<measure>.npy      (*spatial) float32, plus <case>_<measure>.png, a colour preview (2D only)
-    predictions.json              index: method, classes, measures, and per case its source and files
-    summary.csv                   case, predicted volume per class (voxels x voxel volume), and each measure's
-                                  mean oriented higher = more uncertain (``mean_entropy``,
-                                  ``mean_one_minus_confidence``)
+The folder's layout and its index ``predictions.json`` are documented once, in :mod:`trustseg.data.predictions`
+(the on-disk format). ``summary.csv`` holds, per case, the predicted volume per class (voxels x voxel volume) and
+each measure's mean oriented higher = more uncertain (``mean_entropy``, ``mean_one_minus_confidence``).
 
 Every file is written atomically and ``predictions.json``/``summary.csv`` are rewritten after each case, so a
 failure part-way leaves the finished cases complete and indexed. The index carries ``"expected"`` (the case ids
