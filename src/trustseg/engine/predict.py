@@ -21,7 +21,14 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
-from trustseg.engine.prediction_folder import FolderWriter, check_out_dir, iter_inputs, load_prediction, read_map
+from trustseg.engine.prediction_folder import (
+    Annotator,
+    FolderWriter,
+    check_out_dir,
+    iter_inputs,
+    load_prediction,
+    read_map,
+)
 from trustseg.inference.predictor import Predictor, check_image, load_predictor
 from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor
@@ -81,6 +88,8 @@ def predict_folder(
     save_samples: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    annotate: Annotator | None = None,
+    annotation: str | None = None,
 ) -> Path:
     """Predict every input image and write probabilities, segmentations and uncertainty maps.
 
@@ -100,6 +109,10 @@ def predict_folder(
             its cases and predict only the missing ones (CLI ``--resume``).
         overwrite: ``out`` holds an earlier prediction folder: remove the files its index lists, then predict
             (CLI ``--overwrite``). Without either, an earlier prediction folder is refused.
+        annotate: A per-case hook whose dict becomes the case's ``"qc"`` entry and ``summary.csv`` columns
+            (``trustseg predict --qc``: :func:`trustseg.quality.run.qc_annotator`; see
+            :class:`~trustseg.engine.prediction_folder.FolderWriter`).
+        annotation: What ``annotate`` is (recorded as ``"qc_model"`` in ``predictions.json``).
 
     Returns:
         ``out``, holding per-case files, ``predictions.json`` (``"complete": true``) and ``summary.csv``
@@ -114,7 +127,14 @@ def predict_folder(
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
     items = iter_inputs(inputs, split)
     info = predictor.info
-    writer = FolderWriter(Path(out), _writer_info(predictor), measures, save_samples=save_samples)
+    writer = FolderWriter(
+        Path(out),
+        _writer_info(predictor),
+        measures,
+        save_samples=save_samples,
+        annotate=annotate,
+        annotation=annotation,
+    )
     done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
     items = [load for load in items if load.case_id not in done]
     for item in writer.track(items, progress):

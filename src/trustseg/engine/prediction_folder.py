@@ -22,7 +22,7 @@ samples setting only) or replaced (``overwrite``: the files its index lists are 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ from trustseg.measures.pixel import available_measures, compute_measures
 from trustseg.measures.registry import as_uncertainty
 
 __all__ = ["FolderWriter", "InputItem", "check_out_dir", "iter_inputs", "load_prediction", "read_map"]
+
+
+#: ``annotate(case_id, probs (K, *sp), seg (*sp), maps {measure: (*sp)}, samples (M, K, *sp) | None, image
+#: (C, *sp), spacing) -> dict`` (see :class:`FolderWriter`).
+Annotator = Callable[..., dict[str, Any]]
 
 
 class InputItem:
@@ -162,13 +167,27 @@ class FolderWriter:
         out: Output folder.
         info: The run's ``run.json`` contents (method, classes).
         measures: Requested measure names, or ``None`` for all available ones.
+        save_samples: Write the samples of predictions with M > 1.
+        annotate: A per-case hook (``trustseg predict --qc``: the quality model's prediction) called as
+            ``annotate(case_id, probs, seg, maps, samples, image, spacing)`` with the arrays written; the dict it
+            returns becomes the case's ``"qc"`` entry in ``predictions.json`` and columns of ``summary.csv``.
+        annotation: What ``annotate`` is (the QC model's folder), recorded as ``"qc_model"`` in the index; a
+            resume must use the same.
     """
 
     def __init__(
-        self, out: Path, info: dict[str, Any], measures: Sequence[str] | str | None, save_samples: bool = False
+        self,
+        out: Path,
+        info: dict[str, Any],
+        measures: Sequence[str] | str | None,
+        save_samples: bool = False,
+        annotate: Annotator | None = None,
+        annotation: str | None = None,
     ):
         self.out = Path(out)
         self.save_samples = save_samples
+        self.annotate = annotate
+        self.annotation = annotation
         self.info = info
         if isinstance(measures, str):
             measures = [m.strip() for m in measures.split(",") if m.strip()]
@@ -249,6 +268,8 @@ class FolderWriter:
             differ.append(f"measures: {old_requested} -> {self.requested}")
         elif self.requested is None and old.get("requested_measures", None) is not None:
             differ.append(f"measures: {old['requested_measures']} -> all available")
+        if old.get("qc_model") != self.annotation:
+            differ.append(f"qc model: {old.get('qc_model')!r} -> {self.annotation!r}")
         if "samples" in old and bool(old["samples"]) != self.save_samples:
             differ.append(f"samples: {bool(old['samples'])} -> {self.save_samples}")
         if differ:
@@ -334,7 +355,12 @@ class FolderWriter:
                 f"not written: the prediction has one sample (M = 1, method {self.info['method']!r}); the sample-based "
                 "metrics (GED, Hungarian IoU) need a method with several (mc-dropout, ensemble, tta, layer-ensemble)"
             )
-        entry = {"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files}
+        entry: dict[str, Any] = {"id": cid, "source": str(item.source), "shape": list(seg.shape), "files": files}
+        qc = None
+        if self.annotate is not None:
+            samples_np = pred.probs[:, 0].numpy().astype(np.float32) if pred.num_samples > 1 else None
+            qc = self.annotate(cid, probs, seg, maps, samples_np, np.asarray(item.image), tuple(item.spacing))
+            entry["qc"] = qc
         at = next((i for i, c in enumerate(self.cases) if c["id"] == cid), None)  # resumed with files missing
         if at is None:
             self.cases.append(entry)
@@ -347,6 +373,7 @@ class FolderWriter:
         # image-level means in the one orientation of the results: higher = more uncertain, certainty measures
         # named one_minus_<measure> (the map files keep each measure's own values)
         row.update({f"mean_{oriented_name(n)}": float(as_uncertainty(n, float(m.mean()))) for n, m in maps.items()})
+        row.update(qc or {})
         self.rows = [r for r in self.rows if r.get("case") != cid] + [row]
         self._write_index()
         atomic_write_csv(self.out / "summary.csv", self.rows)
@@ -362,6 +389,7 @@ class FolderWriter:
                 "temperature": self.info.get("temperature", 1.0),
                 "requested_measures": self.requested,
                 "samples": self.save_samples,
+                "qc_model": self.annotation,
                 "notes": self.notes,
                 "complete": self.complete,
                 "expected": self.expected,
