@@ -18,6 +18,7 @@ from rich.table import Table
 
 from trustseg import __version__
 from trustseg.cli.demo import run_demo
+from trustseg.cli.qc import add_qc
 from trustseg.core.config import load_config, replace
 from trustseg.core.errors import ConfigError, TrustsegError
 from trustseg.core.registry import Registry
@@ -37,6 +38,8 @@ from trustseg.measures import MEASURES
 from trustseg.methods import METHODS
 from trustseg.metrics import METRICS
 from trustseg.models import MODELS
+from trustseg.quality.registry import QC_PREDICTORS
+from trustseg.quality.run import qc_annotator
 
 #: ``trustseg <name>`` lists a registry: name -> (registry, what it holds).
 LISTS: dict[str, tuple[Registry, str]] = {
@@ -48,6 +51,7 @@ LISTS: dict[str, tuple[Registry, str]] = {
     "predictors": (PREDICTORS, "predictor schemes (SCHEME:LOCATION names a model)"),
     "distortions": (DISTORTIONS, "graded distortions"),
     "importers": (IMPORTERS, "dataset importers (trustseg import KIND)"),
+    "qc-predictors": (QC_PREDICTORS, "quality predictors (trustseg qc fit --predictor NAME)"),
 }
 
 
@@ -121,6 +125,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measures", default=None, help="comma-separated measures (default: all the method supports)")
     p.add_argument(
         "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
+    )
+    p.add_argument(
+        "--qc", type=Path, default=None, help="a QC model (qc fit): write predicted quality and review per case"
     )
     p.add_argument("--resume", action="store_true", help="continue an earlier prediction folder in --out")
     p.add_argument(
@@ -208,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_synth, _add_import, _add_train, _add_predict, _add_evaluate, _add_lists, _add_demo):
         add(sub)
     _add_calibrate(sub)
+    add_qc(sub, _parse_kv)
     return parser
 
 
@@ -312,8 +320,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     measures = [m.strip() for m in args.measures.split(",")] if args.measures else None
     inputs = args.input[0] if len(args.input) == 1 else list(args.input)
+    model = load_predictor(args.run) if args.qc is not None else args.run
+    annotate = None
+    if args.qc is not None:
+        annotate = qc_annotator(args.qc, layer_heads=bool(model.info.samples_are_heads))
     out = predict_folder(
-        args.run,
+        model,
         inputs,
         args.out,
         measures=measures,
@@ -322,6 +334,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_samples=args.samples,
         resume=args.resume,
         overwrite=args.overwrite,
+        annotate=annotate,
+        annotation=None if args.qc is None else str(args.qc),
     )
     console = _console()
     console.print(f"predictions written to [bold]{out}[/]")

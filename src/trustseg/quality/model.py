@@ -250,6 +250,7 @@ class QCModel:
         cfg, rule = self.config, self.review_rule(threshold, catch)
         return {
             "target": cfg.target,
+            "higher_is_better": cfg.higher_is_better,
             "review_threshold": cfg.threshold if threshold is None else threshold,
             "catch": rule_catch(rule, catch, cfg),
             "conformal_threshold": rule.threshold,
