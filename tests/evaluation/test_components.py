@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from sklearn.metrics import r2_score
+from sklearn.metrics import r2_score, roc_auc_score
 
 from tests.evaluation.test_known_answer import CLASSES, RATERS, SPACING, build_case, expected_row
 from trustseg.evaluation import SUITE, CaseInputError, EvaluationSuite, SuiteConfig, flatten
@@ -30,7 +30,8 @@ DATASET = [e.name for e in SUITE if e.meta["kind"] == "dataset"]
 
 
 def _cases(n: int = 6, dtype=torch.float32, empty_lesion: bool = False):
-    """``n`` seeded 3D cases with 3 classes, 3 raters, samples, maps and an image (the lesion absent if asked)."""
+    """``n`` seeded 3D cases with 3 classes, 3 raters, samples, maps, an image and a predicted quality ``qc`` (the
+    lesion absent if asked)."""
     out = []
     for seed in range(n):
         g = torch.Generator().manual_seed(seed)
@@ -53,6 +54,10 @@ def _cases(n: int = 6, dtype=torch.float32, empty_lesion: bool = False):
             "variance": samples.var(0).sum(0),
         }
         image = torch.randn(1, 4, 10, 10, generator=g).double() + labels.double().mean(0)
+        pred, width, score, ood_p = (float(v) for v in torch.rand(4, generator=g, dtype=torch.float64))
+        pred = 0.5 + 0.5 * pred
+        qc = {"predicted_dice": pred, "dice_low": pred - 0.2 * width, "dice_high": pred + 0.05, "review": pred < 0.75}
+        qc.update({"uncertainty_score": score, "ood_p": ood_p, "reason": "", "target": "dice"})
         out.append(
             {
                 "case_id": f"c{seed}",
@@ -62,6 +67,7 @@ def _cases(n: int = 6, dtype=torch.float32, empty_lesion: bool = False):
                 "maps": {k: v.to(dtype) for k, v in maps.items()},
                 "samples": samples.to(dtype),
                 "image": image.to(dtype),
+                "qc": qc,
             }
         )
     return out
@@ -94,7 +100,7 @@ def test_per_case_streaming_and_merged_halves_agree(name):
         if name in CASE:  # the functional call on the case context is the suite's row
             comp = whole.components[0]
             ctx = whole.context(c["case_id"], c["probs"], c["labels"], spacing=c["spacing"], maps=c["maps"],
-                                samples=c["samples"], image=c["image"])  # fmt: skip
+                                samples=c["samples"], image=c["image"], qc=c["qc"])  # fmt: skip
             _same({"case": c["case_id"], **comp.per_case(ctx)}, row)
             assert set(row) - {"case"}, f"{name} produced nothing on a case meeting its requirements"
     _same(whole.result(), first.merge(second).result())
@@ -112,8 +118,13 @@ def test_case_components_agree_with_the_known_answers(name):
         maps={k: torch.from_numpy(v) for k, v in maps.items()},
         samples=torch.from_numpy(samples),
         image=torch.from_numpy(image),
+        qc={"predicted_dice": 0.8, "dice_low": 0.6, "dice_high": 0.9, "ood_p": 0.25, "review": True, "reason": "x"},
     )
     exp = expected_row(*inputs)
+    exp.update({"predicted_quality/dice/predicted": 0.8, "predicted_quality/dice/low": 0.6})  # the qc entry, copied
+    exp.update(
+        {"predicted_quality/dice/high": 0.9, "predicted_quality/ood/p": 0.25, "predicted_quality/review/flag": 1}
+    )
     got = {k: v for k, v in flatten(row).items() if k != "case"}
     assert got and set(got) <= set(exp)
     for key, value in got.items():
@@ -170,6 +181,22 @@ def test_dataset_analyses_agree_with_references(name):
                 assert loo["n"] == len(rows) and loo["r2"] == pytest.approx(r2_score(qc, _loo(score, qc)), rel=1e-6)
                 assert loo["mae"] == pytest.approx(np.mean(np.abs(_loo(score, qc) - qc)), rel=1e-6)
                 checked += 1
+    if name == "quality_prediction":  # scikit-learn, scipy and numpy on the cases' qc entries
+        cases = _cases()
+        pred, lo, hi = (np.array([c["qc"][k] for c in cases]) for k in ("predicted_dice", "dice_low", "dice_high"))
+        review, fail = np.array([c["qc"]["review"] for c in cases]), qc < 0.7
+        q = res["quality_prediction"]["dice"]
+        assert q["n"] == len(rows) and q["failures"] == fail.sum() and 0 < fail.sum() < len(rows)
+        assert q["r2"] == pytest.approx(r2_score(qc, pred), rel=1e-9)
+        assert q["pearson"] == pytest.approx(stats.pearsonr(pred, qc).statistic, rel=1e-9)
+        assert q["spearman"] == pytest.approx(stats.spearmanr(pred, qc).statistic, rel=1e-9)
+        assert q["mae"] == pytest.approx(np.mean(np.abs(pred - qc)), rel=1e-9)
+        assert q["failure_auroc"] == pytest.approx(roc_auc_score(fail, -pred), rel=1e-9)
+        assert q["aurc"] == pytest.approx(_aurc(1 - pred, qc), rel=1e-9)
+        assert q["coverage"] == np.mean((lo <= qc) & (qc <= hi)) and q["n_interval"] == len(rows)
+        assert q["catch_rate"] == pytest.approx((review & fail).sum() / fail.sum())
+        assert q["review_rate"] == pytest.approx(review.mean())
+        checked += 1
     assert checked, f"no reference for dataset analysis {name!r}: add one here"
 
 

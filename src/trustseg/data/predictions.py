@@ -24,11 +24,15 @@ The index ``predictions.json``::
      "temperature": float, "complete": bool, "expected": [case ids the folder is to hold],
      "cases": [{"id": str, "source": input file, "shape": [spatial sizes],
                 "files": {"seg": file, "probs": file, "measures": {measure: file}, "previews": {measure: file},
-                          "samples": file (optional)}}]}
+                          "samples": file (optional)},
+                "qc": {"predicted_dice": float, "dice_low": float, "dice_high": float, "uncertainty_score": float,
+                       "ood_p": float, "review": bool, "reason": str, "target": "dice"} (optional)}]}
 
 File names in ``files`` are relative to the folder and must lie inside it (symlinks included): an absolute path
 or one leaving the folder is refused unless ``allow_outside`` (:func:`trustseg.data.paths.contained_path`). Only
-``seg`` is required: a folder written by another tool may hold segmentations only.
+``seg`` is required: a folder written by another tool may hold segmentations only. The optional ``qc`` entry is
+the case's predicted quality (``trustseg predict --qc``, ``trustseg qc predict``); ``trustseg evaluate`` scores it
+against the true Dice (``docs/evaluation.md``).
 
 ``"complete"`` is ``false`` while ``trustseg predict`` runs (and after it failed or was killed) and ``true`` once
 every expected case is written; :func:`completeness` reads it. A folder without the marker (written before it

@@ -3,7 +3,7 @@
 A **case component** scores one case at a time. It declares
 
 * ``requires``: the inputs it needs, from :data:`~trustseg.evaluation.context.REQUIREMENTS` (``hard``, ``probs``,
-  ``labels``, ``spacing``, ``maps``, ``samples``, ``image``); the suite runs it on the cases that meet them;
+  ``labels``, ``spacing``, ``maps``, ``samples``, ``image``, ``qc``); the suite runs it on the cases that meet them;
 * ``higher_is_better``: metric name -> ``True`` / ``False`` / ``None`` (no better direction, e.g. a volume), for
   every metric it produces;
 * :meth:`SuiteComponent.per_case`: the case's values as a nested dict ``metric -> target -> item``

@@ -25,7 +25,7 @@ from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
 from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
-REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image"})
+REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
 
 
 def oriented_name(measure: str) -> str:
@@ -49,7 +49,7 @@ class CaseInputError(DataError):
     Args:
         problem: What is wrong (the message starts with ``case <id>:``).
         case_id: The case.
-        source: Which input: ``"probs"``, ``"labels"``, ``"samples"``, ``"image"`` or ``"map"``.
+        source: Which input: ``"probs"``, ``"labels"``, ``"samples"``, ``"image"``, ``"map"`` or ``"qc"``.
         measure: The measure name when ``source == "map"``.
         path: The file, when known (:meth:`at` adds it).
     """
@@ -78,6 +78,8 @@ class SuiteConfig:
         empty: Dice/IoU of a class absent from both maps, for every overlap entry (``nan``: left out of means,
             the default; ``one``; ``zero``). The quality-control Dice ``qc_dice`` always counts it as 1.
         gradient_band: Half-width of the boundary band of SURE's gradient metrics (UCC_g, UR_g).
+        qc_failure_threshold: A case fails when its QC Dice is below this (failure AUROC, catch rate of the
+            predicted quality, ``quality_prediction``).
         components: Names of the registered components to run (``None``: all of them).
     """
 
@@ -88,6 +90,7 @@ class SuiteConfig:
     qc_aggregators: tuple[str, ...] = ("mean", "fg_mean")
     empty: str = "nan"
     gradient_band: float = 1.0
+    qc_failure_threshold: float = 0.7
     components: tuple[str, ...] | None = None
 
 
@@ -104,6 +107,7 @@ class CaseContext:
         maps: Measure name -> ``(*spatial)`` map, as the measure defines it.
         samples: ``(M, K, *spatial)`` sample probabilities (used when ``M > 1``).
         image: ``(C, *spatial)`` input image (SURE's gradient metrics).
+        qc: The case's predicted quality, its ``qc`` entry of ``predictions.json`` (``predicted_dice``, ...).
 
     Raises:
         CaseInputError: shapes that do not match, or NaN / infinite probabilities or maps.
@@ -120,6 +124,7 @@ class CaseContext:
         maps: dict[str, Tensor] | None = None,
         samples: Tensor | None = None,
         image: Tensor | None = None,
+        qc: dict[str, Any] | None = None,
     ):
         self.case_id, self.classes, self.raters = case_id, list(classes), list(raters)
         self.cache: dict[Any, Any] = {}  # per-case values a component computes once and reuses (its own keys)
@@ -143,6 +148,9 @@ class CaseContext:
         self.image = None if image is None else torch.as_tensor(image)
         if self.image is not None and tuple(self.image.shape[1:]) != sp:
             raise self.error(f"image {tuple(self.image.shape)} is not (C, *{sp})", "image")
+        if qc is not None and not isinstance(qc, dict):
+            raise self.error(f"the qc entry must be an object, got {type(qc).__name__}", "qc")
+        self.qc = None if qc is None else dict(qc)
         self.raw_maps = {name: torch.as_tensor(m) for name, m in (maps or {}).items()}
         for name, m in self.raw_maps.items():
             if tuple(m.shape) != sp or not torch.isfinite(m.float()).all():
@@ -162,6 +170,8 @@ class CaseContext:
             have.add("samples")
         if self.image is not None:
             have.add("image")
+        if self.qc is not None:
+            have.add("qc")
         return frozenset(have)
 
     @property

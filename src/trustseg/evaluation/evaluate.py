@@ -122,7 +122,10 @@ def check_seg_matches_probs(pred_dir: str | Path, pair: Pair, probs: np.ndarray)
 
 def culprit(pred_dir: str | Path, entry: dict[str, Any], error: CaseInputError) -> Path:
     """The file of a predicted case that a suite input error is about (from the error's ``source``/``measure``):
-    the map it names, the samples, else the probabilities (the segmentation for a segmentation-only case)."""
+    the map it names, the samples, the index for its ``qc`` entry, else the probabilities (the segmentation for a
+    segmentation-only case)."""
+    if error.source == "qc":
+        return index_path(pred_dir)
     files = case_files(pred_dir, entry)
     if error.source == "map" and f"map:{error.measure}" in files:
         return files[f"map:{error.measure}"]
@@ -225,8 +228,8 @@ def evaluate_predictions(
     Returns:
         ``{"pred_dir", "data", "split", "empty", "classes", "raters", "cases" (ids), "num_cases", "config",
         "components", "higher_is_better", "summary", "mean", "count", "calibration", "uncertainty",
-        "quality_control", "per_case", "csv"}`` and, when asked, ``"ood"``, ``"noise_robustness"``,
-        ``"noise_interpretability"`` (``docs/evaluation.md``).
+        "quality_control", "per_case", "csv"}``, ``"quality_prediction"`` when cases carry a ``qc`` entry, and
+        when asked, ``"ood"``, ``"noise_robustness"``, ``"noise_interpretability"`` (``docs/evaluation.md``).
 
     Raises:
         ConfigError: an ``out_json`` refused by :func:`check_results_out` (checked before any work).
@@ -283,6 +286,7 @@ def _evaluate(
                 maps={k: torch.from_numpy(v) for k, v in pred["maps"].items()},
                 samples=samples,
                 image=torch.from_numpy(np.asarray(pair.case.image)) if use_image else None,
+                qc=pair.entry.get("qc"),
             )
         except CaseInputError as e:
             raise e.at(culprit(pred_dir, pair.entry, e)) from None

@@ -98,7 +98,8 @@ class EvaluationSuite:
         return len(self.raters)
 
     def context(self, case_id: str, probs: Tensor, labels: Tensor, **inputs: Any) -> CaseContext:
-        """The checked :class:`CaseContext` of one case (``inputs``: ``spacing``, ``maps``, ``samples``, ``image``)."""
+        """The checked :class:`CaseContext` of one case (``inputs``: ``spacing``, ``maps``, ``samples``, ``image``,
+        ``qc``)."""
         return CaseContext(case_id, self.classes, self.raters, probs, labels, **inputs)
 
     def add_case(
@@ -110,6 +111,7 @@ class EvaluationSuite:
         maps: dict[str, Tensor] | None = None,
         samples: Tensor | None = None,
         image: Tensor | None = None,
+        qc: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Score one case and fold it into the running state.
 
@@ -121,6 +123,7 @@ class EvaluationSuite:
             maps: Measure name -> ``(*spatial)`` map, as the measure defines it (``confidence`` is a certainty).
             samples: Optional ``(M, K, *spatial)`` sample probabilities (GED², Hungarian IoU).
             image: Optional ``(C, *spatial)`` input image (SURE's gradient metrics).
+            qc: Optional predicted quality of the case (its ``qc`` entry of ``predictions.json``).
 
         Returns:
             The case's row: ``{"case": id, metric: {target: {item: value}}}``.
@@ -128,7 +131,7 @@ class EvaluationSuite:
         Raises:
             CaseInputError: inputs that do not match or are not finite (it names the input, and the map).
         """
-        ctx = self.context(case_id, probs, labels, spacing=spacing, maps=maps, samples=samples, image=image)
+        ctx = self.context(case_id, probs, labels, spacing=spacing, maps=maps, samples=samples, image=image, qc=qc)
         row: dict[str, Any] = {"case": case_id}
         for comp in self.components:
             if not comp.applies(ctx):

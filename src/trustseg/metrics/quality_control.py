@@ -18,18 +18,25 @@ Inputs are one value per image: ``uncertainty`` (N,) (higher = less trustworthy)
   Pearson r between predicted and true Dice (:func:`dice_prediction_metrics`), plus Spearman and the mean
   absolute error. :func:`loo_linear_dice` is the simplest predictor: Dice linear in one image-level score,
   fitted leave-one-out, so no image's prediction has seen its own ground truth.
+* **Predicted quality** (a quality-control model's per-image output, scored against the true Dice):
+  :func:`failure_auroc` (AUROC of −predicted Dice separating the failures, true Dice < threshold, from the rest),
+  :func:`interval_coverage` of predicted intervals [lo, hi], :func:`review_rates` of a review flag (catch rate =
+  flagged failures / failures, review rate = flagged / N, precision = flagged failures / flagged), and
+  :func:`quality_prediction_report`, every number at once (what ``trustseg evaluate`` reports as
+  ``quality_prediction``, and what the quality layer and the benchmark call with arrays).
 """
 
 from __future__ import annotations
 
+import math
 from typing import overload
 
 import torch
 from torch import Tensor
 
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.metrics.registry import METRICS
-from trustseg.metrics.uncertainty_quality import pearson, spearman
+from trustseg.metrics.uncertainty_quality import binary_auroc, pearson, spearman
 
 
 @overload
@@ -145,19 +152,158 @@ def r2_score(predicted: Tensor, true: Tensor) -> float:
     return 1.0 - ss_res / ss_tot
 
 
-def dice_prediction_metrics(predicted: Tensor, true: Tensor) -> dict[str, float]:
-    """How well predicted per-image Dice (N,) matches the true Dice (N,): ``r2``, ``pearson``, ``spearman``, ``mae``.
+def dice_prediction_metrics(predicted: Tensor, true: Tensor, threshold: float | None = None) -> dict[str, float]:
+    """How well predicted per-image Dice (N,) matches the true Dice (N,): ``r2``, ``pearson``, ``spearman``, ``mae``,
+    ``n`` and, with a ``threshold``, ``failure_auroc`` (:func:`failure_auroc`).
 
     Correlations are NaN when either input is constant.
     """
     p, y = _check(predicted, true, "predicted Dice")
-    return {
+    out: dict[str, float] = {
         "r2": r2_score(p, y),
         "pearson": float(pearson(p, y)),
         "spearman": float(spearman(p, y)),
         "mae": float((p - y).abs().mean()),
         "n": int(y.numel()),
     }
+    if threshold is not None:
+        out["failure_auroc"] = failure_auroc(p, y, threshold)
+    return out
+
+
+def _threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise ConfigError(f"the failure threshold must be a finite number, got {threshold!r}")
+    return t
+
+
+def failure_auroc(predicted_quality: Tensor, true_dice: Tensor, threshold: float = 0.7) -> float:
+    """AUROC of the predicted quality (N,) at detecting the failures, images with true Dice < ``threshold``.
+
+    The score is −predicted (a low predicted Dice flags a failure); ties count one half (Mann-Whitney, equal to
+    ``sklearn.metrics.roc_auc_score(true < threshold, -predicted)``). 1 = every failure is predicted lower than
+    every success, 0.5 = chance. NaN when all images fail or none does.
+
+    Example:
+        >>> failure_auroc(torch.tensor([0.9, 0.4, 0.8, 0.6]), torch.tensor([0.95, 0.5, 0.6, 0.8]))
+        0.75
+    """
+    p, y = _check(predicted_quality, true_dice, "predicted quality")
+    return float(binary_auroc(-p, y < _threshold(threshold)))
+
+
+def interval_coverage(lo: Tensor, hi: Tensor, true: Tensor) -> float:
+    """Fraction of images whose true value lies in its predicted interval, lo_i ≤ true_i ≤ hi_i (all ``(N,)``).
+
+    Example:
+        >>> interval_coverage(torch.tensor([0.5, 0.6]), torch.tensor([0.9, 0.7]), torch.tensor([0.9, 0.8]))
+        0.5
+
+    Raises:
+        DataError: sizes that differ, NaN or infinite values, or an interval with lo > hi.
+    """
+    low, y = _check(lo, true, "interval low end")
+    high, _ = _check(hi, y, "interval high end")
+    if bool((low > high).any()):
+        raise DataError(f"{int((low > high).sum())} predicted interval(s) have lo > hi")
+    return float(((low <= y) & (y <= high)).double().mean())
+
+
+def review_rates(review: Tensor, true_dice: Tensor, threshold: float = 0.7) -> dict[str, float]:
+    """How a review flag (N,) (true / 1 = sent to an expert) meets the failures, true Dice < ``threshold``.
+
+    Returns:
+        ``catch_rate`` = flagged failures / failures (NaN without failures), ``review_rate`` = flagged / N,
+        ``precision`` = flagged failures / flagged (NaN when nothing is flagged).
+
+    Example:
+        >>> review_rates(torch.tensor([True, False, True, True]), torch.tensor([0.5, 0.6, 0.9, 0.95]))
+        {'catch_rate': 0.5, 'review_rate': 0.75, 'precision': 0.3333333333333333}
+
+    Raises:
+        DataError: sizes that differ, or a flag that is not 0/1.
+    """
+    flag, y = _check(torch.as_tensor(review).double(), true_dice, "review flag")
+    if not bool(((flag == 0) | (flag == 1)).all()):
+        raise DataError("review flags must be true/false (or 0/1)")
+    flagged, failed = flag == 1, y < _threshold(threshold)
+    caught, n_flag, n_fail = int((flagged & failed).sum()), int(flagged.sum()), int(failed.sum())
+    return {
+        "catch_rate": caught / n_fail if n_fail else math.nan,
+        "review_rate": n_flag / y.numel(),
+        "precision": caught / n_flag if n_flag else math.nan,
+    }
+
+
+def _optional(values: Tensor | None, n: int, what: str) -> Tensor | None:
+    if values is None:
+        return None
+    v = torch.as_tensor(values).double().reshape(-1)
+    if v.numel() != n:
+        raise DataError(f"{what} has {v.numel()} values but Dice has {n}")
+    return v
+
+
+def quality_prediction_report(
+    predicted: Tensor,
+    true: Tensor,
+    lo: Tensor | None = None,
+    hi: Tensor | None = None,
+    review: Tensor | None = None,
+    threshold: float = 0.7,
+) -> dict[str, object]:
+    """Every score of a per-image quality prediction against the true Dice, in one dict (the results schema).
+
+    Args:
+        predicted: ``(N,)`` predicted Dice.
+        true: ``(N,)`` true Dice (``qc_dice``).
+        lo, hi: ``(N,)`` predicted interval ends (NaN where an image has none); both or neither.
+        review: ``(N,)`` review flags (bool, or 0/1 with NaN where an image has none).
+        threshold: A failure is an image with true Dice < ``threshold``.
+
+    Returns:
+        ``n``, ``threshold``, ``failures`` (their number), the :func:`dice_prediction_metrics` ``r2``, ``pearson``,
+        ``spearman``, ``mae``, ``failure_auroc``; ``d_auc``, ``aurc``, ``eaurc`` and the ``curve`` (``fraction``,
+        ``dice``, ``ideal``) of referring images lowest predicted Dice first (uncertainty = 1 − predicted); with
+        ``lo``/``hi``: ``coverage`` (:func:`interval_coverage`), ``interval_width`` (mean hi − lo) and
+        ``n_interval`` over the images that have both ends; with ``review``: ``catch_rate``, ``review_rate``,
+        ``review_precision`` (:func:`review_rates`) and ``n_review`` over the flagged-or-not images. Undefined
+        values are NaN.
+
+    Raises:
+        DataError: sizes that differ, NaN in ``predicted`` or ``true``, no image, an interval with lo > hi.
+        ConfigError: a threshold that is not a finite number.
+    """
+    p, y = _check(predicted, true, "predicted Dice")
+    t = _threshold(threshold)
+    out: dict[str, object] = {"n": int(y.numel()), "threshold": t, "failures": int((y < t).sum())}
+    out.update({k: v for k, v in dice_prediction_metrics(p, y, t).items() if k != "n"})
+    f, curve = qc_curve(1 - p, y)
+    _, ideal = qc_ideal_curve(y)
+    out.update({"d_auc": d_auc(1 - p, y), "aurc": aurc(1 - p, y), "eaurc": eaurc(1 - p, y)})
+    out["curve"] = {"fraction": f.tolist(), "dice": curve.tolist(), "ideal": ideal.tolist()}
+    if (lo is None) != (hi is None):
+        raise DataError("an interval needs both ends (lo and hi)")
+    low, high = _optional(lo, y.numel(), "interval low end"), _optional(hi, y.numel(), "interval high end")
+    if low is not None and high is not None:
+        has = torch.isfinite(low) & torch.isfinite(high)
+        n_int = int(has.sum())
+        out["coverage"] = interval_coverage(low[has], high[has], y[has]) if n_int else math.nan
+        out["interval_width"] = float((high[has] - low[has]).mean()) if n_int else math.nan
+        out["n_interval"] = n_int
+    flags = _optional(review, y.numel(), "review flag")
+    if flags is not None:
+        has = ~torch.isnan(flags)
+        n_rev = int(has.sum())
+        rates = (
+            review_rates(flags[has], y[has], t)
+            if n_rev
+            else dict.fromkeys(("catch_rate", "review_rate", "precision"), math.nan)
+        )
+        out.update({"catch_rate": rates["catch_rate"], "review_rate": rates["review_rate"]})
+        out.update({"review_precision": rates["precision"], "n_review": n_rev})
+    return out
 
 
 def loo_linear_dice(score: Tensor, dice: Tensor, clip: bool = True) -> Tensor:
@@ -191,4 +337,8 @@ METRICS.add("aurc", aurc)
 METRICS.add("eaurc", eaurc)
 METRICS.add("r2_score", r2_score)
 METRICS.add("dice_prediction", dice_prediction_metrics)
+METRICS.add("failure_auroc", failure_auroc)
+METRICS.add("interval_coverage", interval_coverage)
+METRICS.add("review_rates", review_rates)
+METRICS.add("quality_prediction_report", quality_prediction_report)
 METRICS.add("loo_linear_dice", loo_linear_dice)

@@ -10,6 +10,7 @@ from trustseg.evaluation.components.analyses import (
 from trustseg.evaluation.components.calibration import Calibration
 from trustseg.evaluation.components.gradient import GradientInterpretability
 from trustseg.evaluation.components.multirater import Curvas, QubiqSoftDice, SampleAgreement
+from trustseg.evaluation.components.quality_prediction import PredictedQuality, QualityPrediction
 from trustseg.evaluation.components.segmentation import Overlap, Surface
 from trustseg.evaluation.components.uncertainty import ImageScores, MapQuality, RaterDisagreement
 
@@ -22,7 +23,9 @@ __all__ = [
     "ImageScores",
     "MapQuality",
     "Overlap",
+    "PredictedQuality",
     "QualityControl",
+    "QualityPrediction",
     "QubiqSoftDice",
     "RaterDisagreement",
     "SampleAgreement",
