@@ -233,6 +233,7 @@ class QCModel:
                 reasons.append(f"out of distribution (feature p-value {ood_p[i]:.3g} < {cfg.ood_alpha:g})")
             row: dict[str, Any] = {
                 "case": inp.case_id,
+                "target": t,
                 f"predicted_{t}": float(pred[i]),
                 f"{t}_low": float(lo[i]),
                 f"{t}_high": float(hi[i]),
