@@ -51,7 +51,10 @@ def _bad(source: Any, what: str, problem: str) -> ConfigError:
 
 
 def _vector(x: Any, what: str, n: int | None = None) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: expected a flat array of finite numbers, got {type(x).__name__}") from None
     if a.ndim != 1 or not np.isfinite(a).all():
         raise DataError(f"{what}: expected a flat array of finite numbers, got shape {a.shape} (NaN/inf or nested)")
     if n is not None and len(a) != n:
