@@ -134,7 +134,7 @@ class QCModel:
         model.aggregate.fit([rows[i] for i in fit_i])
         pred_cal = model._predict_matrix(x[cal_i], [cases[i].inp for i in cal_i])
         model.calibration = {"predicted": pred_cal.tolist(), "true": y[cal_i].tolist()}
-        model.interval.fit(pred_cal, y[cal_i])
+        model.interval = ConformalInterval(y_range=y_range).fit(pred_cal, y[cal_i])
         model.ood.fit(x[fit_i], x[cal_i])
         model.features = x
         rule = model.review_rule()
@@ -188,6 +188,7 @@ class QCModel:
             review_below=cfg.threshold if threshold is None else threshold,
             catch=cfg.catch if catch is None else catch,
             higher_is_better=cfg.higher_is_better,
+            target=cfg.target,
         )
 
     def predict(
