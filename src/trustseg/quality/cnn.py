@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -351,10 +352,14 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"{path}: not a plain state dict (refused by weights_only loading: {first})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise ConfigError(
+            f"{path}: holds a pickled object{what}, not a plain state dict; refused by weights_only loading"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ConfigError(f"{path}: unreadable, truncated or not a torch checkpoint ({e})") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: unreadable, truncated or not a torch checkpoint ({first})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise ConfigError(f"{path}: not a state dict (name -> tensor), got {type(state).__name__}")
     return state

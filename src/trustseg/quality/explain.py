@@ -224,6 +224,18 @@ def plot_embedding(
     return _save(fig, path)
 
 
+def largest_cam_slice(cam: np.ndarray | Tensor) -> int:
+    """The index along the first axis of a 3-D map ``(D, H, W)`` whose slice has the largest sum (CAM mass).
+
+    Example:
+        >>> cam = np.zeros((4, 2, 2)); cam[2, 0, 0] = 1.0
+        >>> largest_cam_slice(cam)
+        2
+    """
+    a = np.asarray(torch.as_tensor(cam).detach().cpu(), dtype=float)
+    return int(np.argmax(a.reshape(a.shape[0], -1).sum(1)))
+
+
 def plot_grad_cam(
     image: np.ndarray | Tensor | None,
     cam: np.ndarray | Tensor,
@@ -250,7 +262,7 @@ def plot_grad_cam(
             "or 3D shape"
         )
     if cam_a.ndim == 3:
-        z = int(np.argmax(cam_a.reshape(cam_a.shape[0], -1).sum(1)))
+        z = largest_cam_slice(cam_a)
         cam_a, seg_a, img_a = cam_a[z], seg_a[z], img_a[z]
         title = f"{title} (slice {z})".strip()
     plt = _plt()
