@@ -187,7 +187,7 @@ class CNNPredictor:
             raise DataError("cnn quality predictor: no training case")
         if len(y) != len(inputs):
             raise DataError(f"cnn quality predictor: {len(inputs)} cases but {len(y)} target values")
-        bad = [inputs[i].case_id for i in np.flatnonzero(~np.isfinite(y))]
+        bad = [inputs[int(i)].case_id for i in np.flatnonzero(~np.isfinite(y))]
         if bad:
             raise DataError(f"cnn quality predictor: non-finite {self.target} for case(s) {bad[:10]}")
         lo, hi = (0.0, 1.0) if self.target == "dice" else (0.0, math.inf)

@@ -67,7 +67,7 @@ def grad_cam(net: nn.Module, x: Tensor, layer: str | None = None, negate: bool =
         raise ConfigError(
             f"grad_cam needs a network with feature_layers() (the features contract); {type(net).__name__} has none"
         )
-    layers = net.feature_layers()
+    layers: dict[str, nn.Module] = getattr(net, "feature_layers")()  # noqa: B009 - a duck-typed capability
     if not layers:
         raise ConfigError(f"grad_cam: {type(net).__name__}.feature_layers() is empty")
     name = list(layers)[-1] if layer is None else layer
