@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.errors import ConfigError, DataError, UnknownNameError
 from trustseg.data.dataset import load_dataset
 from trustseg.quality.cases import read_cases
 from trustseg.quality.config import QCConfig, predictor_names
@@ -84,10 +84,9 @@ def test_predict_writes_csv_and_json_with_the_guarantee(fitted, planted, tmp_pat
     assert st["review_threshold"] == 0.8 and st["catch"] == 0.9 and "exchangeable" in st["assumption"]
     ev = res["evaluation"]
     assert ev["n"] == 20 and np.isfinite(ev["mae"])
-    # the flag is at least as permissive as the threshold itself: every predicted failure is flagged
+    # flagged exactly when the predicted Dice is at most the conformal threshold, or the case is OOD
     for r in res["cases"]:
-        if r["predicted_dice"] < 0.8 and r["ood_p"] >= 0.01:
-            assert r["review"]
+        assert r["review"] == (r["predicted_dice"] <= st["conformal_threshold"] or r["ood_p"] < 0.01)
 
 
 def test_review_threshold_and_catch_can_change_at_predict_time(fitted, planted):
@@ -123,7 +122,7 @@ def test_refusals(fitted, planted, tmp_path):
 
 def test_config_validation_and_predictor_sets():
     assert predictor_names("tabular") == ("gbr",) and predictor_names("both") == ("gbr", "cnn")
-    with pytest.raises(ConfigError, match="did you mean"):
+    with pytest.raises(UnknownNameError, match="did you mean"):
         QCConfig(predictors=("gbm",))
     with pytest.raises(ConfigError, match="catch"):
         QCConfig(catch=1.0)

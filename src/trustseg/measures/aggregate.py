@@ -9,6 +9,8 @@ mean           mean of ``u`` over the pixels of ``mask`` (all pixels without a m
 sum            sum of ``u`` over ``mask`` (all pixels without a mask); empty mask -> 0
 fg_mean        mean over the foreground ``mask`` dilated by ``dilate`` pixels (max-pooling, a cube of side
                ``2·dilate + 1``); an image whose mask is empty falls back to the whole-image mean
+boundary_mean  mean over the band within ``width`` pixels of the foreground boundary (both sides); a mask
+               without boundary falls back to the whole-image mean
 patch_max      max over sliding ``patch``-sized windows (stride 1, fully inside the image) of the window mean;
                with a mask, the window mean is over masked pixels and windows without any are skipped
 frac_above     fraction of (masked) pixels with ``u > threshold``; empty mask -> NaN
@@ -97,6 +99,50 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
     m = dilate_mask(mask, dilate)
     fg = agg_mean(umap, m)
     return torch.where(m.flatten(1).any(1), fg, agg_mean(umap))
+
+
+def _boundary(m: Tensor) -> Tensor:
+    """Voxels of ``m`` ``(B, *spatial)`` with a neighbour of the other value in their 3-cube, on both sides."""
+    inner = m & dilate_mask(~m, 1)  # foreground with a background neighbour (the image border does not count)
+    outer = ~m & dilate_mask(m, 1)  # background with a foreground neighbour
+    return inner | outer
+
+
+@register_aggregator(
+    "boundary_mean",
+    doc="mean over the band within `width` pixels of the foreground boundary; no boundary -> whole-image mean",
+    mask="foreground",
+    image_kwargs={"width": 2},
+)
+def agg_boundary_mean(umap: Tensor, mask: Tensor | None = None, width: int = 2) -> Tensor:
+    """Mean of ``u`` over the band around the boundary of the foreground ``mask``.
+
+    The boundary is every voxel with a neighbour of the other value in its 3-cube (both sides of the contour);
+    the band is the boundary dilated by ``width - 1`` voxels (``width = 1``: the boundary itself), so it is
+    ``2·width`` voxels wide across a straight contour. An image whose mask has no boundary (all background or all
+    foreground) falls back to the whole-image mean.
+
+    Args:
+        umap: ``(B, *spatial)``.
+        mask: ``(B, *spatial)`` foreground (e.g. the predicted segmentation ``!= 0``). Required.
+        width: Half-width of the band in voxels (>= 1).
+
+    Returns:
+        ``(B,)``.
+
+    Example:
+        >>> u = torch.arange(8.0).repeat(8, 1)[None]  # u = column index
+        >>> fg = torch.zeros(1, 8, 8, dtype=torch.bool)
+        >>> fg[:, :, :4] = True  # contour between columns 3 and 4
+        >>> agg_boundary_mean(u, fg, width=1), agg_boundary_mean(u, fg, width=2)  # columns 3-4, then 2-5
+        (tensor([3.5000]), tensor([3.5000]))
+    """
+    if mask is None:
+        raise ConfigError("aggregator 'boundary_mean' needs a foreground mask (e.g. the predicted segmentation != 0)")
+    if int(width) < 1:
+        raise ConfigError(f"boundary_mean width must be >= 1, got {width}")
+    band = dilate_mask(_boundary(mask.bool()), int(width) - 1)
+    return torch.where(band.flatten(1).any(1), agg_mean(umap, band), agg_mean(umap))
 
 
 @register_aggregator("patch_max", doc="max over sliding patches of the patch mean (patch=8)")

@@ -128,7 +128,10 @@ def explain_qc(
             if not qc.config.higher_is_better:
                 order = order[::-1]
             pick = [int(i) for i in order[:max_cases]]
-            cams = cnn_grad_cams(qc.predictors[cnn_names[0]], [inputs[i] for i in pick])
+            # negated for Dice: where the image lowers the predicted quality (for HD95 the output itself)
+            cams = cnn_grad_cams(
+                qc.predictors[cnn_names[0]], [inputs[i] for i in pick], negate=qc.config.higher_is_better
+            )
             (tmp / "gradcam").mkdir()
             res["figures"]["gradcam"] = {}
             for i, cam in zip(pick, cams):
