@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.quality.planted import make_planted
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TRUSTSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 LIDC_ROOT = SHARED_DATA / "lidc-idri-slices" / "LIDC-IDRI-slices"
@@ -36,3 +38,9 @@ def lidc_root() -> Path:
 @pytest.fixture
 def qubiq_root() -> Path:
     return need(QUBIQ_ROOT, "QUBIQ 2020 brain-growth")
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> dict:
+    """Prediction folders with a planted quality signal (:mod:`tests.quality.planted`)."""
+    return make_planted(tmp_path_factory.mktemp("planted"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from scipy import ndimage
 
@@ -44,17 +43,15 @@ def write_planted_folder(data: Path, out: Path, ids: list[str], seed: int, sampl
         q = float(rng.uniform())
         knobs[cid] = q
         label = case.majority_vote(ds.num_classes)
-        item = InputItem(cid, data / "dataset.json", case.image, case.spacing, case.origin, None, ds.file_ext)
+        item = InputItem(cid, case.meta["image"], case.image, case.spacing, case.origin, None, ds.file_ext)
         writer.write(item, planted_prediction(label, q, rng))
     writer.finish()
     return knobs
 
 
-@pytest.fixture(scope="session")
-def planted(tmp_path_factory) -> dict:
+def make_planted(root: Path) -> dict:
     """A 2-class synthetic dataset of 70 cases (32x32, 3 raters) and two planted prediction folders: ``fit``
     (the first 50 cases) and ``new`` (the last 20)."""
-    root = tmp_path_factory.mktemp("planted")
     data = root / "data"
     make_synthetic_dataset(data, SynthConfig(cases=70, raters=3, size=32, num_classes=2, seed=3), ext=".npy")
     ids = load_dataset(data).ids
