@@ -10,7 +10,14 @@ import torch
 
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.measures import AGGREGATORS
-from trustseg.measures.aggregate import LinearAggregate, aggregate, average_ranks, dilate_mask, rank_aggregate
+from trustseg.measures.aggregate import (
+    LinearAggregate,
+    agg_boundary_mean,
+    aggregate,
+    average_ranks,
+    dilate_mask,
+    rank_aggregate,
+)
 
 
 def umap_4x4() -> torch.Tensor:
@@ -117,3 +124,22 @@ def test_linear_aggregate_recovers_linear_relation():
         LinearAggregate().predict(new)
     with pytest.raises(ConfigError, match="lacks key"):
         LinearAggregate.from_dict({"ridge": 1.0})
+
+
+def test_boundary_mean_band_around_the_contour():
+    u = torch.zeros(1, 10, 10)
+    u[0, :, 4] = 1.0  # uncertain on the column just inside the contour
+    fg = torch.zeros(1, 10, 10, dtype=torch.bool)
+    fg[:, :, :5] = True  # contour between columns 4 and 5
+    # width 1: columns 4 and 5 (both sides) -> mean 0.5; width 2: columns 3..6 -> 0.25
+    assert float(agg_boundary_mean(u, fg, width=1)) == pytest.approx(0.5)
+    assert float(agg_boundary_mean(u, fg, width=2)) == pytest.approx(0.25)
+    # no boundary (all background, all foreground): the whole-image mean
+    assert float(agg_boundary_mean(u, torch.zeros_like(fg))) == pytest.approx(0.1)
+    assert float(agg_boundary_mean(u, torch.ones_like(fg))) == pytest.approx(0.1)
+    u3 = torch.zeros(1, 6, 6, 6)
+    fg3 = torch.zeros(1, 6, 6, 6, dtype=torch.bool)
+    fg3[:, 2:4, 2:4, 2:4] = True
+    u3[fg3] = 1.0
+    band = float(agg_boundary_mean(u3, fg3, width=1))  # the 8 inner voxels among the 4^3 = 64 band voxels
+    assert band == pytest.approx(8 / 64)

@@ -355,7 +355,12 @@ class FolderWriter:
                 f"not written: the prediction has one sample (M = 1, method {self.info['method']!r}); the sample-based "
                 "metrics (GED, Hungarian IoU) need a method with several (mc-dropout, ensemble, tta, layer-ensemble)"
             )
-        entry: dict[str, Any] = {"id": cid, "source": str(item.source.absolute()), "shape": list(seg.shape), "files": files}
+        entry: dict[str, Any] = {
+            "id": cid,
+            "source": str(item.source.absolute()),
+            "shape": list(seg.shape),
+            "files": files,
+        }
         qc = None
         if self.annotate is not None:
             samples_np = pred.probs[:, 0].numpy().astype(np.float32) if pred.num_samples > 1 else None
