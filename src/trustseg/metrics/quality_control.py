@@ -31,12 +31,16 @@ from __future__ import annotations
 import math
 from typing import overload
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.metrics.registry import METRICS
 from trustseg.metrics.uncertainty_quality import binary_auroc, pearson, spearman
+
+#: Per-case values as a tensor or an array.
+ArrayLike = Tensor | np.ndarray
 
 
 @overload
@@ -236,7 +240,7 @@ def review_rates(review: Tensor, true_dice: Tensor, threshold: float = 0.7) -> d
     }
 
 
-def _optional(values: Tensor | None, n: int, what: str) -> Tensor | None:
+def _optional(values: ArrayLike | None, n: int, what: str) -> Tensor | None:
     if values is None:
         return None
     v = torch.as_tensor(values).double().reshape(-1)
@@ -246,11 +250,11 @@ def _optional(values: Tensor | None, n: int, what: str) -> Tensor | None:
 
 
 def quality_prediction_report(
-    predicted: Tensor,
-    true: Tensor,
-    lo: Tensor | None = None,
-    hi: Tensor | None = None,
-    review: Tensor | None = None,
+    predicted: ArrayLike,
+    true: ArrayLike,
+    lo: ArrayLike | None = None,
+    hi: ArrayLike | None = None,
+    review: ArrayLike | None = None,
     threshold: float = 0.7,
 ) -> dict[str, object]:
     """Every score of a per-image quality prediction against the true Dice, in one dict (the results schema).
@@ -275,7 +279,7 @@ def quality_prediction_report(
         DataError: sizes that differ, NaN in ``predicted`` or ``true``, no image, an interval with lo > hi.
         ConfigError: a threshold that is not a finite number.
     """
-    p, y = _check(predicted, true, "predicted Dice")
+    p, y = _check(torch.as_tensor(predicted), torch.as_tensor(true), "predicted Dice")
     t = _threshold(threshold)
     out: dict[str, object] = {"n": int(y.numel()), "threshold": t, "failures": int((y < t).sum())}
     out.update({k: v for k, v in dice_prediction_metrics(p, y, t).items() if k != "n"})

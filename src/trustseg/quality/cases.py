@@ -41,7 +41,7 @@ class QCCase:
 
 def samples_are_heads(index: dict[str, Any]) -> bool:
     """Whether the folder's method predicts layer-ensemble heads (its registered class says so)."""
-    method = index.get("method")
+    method = str(index.get("method"))
     return bool(method in METHODS and getattr(METHODS.get(method), "samples_are_heads", False))
 
 
