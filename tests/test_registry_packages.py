@@ -24,6 +24,7 @@ REGISTRY_PACKAGES = {
     "trustseg.data.importers": "trustseg.data.importers.registry:IMPORTERS",
     "trustseg.evaluation.components": "trustseg.evaluation.component:SUITE",
     "trustseg.inference": "trustseg.inference.predictor:PREDICTORS",
+    "trustseg.quality": "trustseg.quality.registry:QC_PREDICTORS",
 }
 
 

@@ -5,7 +5,7 @@ Layer: above ``engine`` (the CNN predictor trains with its seeding and device he
 The predictors register themselves in :data:`QC_PREDICTORS` when their modules are imported here.
 """
 
-from trustseg.quality import cnn, tabular
+from trustseg.quality import cnn, explain, explain_run, tabular
 from trustseg.quality.config import QCConfig
 from trustseg.quality.features import AggregateScore, FeatureConfig, case_features, feature_table
 from trustseg.quality.model import QCModel
@@ -22,6 +22,8 @@ __all__ = [
     "QCModel",
     "case_features",
     "cnn",
+    "explain",
+    "explain_run",
     "feature_table",
     "fit_qc",
     "predict_qc",
