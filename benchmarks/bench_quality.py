@@ -62,7 +62,7 @@ def _load(folder: Path, data: Path, with_image: bool):
 
 def _scores(pred: np.ndarray, true: np.ndarray, **kw) -> dict:
     rep = quality_prediction_report(pred, true, threshold=THRESHOLD, **kw)
-    return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in rep.items()}
+    return {k: float(v) for k, v in rep.items() if isinstance(v, (int, float, np.floating))}  # no curves
 
 
 def baselines(fit_cases, new_cases) -> dict[str, dict]:

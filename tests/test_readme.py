@@ -19,7 +19,7 @@ from trustseg.cli.main import main
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 SHRINK = [
-    (r"--cases \d+", "--cases 12"),
+    (r"--cases \d+", "--cases 80"),  # the QC fit needs >= 10 validation cases
     (r"--size \d+", "--size 16"),
     (r"--epochs \d+", "--epochs 1"),
     (r"--distort [\w,]+", "--distort noise,blur"),
