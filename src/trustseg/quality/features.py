@@ -28,8 +28,9 @@ as in the evaluation results, e.g. ``entropy``, ``one_minus_confidence``):
                                       K > 2)
 ====================================  =========================================================================
 
-Maps come from the prediction folder (``CaseInput.maps``); when the samples are present, the measures they
-allow that the folder does not hold are computed from them (:func:`trustseg.measures.pixel.uncertainty_map`).
+Maps come from the prediction folder (``CaseInput.maps``); the measures the prediction allows that the folder does
+not hold are computed (:func:`trustseg.measures.pixel.uncertainty_map`): from the samples when present, else from
+p̄ alone (confidence, entropy), so a folder written with ``--measures entropy`` still has the confidence features.
 
 :class:`AggregateScore` is the documented aggregate uncertainty score of a case (methods.md leaves its formula
 to us): the mean, over the uncertainty features, of the case's mid-rank position among the training cases.
@@ -96,11 +97,12 @@ def case_maps(inp: CaseInput) -> dict[str, torch.Tensor]:
     """Every uncertainty map of the case, oriented (higher = more uncertain) and keyed by measure name: the
     stored maps, plus the measures the samples allow that the folder does not hold."""
     maps = {name: as_uncertainty(name, m.float()) for name, m in sorted(inp.maps.items())}
-    if inp.samples is not None and inp.samples.shape[0] > 1:
-        pred = Predictive(probs=inp.samples[:, None].float())
-        for name in available_measures(pred):
-            if name not in maps:
-                maps[name] = uncertainty_map(pred, name)[0].float()
+    with_samples = inp.samples is not None and inp.samples.shape[0] > 1
+    # the samples' measures, or those of p̄ alone (confidence, entropy): the same names whatever the folder stored
+    pred = Predictive(probs=(inp.samples if with_samples else inp.probs[None])[:, None].float())  # type: ignore[index]
+    for name in available_measures(pred):
+        if name not in maps:
+            maps[name] = uncertainty_map(pred, name)[0].float()
     for name, m in maps.items():
         if not bool(torch.isfinite(m).all()):
             raise DataError(f"case {inp.case_id!r}: map {name!r} contains NaN or infinite values")
