@@ -6,7 +6,8 @@ model's training set (fit + calibration split inside `qc fit`), and a disjoint f
 
 * LIDC-IDRI (../shared/data, imported by patient: 542 validation slices -> QC training, 790 test slices ->
   scored), with the softmax U-Net of bench_training.py (benchmarks/_work/lidc_run) and test-time augmentation on
-  top of it (the same weights; TTA trains exactly like its base), plus MC dropout when `--train-mc` is given;
+  top of it (the same weights; TTA trains exactly like its base); also on the slices where the raters' majority
+  marks a nodule;
 * QUBIQ brain growth (39 cases) and a synthetic set (120 cases): out-of-fold predictions of a 5-fold
   cross-validation of the segmentation model, then the QC model cross-validated over the same folds.
 
@@ -17,7 +18,7 @@ cases). Scores: R² (scikit-learn convention), Pearson r, Spearman ρ, MAE, fail
 QC model, the conformal flag's catch and review rates at review-below 0.7 / catch 0.9.
 
 Usage:
-    .venv/bin/python benchmarks/bench_quality.py [--skip-lidc] [--skip-cv] [--train-mc] [--cnn-epochs 20]
+    .venv/bin/python benchmarks/bench_quality.py [--skip-lidc] [--skip-cv] [--epochs 40] [--cnn-epochs 20]
 Writes benchmarks/results/quality.md and quality.json.
 """
 
@@ -35,14 +36,14 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from trustseg.quality.features import case_features, feature_table  # noqa: E402
-
 import machine  # noqa: E402
 from trustseg.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from trustseg.data.dataset import load_dataset  # noqa: E402
 from trustseg.engine.predict import predict_folder  # noqa: E402
 from trustseg.metrics.quality_control import quality_prediction_report  # noqa: E402
 from trustseg.quality.cases import read_cases  # noqa: E402
 from trustseg.quality.config import QCConfig  # noqa: E402
+from trustseg.quality.features import case_features, feature_table  # noqa: E402
 from trustseg.quality.model import QCModel  # noqa: E402
 
 WORK = HERE / "_work"
@@ -156,6 +157,15 @@ def lidc(args) -> dict:
         folders[method] = {"val": len(fit_cases), "test": len(new_cases)}
         rows += compare(f"LIDC {method}", fit_cases, new_cases, args.cnn_epochs)
         curves[method] = learning_curve(fit_cases, new_cases)
+        # the slices where the raters' majority marks a nodule: the Dice is a contour quality there, not a
+        # presence question (on the other slices any predicted nodule scores 0)
+        ds = load_dataset(data)
+        nodule = {c.inp.case_id for c in [*fit_cases, *new_cases] if ds[c.inp.case_id].majority_vote(2).any()}
+        fit_n = [c for c in fit_cases if c.inp.case_id in nodule]
+        new_n = [c for c in new_cases if c.inp.case_id in nodule]
+        folders[method].update(val_nodule=len(fit_n), test_nodule=len(new_n))
+        sets = {k: PREDICTOR_SETS[k] for k in ("gbr", "cnn", "both")}
+        rows += compare(f"LIDC {method}, nodule slices", fit_n, new_n, args.cnn_epochs, sets)
     return {"rows": rows, "learning_curve": curves, "cases": folders}
 
 
@@ -163,7 +173,6 @@ def lidc(args) -> dict:
 def oof_predictions(data: Path, tag: str, method: str, params: dict, epochs: int) -> Path:
     """Out-of-fold predictions of every case: one run per fold of the dataset's k-fold split, each predicting its
     validation fold into one folder."""
-    from trustseg.data.dataset import load_dataset
     from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig
     from trustseg.engine.run import train
     from trustseg.models.config import NetConfig
@@ -213,7 +222,6 @@ def merge_folders(parts: list[Path], out: Path) -> Path:
 
 
 def cross_validated(tag: str, data: Path, methods: dict, epochs: int, cnn_epochs: int) -> list[dict]:
-    from trustseg.data.dataset import load_dataset
 
     ds = load_dataset(data)
     rows = []
