@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def test_config_validation_and_predictor_sets():
     with pytest.raises(ConfigError, match="catch"):
         QCConfig(catch=1.0)
     assert QCConfig(target="hd95").threshold == 10.0 and not QCConfig(target="hd95").higher_is_better
+
+
+def test_a_corrupt_or_foreign_predictor_file_is_named(fitted, tmp_path):
+    out, _ = fitted
+    copy = tmp_path / "m"
+    shutil.copytree(out, copy)
+    tab = copy / "predictors" / "gbr" / "tabular.json"
+    tab.write_text(tab.read_text()[:200])  # truncated
+    with pytest.raises(ConfigError, match="tabular.json"):
+        QCModel.load(copy)
+    tab.write_text(json.dumps({"kind": "something", "format_version": 1}))
+    with pytest.raises(ConfigError, match="tabular.json"):
+        QCModel.load(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(out, copy)
+    (copy / "features.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ConfigError, match="features.npy"):
+        QCModel.load(copy)
