@@ -146,3 +146,17 @@ def test_a_corrupt_or_foreign_predictor_file_is_named(fitted, tmp_path):
     (copy / "features.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ConfigError, match="features.npy"):
         QCModel.load(copy)
+
+
+def test_hd95_target_flags_cases_above_the_threshold(planted, tmp_path):
+    cfg = QCConfig(predictors=("ridge",), target="hd95", review_threshold=2.0, calibration_fraction=0.4)
+    model = fit_qc(planted["fit"], planted["data"], tmp_path / "m", cfg)
+    assert model.manifest["target"] == "hd95" and not model.manifest["higher_is_better"]
+    assert min(model.manifest["training"]["truth"]) >= 0
+    res = predict_qc(planted["new"], tmp_path / "m", tmp_path / "qc.csv", data=planted["data"])
+    st = res["settings"]
+    assert not st["higher_is_better"] and st["review_threshold"] == 2.0
+    for r in res["cases"]:
+        assert 0 <= r["hd95_low"] <= r["predicted_hd95"] <= r["hd95_high"]
+        assert r["review"] == (r["predicted_hd95"] >= st["conformal_threshold"] or r["ood_p"] < 0.01)
+    assert np.isfinite(res["evaluation"]["mae"])
