@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_training", "bench_methods", "bench_calibration", "bench_multirater_surface"]
+ORDER = ["bench_training", "bench_methods", "bench_calibration", "bench_multirater_surface", "bench_quality"]
 
 
 def collect() -> Path:
