@@ -130,7 +130,8 @@ class QCModel:
         fit_i, cal_i = calibration_split(cases, config.calibration_fraction, config.seed)
         y_range = tuple(QC_TARGETS.meta(config.target)["y_range"])
         for name in config.predictors:
-            model.predictors[name] = model._fit_predictor(name, [cases[i] for i in fit_i], x[fit_i], y[fit_i], y_range)
+            fit_cases = [cases[i] for i in fit_i]
+            model.predictors[name] = model._fit_predictor(name, fit_cases, x[fit_i], y[fit_i], y_range, progress)
         model.aggregate.fit([rows[i] for i in fit_i])
         pred_cal = model._predict_matrix(x[cal_i], [cases[i].inp for i in cal_i])
         model.calibration = {"predicted": pred_cal.tolist(), "true": y[cal_i].tolist()}
@@ -159,13 +160,15 @@ class QCModel:
         }
         return model
 
-    def _fit_predictor(self, name: str, cases: Sequence[QCCase], x: np.ndarray, y: np.ndarray, y_range) -> Any:
+    def _fit_predictor(
+        self, name: str, cases: Sequence[QCCase], x: np.ndarray, y: np.ndarray, y_range, progress: bool
+    ) -> Any:
         cls, meta, cfg = QC_PREDICTORS.get(name), QC_PREDICTORS.meta(name), self.config
         if meta["input"] == "features":
             return cls(seed=cfg.seed, **cfg.tabular).fit(x, y, self.feature_names, y_range=y_range)
         maps = sorted({m for c in cases for m in c.inp.maps})
         net = cls(map_names=maps, seed=cfg.seed, target=cfg.target, **cfg.cnn)
-        return net.fit([c.inp for c in cases], y)
+        return net.fit([c.inp for c in cases], y, progress=progress)
 
     # -- predicting ---------------------------------------------------------------------------------------------
     def _predict_matrix(self, x: np.ndarray, inputs: Sequence[CaseInput]) -> np.ndarray:
@@ -210,15 +213,17 @@ class QCModel:
             return []
         rows = [case_features(inp, self.feature_config) for inp in inputs]
         _, x = feature_table(rows, self.feature_names)
-        pred = self._predict_matrix(x, inputs)
         cfg = self.config
+        per = {n: self._predict_one(n, x, inputs) for n in cfg.predictors}
+        pred = np.mean(np.stack(list(per.values())), 0)
         conf = cfg.confidence if confidence is None else confidence
         lo, hi = self.interval.interval(pred, confidence=conf)
         rule = self.review_rule(threshold, catch)
         flags = rule.flag(pred)
         ood_p = self.ood.p_value(x)
         agg = self.aggregate.score(rows)
-        per = {n: self._predict_one(n, x, inputs) for n in cfg.predictors} if len(cfg.predictors) > 1 else {}
+        if len(per) == 1:
+            per = {}
         t, thr = cfg.target, cfg.threshold if threshold is None else threshold
         out = []
         for i, inp in enumerate(inputs):
@@ -228,7 +233,7 @@ class QCModel:
                 what = "below" if cfg.higher_is_better else "above"
                 reasons.append(
                     f"predicted {t} {pred[i]:.3f} {side} {rule.threshold:.3f}, the conformal threshold that catches "
-                    f"{rule_catch(rule, catch, cfg):.0%} of cases with {t} {what} {thr:g}"
+                    f"{cfg.catch if catch is None else catch:.0%} of cases with {t} {what} {thr:g}"
                 )
             if ood_p[i] < cfg.ood_alpha:
                 reasons.append(f"out of distribution (feature p-value {ood_p[i]:.3g} < {cfg.ood_alpha:g})")
@@ -254,7 +259,7 @@ class QCModel:
             "target": cfg.target,
             "higher_is_better": cfg.higher_is_better,
             "review_threshold": cfg.threshold if threshold is None else threshold,
-            "catch": rule_catch(rule, catch, cfg),
+            "catch": float(cfg.catch if catch is None else catch),
             "conformal_threshold": rule.threshold,
             "calibration_failures": rule.n_failures,
             "confidence": cfg.confidence,
@@ -339,11 +344,6 @@ class QCModel:
             QC_PREDICTORS.meta(n)["input"] == "image" and getattr(self.predictors.get(n), "use_image", True)
             for n in self.config.predictors
         )
-
-
-def rule_catch(rule: ReviewRule, catch: float | None, cfg: QCConfig) -> float:
-    """The catch rate a rule was fitted for."""
-    return float(cfg.catch if catch is None else catch)
 
 
 def held_out_scores(pred: np.ndarray, true: np.ndarray, cfg: QCConfig) -> dict[str, Any]:
