@@ -93,6 +93,8 @@ def _kfold(ids, groups, fixed, seed, k=5) -> dict[str, Any]:
 
 def _check_splits(splits: dict[str, Any], ids: Sequence[str], where) -> dict[str, Any]:
     known = set(ids)
+    if not isinstance(splits, dict):
+        raise DataError(f"'splits' must be an object with 'fixed' (and 'kfold'), got {type(splits).__name__}", where)
     fixed = splits.get("fixed")
     if not isinstance(fixed, dict) or set(fixed) - set(PARTS):
         raise DataError(f"splits['fixed'] must map {PARTS} to id lists", where)
@@ -104,7 +106,10 @@ def _check_splits(splits: dict[str, Any], ids: Sequence[str], where) -> dict[str
     if len(seen) != len(set(seen)) or set(seen) != known:
         raise DataError("splits['fixed'] must put every case in exactly one of train/val/test", where)
     kf = splits.get("kfold", {"k": 0, "folds": []})
-    folds = [[str(i) for i in f] for f in kf.get("folds", [])]
+    raw = kf.get("folds", []) if isinstance(kf, dict) else None
+    if not isinstance(raw, list) or not all(isinstance(f, list) for f in raw):
+        raise DataError("splits['kfold'] must be {'k': int, 'folds': [[case ids], ...]}", where)
+    folds = [[str(i) for i in f] for f in raw]
     flat = [i for f in folds for i in f]
     if len(flat) != len(set(flat)) or set(flat) - known or set(flat) & set(fixed["test"]):
         raise DataError("splits['kfold'] folds must be disjoint, known, non-test case ids", where)
@@ -352,6 +357,12 @@ class Dataset:
         rec = self._records[cid]
         img_path = self.root / rec["image"]
         img = read_image(img_path)
+        if img.array.ndim - 1 != self.spatial_dims or img.array.shape[0] != self.channels:
+            raise DataError(
+                f"image {tuple(img.array.shape)} is not (C={self.channels}, {self.spatial_dims} spatial axes) as "
+                f"{DATASET_JSON} declares",
+                img_path,
+            )
         maps = []
         for rater in self._meta["raters"]:
             rel = rec["labels"].get(rater)
@@ -432,9 +443,18 @@ def _read_meta(root: Path, allow_outside: bool = False) -> dict[str, Any]:
         raise DataError("dataset.json declares no raters", path)
     check_names(meta["classes"], "classes", path, min_count=2)
     check_names(meta["raters"], "raters", path)
-    ext = meta.get("file_ext", ".nii.gz")
+    ext = meta.setdefault("file_ext", ".nii.gz")  # written by every trustseg version; older or hand-made: NIfTI
     if not isinstance(ext, str) or ext.lower() not in EXTENSIONS:
         raise DataError(f"'file_ext' must be one of {', '.join(EXTENSIONS)}, got {ext!r}", path)
+    sd, ch = meta["spatial_dims"], meta["channels"]
+    if isinstance(sd, bool) or not isinstance(sd, int) or sd not in (2, 3):
+        raise DataError(f"'spatial_dims' must be 2 or 3 (an integer), got {sd!r}", path)
+    if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
+        raise DataError(f"'channels' must be a positive integer, got {ch!r}", path)
+    if not isinstance(meta["name"], str):
+        raise DataError(f"'name' must be a string, got {meta['name']!r}", path)
+    if not isinstance(meta["cases"], list):
+        raise DataError(f"'cases' must be a list of case entries, got {type(meta['cases']).__name__}", path)
     try:
         ids = [str(c["id"]) for c in meta["cases"]]
         for c in meta["cases"]:
@@ -445,6 +465,8 @@ def _read_meta(root: Path, allow_outside: bool = False) -> dict[str, Any]:
     check_unique_ids(ids, path)
     for c in meta["cases"]:
         cid = c["id"]
+        if not isinstance(c.get("group", ""), str):
+            raise DataError(f"case {cid!r}: 'group' must be a string, got {c['group']!r}", path)
         contained_path(root, c["image"], path, f"case {cid!r} image", allow_outside=allow_outside)
         if not isinstance(c["labels"], dict):
             raise DataError(f"case {cid!r}: 'labels' must map rater ids to files, got {c['labels']!r}", path)
