@@ -62,6 +62,37 @@ def index_path(pred_dir: str | Path) -> Path:
     return Path(pred_dir) / INDEX
 
 
+def check_index(index: Any, path: Path) -> None:
+    """Refuse an index of the wrong shape (one clear error naming ``path``, never a ``KeyError`` later).
+
+    Checks: an object with a list ``cases``; each case an object with a string ``id`` and an object ``files``
+    holding a ``seg`` file name, whose ``measures`` and ``previews`` (if any) are objects, and a list ``shape`` of
+    integers (required when the case has measure maps); ``classes`` (if any) a list of strings.
+    """
+    if not isinstance(index, dict):
+        raise DataError(f"predictions.json must hold a JSON object, got {type(index).__name__}", path)
+    if not isinstance(index.get("cases"), list):
+        raise DataError("predictions.json lacks a list 'cases' (not written by `trustseg predict`?)", path)
+    classes = index.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise DataError(f"predictions.json 'classes' must be a list of names, got {classes!r}", path)
+    for i, entry in enumerate(index["cases"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise DataError(f"cases[{i}] must be an object with a non-empty string 'id'", path)
+        where = f"case {entry['id']!r}"
+        files = entry.get("files")
+        if not isinstance(files, dict) or not files.get("seg"):
+            raise DataError(f"{where}: 'files' must be an object naming at least the 'seg' file", path)
+        for key in ("measures", "previews"):
+            if not isinstance(files.get(key, {}), dict):
+                raise DataError(f"{where}: files[{key!r}] must map measure names to files", path)
+        shape = entry.get("shape")
+        if (shape is not None or files.get("measures")) and (
+            not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+        ):
+            raise DataError(f"{where}: 'shape' must be a list of integers, got {shape!r}", path)
+
+
 def read_index(pred_dir: str | Path, *, allow_outside: bool = False) -> dict[str, Any]:
     """``predictions.json`` of a prediction folder, with every case's files checked to lie inside the folder.
 
@@ -70,20 +101,19 @@ def read_index(pred_dir: str | Path, *, allow_outside: bool = False) -> dict[str
         allow_outside: Accept files outside ``pred_dir`` (absolute paths, ``..``, symlinks leaving it).
 
     Raises:
-        DataError: no index (not a prediction folder), an index that is not valid JSON, or a case file outside
-            the folder (unless ``allow_outside``).
+        DataError: no index (not a prediction folder), an index that is not valid JSON or of the wrong shape
+            (:func:`check_index`), or a case file outside the folder (unless ``allow_outside``).
     """
     path = index_path(pred_dir)
     if not path.is_file():
         raise DataError("not a prediction folder (no predictions.json; run `trustseg predict`)", Path(pred_dir))
     try:
         index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"cannot parse predictions.json: {e}", path) from None
-    cases = index.get("cases", []) if isinstance(index, dict) else []
-    for entry in cases if isinstance(cases, list) else []:
-        if isinstance(entry, dict):
-            case_files(pred_dir, entry, allow_outside=allow_outside)
+    check_index(index, path)
+    for entry in index["cases"]:
+        case_files(pred_dir, entry, allow_outside=allow_outside)
     return index
 
 
@@ -132,8 +162,8 @@ def read_map(path: str | Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read map: {e}", path) from None
+        except (OSError, ValueError, EOFError) as e:  # EOFError: a zero-byte or truncated file
+            raise DataError(f"cannot read map: {e or 'the file is empty'}", path) from None
     return read_image(path).array
 
 
