@@ -141,7 +141,14 @@ def replace(cfg: C, **changes: Any) -> C:
             nested.setdefault(head, {})[rest] = v
         else:
             flat[k] = v
+    fields = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
     for head, sub in nested.items():
+        if head not in fields or not dataclasses.is_dataclass(getattr(cfg, head)):
+            close = difflib.get_close_matches(head, sorted(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown config section {head!r} in {head}.{next(iter(sub))}{hint} Known: {sorted(fields)}"
+            )
         flat[head] = replace(getattr(cfg, head), **sub)
     data = to_dict(cfg)
     for k, v in flat.items():

@@ -73,6 +73,8 @@ class TrainConfig:
         _integer("train.epochs", self.epochs, 1)
         _integer("train.batch_size", self.batch_size, 1)
         _number("train.lr", self.lr, 0.0, strict=True)
+        if self.lr > MAX_LR:
+            raise ConfigError(f"train.lr must be at most {MAX_LR:g}, got {self.lr!r}")
         _number("train.weight_decay", self.weight_decay, 0.0, strict=False)
         _integer("train.val_every", self.val_every, 1)
         _integer("train.seed", self.seed, 0, 2**63 - 1)
@@ -98,6 +100,11 @@ def _integer(name: str, value: Any, low: int, high: int | None = None, nullable:
     if not ok:
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ConfigError(f"{name} must be an integer {rng}{' or null' if nullable else ''}, got {value!r}")
+
+
+#: The largest learning rate accepted: beyond float32's range (3.4e38) the optimiser cannot even hold it; below it
+#: an absurd rate is left to the divergence check of training, which names the epoch and step.
+MAX_LR = 1e30
 
 
 def _number(name: str, value: Any, low: float, strict: bool, nullable: bool = False) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from trustseg.core.errors import ConfigError
 from trustseg.data.augmentation import AugmentConfig, Augmenter
 from trustseg.data.case import Case
 from trustseg.data.normalization import NormStats
@@ -68,7 +69,7 @@ def random_crop(
         ``(C, *patch)`` image and ``(R, *patch)`` labels.
     """
     if len(patch) != image.ndim - 1:
-        raise ValueError(f"patch_size {list(patch)} has {len(patch)} axes, the image has {image.ndim - 1}")
+        raise ConfigError(f"patch_size {list(patch)} has {len(patch)} axes, the image has {image.ndim - 1}")
     image = pad_to(image, patch)
     labels = pad_to(labels, patch)
     slices = []

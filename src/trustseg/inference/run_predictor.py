@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.core.config import from_dict
+from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
 from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
@@ -71,7 +72,13 @@ def load_run(
         state = load_checkpoint(path)
         check_finite_weights(state, path)
         model = method.build_model(m)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:  # missing/unexpected keys or other shapes: another network or a damaged file
+            first = str(e).splitlines()[1:2] or [str(e)]
+            raise DataError(
+                f"the checkpoint does not fit the network run.json describes ({first[0].strip()[:200]})", path
+            ) from None
         models.append(model.to(device).eval())
         files.append(str(path))
     info = {**info, "checkpoints": files, "run_dir": str(run_dir)}

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
 
 
@@ -72,7 +73,7 @@ def sliding_window_predict(
     patch = tuple(int(p) for p in patch_size)
     spatial = tuple(image.shape[2:])
     if len(patch) != len(spatial):
-        raise ValueError(f"patch_size {list(patch)} has {len(patch)} axes, the image has {len(spatial)}")
+        raise ConfigError(f"patch_size {list(patch)} has {len(patch)} axes, the image has {len(spatial)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     # Pad axes smaller than the patch (half before, half after).
