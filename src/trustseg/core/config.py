@@ -69,6 +69,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             value = [value]
+        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis:  # tuple[X, Y]: a fixed length
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
@@ -163,6 +167,8 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

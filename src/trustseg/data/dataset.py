@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def _check_splits(splits: dict[str, Any], ids: Sequence[str], where) -> dict[str
     fixed = splits.get("fixed")
     if not isinstance(fixed, dict) or set(fixed) - set(PARTS):
         raise DataError(f"splits['fixed'] must map {PARTS} to id lists", where)
+    if not all(isinstance(fixed.get(p, []), list) for p in PARTS):
+        raise DataError(f"splits['fixed'] must map {PARTS} to lists of case ids", where)
     fixed = {p: [str(i) for i in fixed.get(p, [])] for p in PARTS}
     seen: list[str] = [i for p in PARTS for i in fixed[p]]
     unknown = sorted(set(seen) - known)
@@ -321,7 +324,10 @@ class Dataset:
     channels = property(lambda self: int(self._meta["channels"]), doc="Image channels C.")
     file_ext = property(lambda self: str(self._meta["file_ext"]), doc="Extension of the stored files.")
     ids = property(lambda self: list(self._ids), doc="Case ids of this dataset (or view), in order.")
-    groups = property(lambda self: [self._records[i]["group"] for i in self._ids], doc="Group of each case.")
+    groups = property(
+        lambda self: [str(self._records[i].get("group", i)) for i in self._ids],
+        doc="Group of each case (its id when dataset.json names none).",
+    )
     meta = property(lambda self: self._meta, doc="The parsed dataset.json.")
 
     def __len__(self) -> int:
@@ -467,6 +473,15 @@ def _read_meta(root: Path, allow_outside: bool = False) -> dict[str, Any]:
         cid = c["id"]
         if not isinstance(c.get("group", ""), str):
             raise DataError(f"case {cid!r}: 'group' must be a string, got {c['group']!r}", path)
+        for key in ("spacing", "origin"):
+            v = c.get(key)
+            if v is not None and (
+                not isinstance(v, list)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            ):
+                raise DataError(f"case {cid!r}: {key!r} must be a list of finite numbers, got {v!r}", path)
+        if not isinstance(c.get("meta", {}), dict):
+            raise DataError(f"case {cid!r}: 'meta' must be an object, got {c['meta']!r}", path)
         contained_path(root, c["image"], path, f"case {cid!r} image", allow_outside=allow_outside)
         if not isinstance(c["labels"], dict):
             raise DataError(f"case {cid!r}: 'labels' must map rater ids to files, got {c['labels']!r}", path)

@@ -81,6 +81,19 @@ def check_run_info(info: dict[str, Any], path: str | Path) -> None:
         raise DataError(f"classes must be a list of num_classes = {info['num_classes']} names, got {classes!r}", path)
     if not isinstance(info["method"], str) or not isinstance(info["params"], dict):
         raise DataError("method must be a name and params a mapping", path)
+    for key in ("net", "normalization"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            raise DataError(f"{key} must be a mapping (or null), got {info[key]!r}", path)
+    ps = info.get("patch_size")
+    if ps is not None and (
+        not isinstance(ps, list)
+        or len(ps) != info["spatial_dims"]
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in ps)
+    ):
+        raise DataError(f"patch_size must be null or {info['spatial_dims']} positive integers, got {ps!r}", path)
+    pm = info.get("pad_multiple", 1)
+    if isinstance(pm, bool) or not isinstance(pm, int) or not 1 <= pm <= 4096:
+        raise DataError(f"pad_multiple must be an integer in [1, 4096], got {pm!r}", path)
     t = info.get("temperature", 1.0)
     if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
         raise DataError(f"temperature must be a finite number > 0, got {t!r}", path)
