@@ -14,6 +14,7 @@ from PIL import Image
 from tests.engine.test_train import make_data, tiny_cfg
 from trustseg.cli.main import main
 from trustseg.core.errors import ConfigError, DataError, UnknownNameError
+from trustseg.core.lock import LOCK, exclusive
 from trustseg.data.dataset import load_dataset
 from trustseg.data.io import read_image, write_image
 from trustseg.engine.predict import load_run, predict_folder, predict_image
@@ -371,3 +372,14 @@ def test_out_inside_the_inputs_or_a_foreign_folder_is_refused(run2d, tmp_path):
         predict_folder(run, src, tmp_path / "other", progress=False)
     (tmp_path / "empty").mkdir()
     assert index_of(predict_folder(run, src, tmp_path / "empty", progress=False))["complete"] is True
+
+
+def test_a_second_concurrent_predict_into_one_folder_fails_fast(run2d, tmp_path):
+    run, root = run2d
+    out = tmp_path / "out"
+    with exclusive(out, "prediction folder"):  # another writer holds the folder
+        with pytest.raises(DataError, match="lock"):
+            predict_folder(run, root, out, split="test", progress=False)
+        assert [p.name for p in out.iterdir()] == [LOCK]  # nothing was written
+    done = predict_folder(run, root, out, split="test", progress=False)
+    assert index_of(done)["complete"] and not (out / LOCK).exists()

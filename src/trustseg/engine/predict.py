@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.core.errors import DataError
+from trustseg.core.lock import exclusive
 from trustseg.core.predictive import Predictive
 from trustseg.engine.prediction_folder import (
     Annotator,
@@ -122,10 +123,30 @@ def predict_folder(
         ConfigError: ``out`` is (inside) the input folder or dataset root, a non-empty folder that is not a
             prediction folder, or an earlier prediction folder without ``resume``/``overwrite`` (or resumed with
             other settings).
+        DataError: another process is predicting into ``out`` (its lock file ``.trustseg.lock``).
     """
     check_out_dir(inputs, out)
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
     items = iter_inputs(inputs, split)
+    with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
+        return _predict_into(
+            predictor, items, Path(out), measures, progress, save_samples, resume, overwrite, annotate, annotation
+        )
+
+
+def _predict_into(
+    predictor: Predictor,
+    items: list,
+    out: Path,
+    measures: Sequence[str] | str | None,
+    progress: bool,
+    save_samples: bool,
+    resume: bool,
+    overwrite: bool,
+    annotate: Annotator | None,
+    annotation: str | None,
+) -> Path:
+    """The body of :func:`predict_folder`, under the folder's writer lock."""
     info = predictor.info
     writer = FolderWriter(
         Path(out),

@@ -32,6 +32,7 @@ from rich.progress import Progress
 
 from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.lock import LOCK
 from trustseg.core.predictive import Predictive
 from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
@@ -241,7 +242,7 @@ class FolderWriter:
                 (out / INDEX).unlink()
             else:
                 done = self._resume_from(old)
-        elif out.is_dir() and any(out.iterdir()):
+        elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
             raise ConfigError(
                 f"the output folder {out} is not empty and is not a prediction folder (no {INDEX}): "
                 "choose a new or empty folder"
