@@ -1,5 +1,7 @@
+import errno
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +73,29 @@ def test_csv_text_columns_in_first_seen_order_and_formats(tmp_path):
     text = csv_text([{"a": 1, "b": 0.123456789}, {"c": "x", "a": math.nan}])
     assert text.splitlines() == ["a,b,c", "1,0.123457,", "nan,,x"]
     assert atomic_write_csv(tmp_path / "t.csv", [{"k": 2.0}]).read_text() == "k\n2\n"
+
+
+def test_a_full_disk_is_one_clear_error_and_the_earlier_file_stays(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"old": 1})
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DataError, match="no space left") as e:
+        atomic_write_json(path, {"new": 2})
+    assert str(path) in str(e.value)
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
+
+
+def test_torch_save_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    def full(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3072 vs 2992")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DataError, match="no space left"):
+        atomic_torch_save({"a": 1}, tmp_path / "last.pt")
+    assert not list(tmp_path.iterdir())

@@ -8,6 +8,7 @@ earlier result (the old file is replaced only once the new one is fully written)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from trustseg.core.errors import DataError
+
+#: errno values of a full disk or an exceeded quota.
+NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_SPACE_MESSAGE = "no space left to write this file; free some space and run again (nothing earlier was changed)"
 
 
 @contextlib.contextmanager
@@ -35,6 +40,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.errno in NO_SPACE:
+            raise DataError(f"{_NO_SPACE_MESSAGE} ({e.strerror})", path) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -139,6 +149,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` atomically (checkpoints); load them back with ``weights_only=True``."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch reports a full disk as "[enforce fail at inline_container.cc] unexpected pos"
+        if "unexpected pos" in str(e) or "inline_container" in str(e):
+            raise DataError(f"{_NO_SPACE_MESSAGE} (torch.save could not finish the file)", path) from None
+        raise
     return Path(path)
