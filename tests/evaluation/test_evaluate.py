@@ -18,7 +18,7 @@ from trustseg.core.lock import LOCK, exclusive
 from trustseg.data.case import Case
 from trustseg.data.dataset import load_dataset, write_dataset
 from trustseg.data.io import write_label
-from trustseg.evaluation import evaluate_predictions
+from trustseg.evaluation import evaluate_predictions, verify_results
 from trustseg.evaluation.results import flatten
 
 
@@ -262,3 +262,17 @@ def test_a_second_concurrent_evaluate_into_one_folder_fails_fast(hand, tmp_path)
         with pytest.raises(DataError, match=rf"ev: this results folder is being written by process \d+.*{LOCK}"):
             evaluate_predictions(pred, root, tmp_path / "ev" / "results.json")
         assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [LOCK]
+
+
+def test_the_json_names_the_csv_it_was_written_with(hand, tmp_path):
+    root, pred = hand
+    out = tmp_path / "ev" / "results.json"
+    evaluate_predictions(pred, root, out)
+    assert verify_results(out)["csv_sha256"]
+    csv = out.with_suffix(".csv")
+    csv.write_text(csv.read_text() + "stranger,row\n")  # a CSV from elsewhere (or a kill between the writes)
+    with pytest.raises(DataError, match="not the one written with results.json"):
+        verify_results(out)
+    csv.unlink()
+    with pytest.raises(DataError, match="missing"):
+        verify_results(out)

@@ -11,7 +11,7 @@ reads the on-disk prediction format of :mod:`trustseg.data.predictions`.
 
 from trustseg.evaluation.component import SUITE, DatasetAnalysis, SuiteComponent, register
 from trustseg.evaluation.context import CaseContext, CaseInputError, SuiteConfig, oriented_name
-from trustseg.evaluation.evaluate import evaluate_predictions, load_pairs
+from trustseg.evaluation.evaluate import evaluate_predictions, load_pairs, verify_results
 from trustseg.evaluation.results import SEP, check_names, flatten
 from trustseg.evaluation.suite import EvaluationSuite
 
@@ -26,6 +26,7 @@ __all__ = [
     "SuiteConfig",
     "check_names",
     "evaluate_predictions",
+    "verify_results",
     "flatten",
     "load_pairs",
     "oriented_name",

@@ -12,6 +12,7 @@ A new metric is a registered suite component (:mod:`trustseg.evaluation.componen
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trustseg.core.atomic import atomic_write_csv, atomic_write_json
+from trustseg.core.atomic import atomic_write_json, atomic_write_text, csv_text
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
@@ -312,6 +313,40 @@ def _evaluate(
         protocol = noise_protocol(predictor, cases, noise, progress)
         result["noise_robustness"] = protocol["levels"]
         result["noise_interpretability"] = protocol["interpretability"]
-    atomic_write_csv(csv_path, [flatten(r) for r in rows])
+    text = csv_text([flatten(r) for r in rows])
+    result["csv_sha256"] = hashlib.sha256(text.encode()).hexdigest()  # ties the CSV to this JSON (F6)
+    atomic_write_text(csv_path, text)  # the CSV first: a JSON on disk always names the CSV it was written with
     atomic_write_json(out_json, result)
+    return result
+
+
+def verify_results(out_json: str | Path) -> dict[str, Any]:
+    """Read a results JSON and check that the per-case CSV beside it is the one written with it.
+
+    ``evaluate`` writes the CSV, then the JSON holding the CSV's SHA-256; a run killed between the two writes, or
+    a CSV edited or replaced afterwards, leaves a mismatch that this reports instead of pairing two evaluations.
+
+    Returns:
+        The results.
+
+    Raises:
+        DataError: an unreadable JSON, a missing CSV, or a CSV whose hash differs (naming the CSV).
+    """
+    out_json = Path(out_json)
+    try:
+        result = json.loads(out_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read results: {e}", out_json) from None
+    digest = result.get("csv_sha256") if isinstance(result, dict) else None
+    csv_path = out_json.with_suffix(".csv")
+    if digest is None:
+        return result  # written before the hash existed: nothing to check against
+    if not csv_path.is_file():
+        raise DataError(f"the per-case table {csv_path.name} written with these results is missing", csv_path)
+    if hashlib.sha256(csv_path.read_bytes()).hexdigest() != digest:
+        raise DataError(
+            f"this per-case table is not the one written with {out_json.name} (an interrupted or later evaluate?); "
+            "run evaluate again",
+            csv_path,
+        )
     return result

@@ -8,7 +8,6 @@ Input: for each method, its run folder, its prediction folder and its evaluation
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from trustseg.core.atomic import atomic_write_csv, atomic_write_json
 from trustseg.data.dataset import load_dataset
 from trustseg.data.predictions import load_prediction, read_index
 from trustseg.evaluation.context import oriented_name
+from trustseg.evaluation.evaluate import verify_results
 from trustseg.evaluation.results import get
 from trustseg.methods import METHODS
 from trustseg.reports.html import Section, write_html_report
@@ -102,7 +102,7 @@ def build_report(
     dataset = load_dataset(data_root)
     rows, rel, qc, images, per_measure = [], {}, {}, [], []
     for method, _run, pred_dir, res_path in entries:
-        res = json.loads(Path(res_path).read_text())
+        res = verify_results(res_path)  # the per-case CSV beside it must be the one written with it
         rows.append(comparison_row(method, res))
         cal = res.get("calibration", {}).get("majority", {}).get("reliability")
         if cal:
@@ -138,7 +138,7 @@ def build_report(
     best = max(rows, key=lambda r: r.get("pixel r (vs rater disagreement)") or -np.inf)
     headline = {
         "methods": len(rows),
-        "test cases": len(json.loads(Path(entries[0][3]).read_text()).get("cases", [])) if entries else 0,
+        "test cases": len(verify_results(entries[0][3]).get("cases", [])) if entries else 0,
         "best Dice (majority)": max((r.get("dice_majority") or float("nan")) for r in rows),
         f"best pixel r vs raters ({best['method']})": best.get("pixel r (vs rater disagreement)"),
     }
