@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from trustseg.core.errors import DataError
+from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
-from trustseg.data.dataset import load_dataset, write_dataset
+from trustseg.data.dataset import load_dataset, write_dataset, writing_lock
 from trustseg.data.importers import import_dataset
 from trustseg.data.io import read_image, write_image, write_label
 from trustseg.data.paths import outside_allowed
@@ -365,3 +366,13 @@ def test_import_replaces_an_earlier_dataset_only_with_overwrite(tmp_path):
     _folder_source(src)
     ds = load_dataset(import_dataset("folder", src, out, overwrite=True, classes=["bg", "fg"]))
     assert ds.classes == ["bg", "fg"] and len(ds) == 2
+
+
+def test_a_second_concurrent_synth_into_one_folder_fails_fast(tmp_path):
+    out = tmp_path / "d"
+    with exclusive(writing_lock(out), "dataset"):  # another synth/import is writing there
+        with pytest.raises(DataError, match="lock"):
+            make_synthetic_dataset(out, SynthConfig(cases=4, size=16), ext=".npy")
+        assert not out.exists()
+    make_synthetic_dataset(out, SynthConfig(cases=4, size=16), ext=".npy")
+    assert (out / "dataset.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["d"]

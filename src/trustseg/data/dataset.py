@@ -33,6 +33,7 @@ import numpy as np
 
 from trustseg.core.atomic import atomic_dir, atomic_write_json
 from trustseg.core.errors import DataError, UnknownNameError
+from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
 from trustseg.data.io import EXTENSIONS, read_image, read_label, write_image, write_label
 from trustseg.data.paths import contained_path
@@ -186,11 +187,34 @@ def write_dataset(
         ``out`` as a :class:`Path`.
 
     Raises:
-        DataError: ``out`` is refused by :func:`check_dataset_out`; invalid case (shape, labels, NaN, no rater),
-            raters or channel count differing between cases, duplicate ids, empty dataset, bad splits.
+        DataError: ``out`` is refused by :func:`check_dataset_out`; another process writes a dataset to ``out``
+            (its lock); invalid case (shape, labels, NaN, no rater), raters or channel count differing between
+            cases, duplicate ids, empty dataset, bad splits.
     """
     out = Path(out)
     check_dataset_out(out, overwrite)
+    with exclusive(writing_lock(out), "dataset"):  # a second synth/import into the same folder fails fast
+        return _write_dataset(cases, out, classes, name, ext, splits, seed, progress, overwrite)
+
+
+def writing_lock(out: Path) -> Path:
+    """The folder holding the writer lock of a dataset being written to ``out``: ``.NAME.writing`` beside it
+    (``out`` itself is swapped in whole at the end, so the lock cannot live inside it); removed afterwards."""
+    return out.parent / f".{out.name}.writing"
+
+
+def _write_dataset(
+    cases: Iterable[Case],
+    out: Path,
+    classes: Sequence[str],
+    name: str,
+    ext: str,
+    splits: dict | None,
+    seed: int,
+    progress: bool,
+    overwrite: bool,
+) -> Path:
+    """The body of :func:`write_dataset`, under the writer lock."""
     ext = ext if ext.startswith(".") else f".{ext}"
     if ext.lower() not in EXTENSIONS:
         raise DataError(f"unsupported dataset file extension {ext!r}; use one of {', '.join(EXTENSIONS)}", out)
