@@ -117,3 +117,14 @@ def test_augmented_ranks_together_equal_one_process():
     for (ids, img, _), (ids0, img0, _), (ids1, img1, _) in zip(whole, r0, r1):
         assert ids == [ids0[0], ids1[0], ids0[1], ids1[1]]
         assert torch.equal(img[0::2], img0) and torch.equal(img[1::2], img1)
+
+
+def test_the_cache_holds_labels_as_uint8_and_batches_get_the_same_int64_labels():
+    cases = _cases()
+    loader = CaseLoader(Counting(cases), list(cases), 2, batch_size=5, shuffle=False)
+    ids, batch = next(loader.batches(0))
+    assert batch.labels.dtype == torch.int64
+    for j, cid in enumerate(ids):
+        np.testing.assert_array_equal(batch.labels[j].numpy(), cases[cid].labels)
+        cached = loader.case(cid).labels
+        assert cached.dtype == np.uint8 and cached.nbytes * 8 == cases[cid].labels.astype(np.int64).nbytes

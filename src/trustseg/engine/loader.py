@@ -79,6 +79,16 @@ def random_crop(
     return image[(slice(None), *slices)], labels[(slice(None), *slices)]
 
 
+def label_dtype(num_classes: int) -> type[np.integer]:
+    """The smallest unsigned integer type that holds class indices ``0 .. num_classes − 1``.
+
+    Example:
+        >>> label_dtype(3), label_dtype(300)
+        (<class 'numpy.uint8'>, <class 'numpy.uint16'>)
+    """
+    return np.uint8 if num_classes <= 256 else np.uint16 if num_classes <= 65536 else np.int64
+
+
 def collate(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int, multiple: int = 1) -> Batch:
     """Stack cases into a :class:`Batch`, padding every spatial axis to the batch maximum (rounded up).
 
@@ -150,7 +160,12 @@ class CaseLoader:
         return math.ceil(len(self.ids) / self.batch_size)
 
     def case(self, case_id: str) -> Case:
-        """The case ``case_id``, normalised if the loader normalises (from the cache when loaded before)."""
+        """The case ``case_id``, normalised if the loader normalises (from the cache when loaded before).
+
+        Its labels are held in the smallest integer type of the class count (``uint8`` up to 256 classes: an
+        eighth of ``int64``, e.g. 0.3 GB instead of 2.3 GB for the LIDC slices with 4 raters); batches widen them
+        to ``int64`` after cropping.
+        """
         if self._cache is None:
             return self._read(case_id)
         if case_id not in self._cache:
@@ -159,9 +174,11 @@ class CaseLoader:
 
     def _read(self, case_id: str) -> Case:
         case = self.get_case(case_id)
+        labels = case.labels.astype(label_dtype(self.num_classes), copy=False)
         if self.normalization is None:
-            return case
-        return dataclasses.replace(case, image=self.normalization.apply(case.image, where=f"case {case_id!r}"))
+            return dataclasses.replace(case, labels=labels)
+        image = self.normalization.apply(case.image, where=f"case {case_id!r}")
+        return dataclasses.replace(case, image=image, labels=labels)
 
     def order(self, epoch: int) -> list[str]:
         """The case order of ``epoch`` (shuffled with a generator seeded by ``(seed, epoch)`` if enabled)."""
@@ -196,7 +213,7 @@ class CaseLoader:
                 image, labels = case.image, case.labels
                 if self.patch_size is not None:
                     image, labels = random_crop(image, labels, self.patch_size, patch_gen)
-                crops.append((cid, image, labels))
+                crops.append((cid, image, np.asarray(labels, dtype=np.int64)))
             mine = crops[rank::world_size]
             if self.augmenter is not None:
                 mine = [
