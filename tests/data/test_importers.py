@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trustseg.cli.main import main
 from trustseg.core.errors import ConfigError, DataError, UnknownNameError
 from trustseg.data.dataset import load_dataset
 from trustseg.data.importers import IMPORTERS, import_dataset
@@ -223,3 +224,27 @@ def test_qubiq_real_data(qubiq_root, tmp_path):
     # raters agree closely: soft label takes few values, disagreement is on a thin boundary band
     assert 0 < c.rater_variance(2).mean() < 0.05
     assert sorted(len(ds.split(p)) for p in ("train", "val", "test")) == sorted([27, 6, 6]) and ds.num_folds == 5
+
+
+def test_folder_group_by_keeps_a_patients_cases_in_one_split_part(tmp_path, capsys):
+    src = tmp_path / "src"
+    ids = [f"Image_{p:02d}{eye}" for p in range(1, 11) for eye in "LR"]  # left and right eye of 10 patients
+    for cid in ids:
+        write_image(src / "images" / f"{cid}.png", RNG.integers(0, 256, (6, 6)).astype(np.float32))
+        write_label(src / "labels" / f"{cid}.png", RNG.integers(0, 2, (6, 6)))
+    out = tmp_path / "ds"
+    assert main(["import", "folder", str(src), "--out", str(out), "--group-by", r"Image_(\d+)"]) == 0
+    ds = load_dataset(out)
+    groups = dict(zip(ds.ids, ds.groups))
+    assert groups["Image_03L"] == groups["Image_03R"] == "03" and len(set(groups.values())) == 10
+    part_of = {cid: part for part in ("train", "val", "test") for cid in ds.split(part)}
+    for p in range(1, 11):
+        assert part_of[f"Image_{p:02d}L"] == part_of[f"Image_{p:02d}R"]
+    for k in range(ds.num_folds):
+        _, val = ds.fold(k)
+        assert all((cid[:-1] + ("R" if cid.endswith("L") else "L")) in val for cid in val)
+    assert load_dataset(import_dataset("folder", src, tmp_path / "ds2")).groups[0] == "Image_01L"  # default
+    with pytest.raises(DataError, match="does not match --group-by"):
+        import_dataset("folder", src, tmp_path / "ds3", group_by=r"Patient(\d+)")
+    assert main(["import", "folder", str(src), "--out", str(tmp_path / "ds4"), "--group-by", "("]) == 2
+    assert "not a regular expression" in capsys.readouterr().err

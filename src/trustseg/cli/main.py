@@ -75,6 +75,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", type=Path, help="source folder in its original layout")
     p.add_argument("--out", required=True, type=Path, help="output dataset folder")
     p.add_argument("--limit-patients", type=int, default=None, help="lidc: only the first N patients")
+    p.add_argument(
+        "--group-by", default=None, metavar="REGEX", help="folder: the patient of each case id (first group of REGEX)"
+    )
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra importer option (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier trustseg dataset at --out")
     p.set_defaults(func=cmd_import)
@@ -255,6 +258,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     opts = _parse_kv(args.opt, "--opt")
     if args.limit_patients is not None:
         opts["limit_patients"] = args.limit_patients
+    if args.group_by is not None:
+        opts["group_by"] = args.group_by
     path = import_dataset(args.kind, args.src, args.out, overwrite=args.overwrite, progress=True, **opts)
     _console().print(f"wrote dataset: [bold]{path}[/]")
     return 0

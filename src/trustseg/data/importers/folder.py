@@ -12,17 +12,19 @@ and the labels in one of three patterns (detected from the folder names):
 
 Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY/NPZ) and images and labels may differ in type. Classes
 come from the ``classes`` option, else ``background, class1 .. class{max}`` from the largest label value (read
-in a first pass). Each case is its own group.
+in a first pass). Each case is its own group unless ``group_by`` (a regular expression over the case ids) names the
+groups, so that cases of one patient (left/right eye, slices of one nodule) never straddle the splits.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
 from trustseg.data.importers.registry import IMPORTERS, LazyCases
@@ -79,7 +81,30 @@ def scan_folder(src: Path) -> tuple[dict[str, Path], list[str], dict[str, dict[s
     return images, raters, table
 
 
-def _read_case(cid: str, path: Path, raters: list[str], labels: dict[str, Path]) -> Case:
+def group_of(case_id: str, pattern: re.Pattern[str] | None, where: Path) -> str:
+    r"""The group of a case: the first capture group (else the whole match) of ``pattern`` searched in its id;
+    the id itself without a pattern.
+
+    Raises:
+        DataError: an id the pattern does not match (named, with the pattern).
+
+    Example:
+        >>> group_of("Image_01L", re.compile(r"Image_(\d+)"), Path("src"))
+        '01'
+    """
+    if pattern is None:
+        return case_id
+    m = pattern.search(case_id)
+    if m is None:
+        raise DataError(
+            f"case {case_id!r} does not match --group-by {pattern.pattern!r}; give a pattern every case id matches "
+            "(its first group, or the whole match, names the patient)",
+            where,
+        )
+    return m.group(1) if m.groups() else m.group(0)
+
+
+def _read_case(cid: str, path: Path, raters: list[str], labels: dict[str, Path], group: str | None = None) -> Case:
     """Read one case: the image and every rater's label map (shapes checked)."""
     img = read_image(path)
     maps = []
@@ -94,6 +119,7 @@ def _read_case(cid: str, path: Path, raters: list[str], labels: dict[str, Path])
         np.stack(maps, 0),
         img.spacing,
         img.origin,
+        group=group,
         meta={"raters": raters, "source": str(path)},
     )
 
@@ -108,8 +134,9 @@ def import_folder(
     ext: str | None = None,
     seed: int = 0,
     progress: bool = False,
+    group_by: str | None = None,
 ) -> Path:
-    """Convert a generic image/label folder into a trustseg dataset (see the module docstring).
+    r"""Convert a generic image/label folder into a trustseg dataset (see the module docstring).
 
     Args:
         src: Folder holding ``images/`` and ``labels/``.
@@ -119,15 +146,27 @@ def import_folder(
         ext: Output file type (default: the first image's).
         seed: Seed of the default splits.
         progress: Show a progress bar.
+        group_by: A regular expression naming each case's group (patient) from its id (CLI ``--group-by``):
+            its first capture group, else the whole match (``Image_(\d+)`` puts ``Image_01L`` and
+            ``Image_01R`` in group ``01``); the default splits never separate a group. Default: each case is its
+            own group.
+
+    Raises:
+        DataError: a case id the pattern does not match; ConfigError: a pattern that is not a regular expression.
     """
     src = Path(src)
+    try:
+        pattern = re.compile(group_by) if group_by is not None else None
+    except re.error as e:
+        raise ConfigError(f"--group-by {group_by!r} is not a regular expression: {e}") from None
     images, raters, table = scan_folder(src)
+    groups = {cid: group_of(cid, pattern, src / "images") for cid in images}
     if classes is None:
         top = max(int(read_label(f)[0].max(initial=0)) for labs in table.values() for f in labs.values())
         classes = ["background"] + [f"class{k}" for k in range(1, max(top, 1) + 1)]
     ext = ext or split_ext(next(iter(images.values())))[1]
     return write_dataset(
-        LazyCases(list(images.items()), lambda it: _read_case(it[0], it[1], raters, table[it[0]])),
+        LazyCases(list(images.items()), lambda it: _read_case(it[0], it[1], raters, table[it[0]], groups[it[0]])),
         out,
         classes=classes,
         name=name or src.name,
