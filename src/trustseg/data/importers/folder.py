@@ -10,7 +10,7 @@ and the labels in one of three patterns (detected from the folder names):
 * rater-major: ``SRC/labels/<rater>/<case>.<ext>`` (no sub-folder is a case id: each one is a rater);
 * single rater: ``SRC/labels/<case>.<ext>`` files (rater ``rater0``).
 
-Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY/NPZ) and images and labels may differ in type. Classes
+Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY) and images and labels may differ in type. Classes
 come from the ``classes`` option, else ``background, class1 .. class{max}`` from the largest label value (read
 in a first pass). Each case is its own group unless ``group_by`` (a regular expression over the case ids) names the
 groups, so that cases of one patient (left/right eye, slices of one nodule) never straddle the splits.
