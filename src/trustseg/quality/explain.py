@@ -26,8 +26,8 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from trustseg.core.atomic import atomic_path
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.figures import pyplot, save_figure
 from trustseg.quality.cnn import CNNPredictor
 from trustseg.quality.cnn_channels import qc_channels
 from trustseg.quality.inputs import CaseInput
@@ -180,23 +180,6 @@ def embed(X: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarra
     return emb, "pca"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path, dpi: int = 100) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
 def plot_embedding(
     emb: np.ndarray, colour: np.ndarray, path: str | Path, colour_label: str = "Dice", title: str = ""
 ) -> Path:
@@ -212,7 +195,7 @@ def plot_embedding(
     emb, colour = np.asarray(emb, float), np.asarray(colour, float).reshape(-1)
     if emb.ndim != 2 or emb.shape[1] != 2 or len(colour) != len(emb):
         raise DataError(f"plot_embedding: need (N, 2) points and N colours, got {emb.shape} and {colour.shape}")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4))
     ok = np.isfinite(colour)
     if (~ok).any():
@@ -221,7 +204,7 @@ def plot_embedding(
     sc = ax.scatter(emb[ok, 0], emb[ok, 1], s=14, c=colour[ok], cmap="viridis")
     fig.colorbar(sc, ax=ax, label=colour_label)
     ax.set(xlabel="embedding 1", ylabel="embedding 2", title=title or "case embedding")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def largest_cam_slice(cam: np.ndarray | Tensor) -> int:
@@ -265,7 +248,7 @@ def plot_grad_cam(
         z = largest_cam_slice(cam_a)
         cam_a, seg_a, img_a = cam_a[z], seg_a[z], img_a[z]
         title = f"{title} (slice {z})".strip()
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     for ax in axes:
         ax.imshow(img_a, cmap="gray")
@@ -280,4 +263,20 @@ def plot_grad_cam(
     axes[1].set_title("Grad-CAM", fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+#: How many of the largest feature importances :func:`plot_importance` shows.
+TOP_FEATURES = 20
+
+
+def plot_importance(importance: dict[str, float], path: str | Path, title: str) -> Path:
+    """A horizontal bar chart of the :data:`TOP_FEATURES` largest feature importances, written atomically."""
+    plt = pyplot()
+    items = sorted(importance.items(), key=lambda kv: -kv[1])[:TOP_FEATURES][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
+    ax.set_xlabel("importance")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

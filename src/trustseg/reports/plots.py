@@ -7,24 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trustseg.core.atomic import atomic_path
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path, dpi: int = 100) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    _plt().close(fig)
-    return path
+from trustseg.core.figures import pyplot, save_figure
 
 
 def reliability_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, title: str = "") -> Path:
@@ -35,7 +18,7 @@ def reliability_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: 
             "count": per-bin count}`` (bins with count 0 are skipped).
         path: Output PNG.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     for name, c in curves.items():
@@ -45,7 +28,7 @@ def reliability_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: 
         ax.plot(conf[keep], acc[keep], marker="o", ms=3, lw=1.2, label=name)
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title or "reliability")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def qc_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, title: str = "") -> Path:
@@ -56,7 +39,7 @@ def qc_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Pat
             drawn from the first method's endpoints.
         path: Output PNG.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4))
     for i, (name, c) in enumerate(curves.items()):
         f = np.asarray(c["fraction"], float)
@@ -67,4 +50,4 @@ def qc_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Pat
             ax.plot([0, 1], [d[0], 1.0], ls=":", color="grey", lw=0.8, label="random referral")
     ax.set(xlabel="fraction referred to an expert", ylabel="mean Dice", xlim=(0, 1), title=title or "quality control")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
