@@ -20,49 +20,14 @@ from typing import Any
 import numpy as np
 
 from trustseg.core.atomic import atomic_dir, atomic_write_json
-from trustseg.core.errors import ConfigError
 from trustseg.quality.cases import read_cases
-from trustseg.quality.explain import cnn_grad_cams, embed, plot_embedding, plot_grad_cam
+from trustseg.quality.explain import cnn_grad_cams, embed, plot_embedding, plot_grad_cam, plot_importance
 from trustseg.quality.features import case_features, feature_table
 from trustseg.quality.model import QCModel
 from trustseg.quality.registry import QC_PREDICTORS
+from trustseg.quality.run import check_output_folder
 
 EXPLAIN_JSON = "explain.json"
-TOP_FEATURES = 20
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_importance(importance: dict[str, float], path: Path, title: str) -> Path:
-    """A horizontal bar chart of the largest feature importances."""
-    plt = _plt()
-    items = sorted(importance.items(), key=lambda kv: -kv[1])[:TOP_FEATURES][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
-    ax.set_xlabel("importance")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def check_explain_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a non-empty folder that is not an earlier explanation (or one without ``overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"the output {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / EXPLAIN_JSON).is_file():
-            raise ConfigError(f"{out} is not empty and holds no {EXPLAIN_JSON}: choose a new or empty folder")
-        if not overwrite:
-            raise ConfigError(f"{out} holds an earlier explanation: replace it with --overwrite (overwrite=True)")
 
 
 def explain_qc(
@@ -83,7 +48,7 @@ def explain_qc(
         "cases": (n, 2)}, "importance": {predictor: {feature: value}}, "figures": {...}, "target"}``.
     """
     out = Path(out)
-    check_explain_out(out, overwrite)
+    check_output_folder(out, EXPLAIN_JSON, "an explanation", overwrite)
     qc = model if isinstance(model, QCModel) else QCModel.load(model)
     t = qc.config.target
     cnn_names = [n for n in qc.config.predictors if QC_PREDICTORS.meta(n)["input"] == "image"]

@@ -31,21 +31,27 @@ from trustseg.quality.registry import QC_PREDICTORS
 CHUNK = 64
 
 
-def check_model_out(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an output that would destroy something that is not an earlier QC model.
+def check_output_folder(out: str | Path, marker: str, what: str, overwrite: bool) -> Path:
+    """Refuse an output folder that would destroy something other than an earlier output of the same kind.
+
+    Args:
+        out: The output folder.
+        marker: The file every earlier output of this kind holds (``qc_model.json``, ``explain.json``).
+        what: Its name in messages ("a QC model", "an explanation").
+        overwrite: Whether an earlier output of this kind may be replaced.
 
     Raises:
-        ConfigError: ``out`` is a file, a non-empty folder that is not a QC model, or an earlier QC model
-            without ``overwrite``.
+        ConfigError: ``out`` is a file, a non-empty folder without ``marker``, or an earlier output without
+            ``overwrite``.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file():
-            raise ConfigError(f"{out} is not empty and is not a QC model folder (no {MANIFEST}): choose another")
+        if not (out / marker).is_file():
+            raise ConfigError(f"{out} is not empty and is not {what} folder (no {marker}): choose a new or empty one")
         if not overwrite:
-            raise ConfigError(f"{out} holds a QC model: replace it with --overwrite (overwrite=True)")
+            raise ConfigError(f"{out} holds {what}: replace it with --overwrite (overwrite=True)")
     return out
 
 
@@ -71,11 +77,11 @@ def fit_qc(
         progress: Show progress.
 
     Raises:
-        ConfigError: an ``out`` refused by :func:`check_model_out` (checked before any work).
+        ConfigError: an ``out`` refused by :func:`check_output_folder` (checked before any work).
         DataError: an unreadable prediction folder or dataset, too few cases.
     """
     config = config or QCConfig()
-    out = check_model_out(out, overwrite)
+    out = check_output_folder(out, MANIFEST, "a QC model", overwrite)
     index = read_index(pred_dir)
     needs_image = any(QC_PREDICTORS.meta(n)["input"] == "image" for n in config.predictors) and bool(
         config.cnn.get("use_image", True)
