@@ -22,7 +22,6 @@ import numpy as np
 from trustseg.core.atomic import atomic_dir, atomic_write_json
 from trustseg.quality.cases import read_cases
 from trustseg.quality.explain import cnn_grad_cams, embed, plot_embedding, plot_grad_cam, plot_importance
-from trustseg.quality.features import case_features, feature_table
 from trustseg.quality.model import QCModel
 from trustseg.quality.registry import QC_PREDICTORS
 from trustseg.quality.run import check_output_folder
@@ -54,9 +53,9 @@ def explain_qc(
     cnn_names = [n for n in qc.config.predictors if QC_PREDICTORS.meta(n)["input"] == "image"]
     cases = list(read_cases(pred_dir, data, target=t, with_image=qc.uses_images, images=images))
     inputs = [c.inp for c in cases]
-    rows = qc.predict(inputs)
-    feats = [case_features(inp, qc.feature_config) for inp in inputs]
-    _, x_new = feature_table(feats, qc.feature_names)
+    feats = qc.feature_rows(inputs)  # once, for the prediction and the embedding
+    rows = qc.predict(inputs, features=feats)
+    x_new = feats[1]
     truth_new = [c.truth for c in cases]
     res: dict[str, Any] = {"target": t, "cases": rows, "figures": {}, "importance": {}}
     with atomic_dir(out, overwrite=True) as tmp:

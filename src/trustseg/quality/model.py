@@ -182,6 +182,11 @@ class QCModel:
             return np.asarray(p.predict(x), dtype=np.float64)
         return np.asarray(p.predict(list(inputs)), dtype=np.float64)
 
+    def feature_rows(self, inputs: Sequence[CaseInput]) -> tuple[list[dict[str, float]], np.ndarray]:
+        """The cases' feature rows and their ``(N, F)`` matrix in the model's column order."""
+        rows = [case_features(inp, self.feature_config) for inp in inputs]
+        return rows, feature_table(rows, self.feature_names)[1]
+
     def review_rule(self, threshold: float | None = None, catch: float | None = None) -> ReviewRule:
         """The conformal review rule from the stored calibration pairs, at the model's or other settings."""
         cfg = self.config
@@ -200,19 +205,21 @@ class QCModel:
         threshold: float | None = None,
         catch: float | None = None,
         confidence: float | None = None,
+        features: tuple[list[dict[str, float]], np.ndarray] | None = None,
     ) -> list[dict[str, Any]]:
-        """One row per case: the predicted quality, its interval, the aggregate uncertainty score, the OOD p-value,
-        ``review`` and ``reason`` (see :func:`row_columns`).
+        """One row per case: ``case``, ``target``, ``predicted_<target>``, ``<target>_low``/``_high``, the
+        aggregate ``uncertainty_score``, ``ood_p``, ``review`` and ``reason`` (and ``predicted_<target>_<name>``
+        per predictor when there are several).
 
         Args:
             inputs: The cases (with images when a CNN predictor uses them).
             threshold, catch, confidence: Override the model's review threshold, catch rate and interval
                 coverage (the rule is recalibrated from the stored calibration pairs).
+            features: The cases' :meth:`feature_rows`, when the caller has them already.
         """
         if not inputs:
             return []
-        rows = [case_features(inp, self.feature_config) for inp in inputs]
-        _, x = feature_table(rows, self.feature_names)
+        rows, x = self.feature_rows(inputs) if features is None else features
         cfg = self.config
         per = {n: self._predict_one(n, x, inputs) for n in cfg.predictors}
         pred = np.mean(np.stack(list(per.values())), 0)
