@@ -187,6 +187,7 @@ def load_prediction(
 
     Returns:
         ``{"probs": (K, *spatial) float32 or None (segmentation only), "seg": (*spatial) int64 or None,
+        "spacing": the segmentation file's voxel spacing (None with ``seg=False``),
         "maps": {measure: (*spatial) float32}, "samples": (M, K, *spatial) float32 or None}``.
 
     Raises:
@@ -205,9 +206,11 @@ def load_prediction(
     for name in entry["files"].get("measures", {}):
         m = read_map(paths[f"map:{name}"])
         maps[name] = (m[0] if m.ndim == len(entry["shape"]) + 1 else m).astype(np.float32)
+    label, spacing = read_label(paths["seg"])[:2] if seg else (None, None)
     return {
         "probs": read_map(paths["probs"]).astype(np.float32) if "probs" in paths else None,
-        "seg": read_label(paths["seg"])[0].astype(np.int64) if seg else None,
+        "seg": None if label is None else label.astype(np.int64),
+        "spacing": None if spacing is None else tuple(spacing),
         "maps": maps,
         "samples": read_map(paths["samples"]).astype(np.float32) if "samples" in paths else None,
     }

@@ -16,7 +16,7 @@ import numpy as np
 
 from trustseg.core.errors import DataError
 from trustseg.data.dataset import Dataset, load_dataset
-from trustseg.data.io import has_known_ext, read_image, read_label
+from trustseg.data.io import has_known_ext, read_image
 from trustseg.data.predictions import case_files, check_complete, index_path, load_prediction, read_index
 from trustseg.engine.prediction_folder import iter_inputs
 from trustseg.methods.base import METHODS
@@ -71,6 +71,7 @@ def read_cases(
     images: str | Path | Sequence[str | Path] | None = None,
     split: str | None = None,
     partial: bool = False,
+    index: dict[str, Any] | None = None,
 ) -> Iterator[QCCase]:
     """Yield the cases of a prediction folder, one at a time (nothing is kept: memory stays one case).
 
@@ -83,13 +84,14 @@ def read_cases(
         images: Where images come from when ``data`` is not given (see the module docstring).
         split: Only the cases of this dataset split (needs ``data``).
         partial: Accept a folder marked incomplete.
+        index: The folder's ``predictions.json`` when the caller has read it already (else it is read here).
 
     Raises:
         DataError: no prediction folder, an incomplete one without ``partial``, a case missing from the dataset
             or of another shape, a case without probabilities, or no image where one is needed.
     """
     pred_dir = Path(pred_dir)
-    index = read_index(pred_dir)
+    index = read_index(pred_dir) if index is None else index
     check_complete(pred_dir, index, partial)
     heads = samples_are_heads(index)
     ds = load_dataset(data) if isinstance(data, (str, Path)) else data
@@ -121,7 +123,7 @@ def read_cases(
             group, spacing = groups[cid], case.spacing
             image = np.asarray(case.image) if with_image else None
         else:
-            spacing = tuple(read_label(case_files(pred_dir, entry)["seg"])[1])
+            spacing = loaded["spacing"]
             image = image_of(entry) if image_of is not None else None
             if with_image and image is None:
                 raise DataError(

@@ -87,7 +87,8 @@ def fit_qc(
         config.cnn.get("use_image", True)
     )
     cases = [
-        drop_samples(c) for c in read_cases(pred_dir, data, target=config.target, with_image=needs_image, split=split)
+        drop_samples(c)
+        for c in read_cases(pred_dir, data, target=config.target, with_image=needs_image, split=split, index=index)
     ]
     provenance = {
         "pred_dir": str(pred_dir),
@@ -159,7 +160,14 @@ def predict_qc(
     rows: list[dict[str, Any]] = []
     truth: list[float] = []
     cases = read_cases(
-        pred_dir, data, target=qc.config.target, with_image=qc.uses_images, images=images, split=split, partial=partial
+        pred_dir,
+        data,
+        target=qc.config.target,
+        with_image=qc.uses_images,
+        images=images,
+        split=split,
+        partial=partial,
+        index=index,
     )
     for chunk in _chunks(cases, CHUNK):
         got = qc.predict([c.inp for c in chunk], threshold, catch, confidence)
