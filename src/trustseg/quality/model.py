@@ -353,15 +353,27 @@ class QCModel:
         )
 
 
-def held_out_scores(pred: np.ndarray, true: np.ndarray, cfg: QCConfig) -> dict[str, Any]:
-    """R², r, ρ, MAE and failure AUROC of predicted vs true quality on held-out cases.
+def held_out_scores(
+    pred: np.ndarray,
+    true: np.ndarray,
+    cfg: QCConfig,
+    threshold: float | None = None,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+    review: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """R², r, ρ, MAE and failure AUROC of predicted vs true quality (with the interval's coverage and the review
+    flag's rates when given), on cases the predictors did not see.
 
-    For a lower-is-better target (HD95) both are negated, so that a failure (true HD95 above the threshold) is a
-    case below ``−threshold``; R², r, ρ and MAE are unchanged by the negation.
+    For a lower-is-better target (HD95) the values are negated (the interval ``[lo, hi]`` becomes ``[−hi, −lo]``),
+    so that a failure (true HD95 above the threshold) is a case below ``−threshold``; R², r, ρ, MAE and the
+    coverage are unchanged by the negation.
     """
+    thr = cfg.threshold if threshold is None else threshold
     if cfg.higher_is_better:
-        return quality_prediction_report(pred, true, threshold=cfg.threshold)
-    return quality_prediction_report(-pred, -true, threshold=-cfg.threshold)
+        return quality_prediction_report(pred, true, lo=lo, hi=hi, review=review, threshold=thr)
+    neg_lo, neg_hi = (None, None) if lo is None or hi is None else (-hi, -lo)
+    return quality_prediction_report(-pred, -true, lo=neg_lo, hi=neg_hi, review=review, threshold=-thr)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

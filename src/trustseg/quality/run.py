@@ -20,11 +20,10 @@ import numpy as np
 from trustseg.core.atomic import atomic_dir, atomic_write_csv, atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.predictions import read_index
-from trustseg.metrics.quality_control import quality_prediction_report
 from trustseg.quality.cases import QCCase, drop_samples, read_cases
 from trustseg.quality.config import QCConfig
 from trustseg.quality.inputs import case_input
-from trustseg.quality.model import MANIFEST, QCModel
+from trustseg.quality.model import MANIFEST, QCModel, held_out_scores
 from trustseg.quality.registry import QC_PREDICTORS
 
 #: Cases predicted together (features and CNN batches); memory holds at most this many cases.
@@ -192,18 +191,21 @@ def predict_qc(
 
 
 def evaluate_rows(rows: Sequence[dict[str, Any]], qc: QCModel, threshold: float | None = None) -> dict[str, Any]:
-    """Scores of the predicted against the true quality of rows that carry ``true_<target>``."""
+    """Scores of the predicted against the true quality of rows that carry ``true_<target>``
+    (:func:`~trustseg.quality.model.held_out_scores`)."""
     t = qc.config.target
-    sign = 1.0 if qc.config.higher_is_better else -1.0
-    thr = qc.config.threshold if threshold is None else threshold
-    arr = {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in (f"predicted_{t}", f"true_{t}")}
-    lo = np.asarray([r[f"{t}_low"] for r in rows], dtype=np.float64)
-    hi = np.asarray([r[f"{t}_high"] for r in rows], dtype=np.float64)
-    review = np.asarray([r["review"] for r in rows], dtype=bool)
-    if sign < 0:
-        lo, hi = -hi, -lo
-    return quality_prediction_report(
-        sign * arr[f"predicted_{t}"], sign * arr[f"true_{t}"], lo=lo, hi=hi, review=review, threshold=sign * thr
+
+    def col(key: str, dtype: type = np.float64) -> np.ndarray:
+        return np.asarray([r[key] for r in rows], dtype=dtype)
+
+    return held_out_scores(
+        col(f"predicted_{t}"),
+        col(f"true_{t}"),
+        qc.config,
+        threshold,
+        lo=col(f"{t}_low"),
+        hi=col(f"{t}_high"),
+        review=col("review", bool),
     )
 
 
