@@ -78,16 +78,14 @@ def _config(args: argparse.Namespace, parse_kv) -> QCConfig:
         changes["review_threshold"] = args.threshold
     if args.catch is not None:
         changes["catch"] = args.catch
-    nested: dict[str, dict] = {"cnn": dict(cfg.cnn), "tabular": dict(cfg.tabular)}
-    for key, value in parse_kv(args.set, "--set").items():
-        group, _, name = key.partition(".")
-        if group not in nested or not name:
-            nested.setdefault("_bad", {})[key] = value
-            continue
-        nested[group][name] = value
-    bad = nested.pop("_bad", None)
+    sets = parse_kv(args.set, "--set")
+    bad = sorted(k for k in sets if k.partition(".")[0] not in ("cnn", "tabular") or not k.partition(".")[2])
     if bad:
-        raise ConfigError(f"--set keys must be cnn.NAME or tabular.NAME, got {sorted(bad)}")
+        raise ConfigError(f"--set keys must be cnn.NAME or tabular.NAME, got {bad}")
+    nested = {group: dict(getattr(cfg, group)) for group in ("cnn", "tabular")}
+    for key, value in sets.items():
+        group, _, name = key.partition(".")
+        nested[group][name] = value
     return replace(cfg, **changes, **nested)
 
 
