@@ -17,8 +17,9 @@ import numpy as np
 from trustseg.core.errors import DataError
 from trustseg.data.dataset import Dataset, load_dataset
 from trustseg.data.io import has_known_ext, read_image
-from trustseg.data.predictions import case_files, check_complete, index_path, load_prediction, read_index
+from trustseg.data.predictions import check_complete, index_path, load_prediction, read_index
 from trustseg.engine.prediction_folder import iter_inputs
+from trustseg.evaluation.evaluate import load_pairs
 from trustseg.methods.base import METHODS
 from trustseg.quality.inputs import CaseInput, case_input
 from trustseg.quality.targets import true_quality
@@ -92,47 +93,36 @@ def read_cases(
     """
     pred_dir = Path(pred_dir)
     index = read_index(pred_dir) if index is None else index
-    check_complete(pred_dir, index, partial)
     heads = samples_are_heads(index)
-    ds = load_dataset(data) if isinstance(data, (str, Path)) else data
-    image_of = None if ds is not None or not with_image else _image_source(pred_dir, images)
-    keep = set(ds.split(split)) if ds is not None and split else None
-    groups = dict(zip(ds.ids, ds.groups)) if ds is not None else {}
-    if split and ds is None:
+    if data is not None:  # the evaluation's pairing: completeness, duplicates, membership and shapes checked there
+        ds = data if isinstance(data, Dataset) else load_dataset(data)
+        for pair in load_pairs(pred_dir, ds, split, partial, index=index):
+            loaded = {**load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False), "seg": pair.seg}
+            case = pair.case
+            truth = true_quality(target, pair.seg, case.labels, len(ds.classes), case.spacing)
+            image = np.asarray(case.image) if with_image else None
+            inp = case_input(pair.case_id, loaded, layer_heads=heads, spacing=case.spacing, image=image)
+            yield QCCase(inp, truth, case.group)
+        return
+    if split:
         raise DataError("a split needs the dataset (--data)", index_path(pred_dir))
+    check_complete(pred_dir, index, partial)
+    image_of = _image_source(pred_dir, images) if with_image else None
     seen: set[str] = set()
-    for entry in index.get("cases", []):
+    for entry in index["cases"]:
         cid = entry["id"]
         if cid in seen:
             raise DataError(f"case {cid!r} is listed more than once", index_path(pred_dir))
         seen.add(cid)
-        if keep is not None and cid not in keep:
-            continue
         loaded = load_prediction(pred_dir, cid, entry=entry)
-        truth, group, spacing, image = None, None, None, None
-        if ds is not None:
-            if cid not in groups:
-                raise DataError(f"predicted case {cid!r} is not in the dataset {ds.root}", index_path(pred_dir))
-            case = ds[cid]
-            if tuple(case.labels.shape[1:]) != tuple(loaded["seg"].shape):
-                raise DataError(
-                    f"prediction shape {loaded['seg'].shape} differs from the labels {case.labels.shape[1:]}",
-                    case_files(pred_dir, entry)["seg"],
-                )
-            truth = true_quality(target, loaded["seg"], case.labels, len(ds.classes), case.spacing)
-            group, spacing = groups[cid], case.spacing
-            image = np.asarray(case.image) if with_image else None
-        else:
-            spacing = loaded["spacing"]
-            image = image_of(entry) if image_of is not None else None
-            if with_image and image is None:
-                raise DataError(
-                    f"case {cid!r}: the CNN predictor needs its image; give the dataset (--data) or the inputs "
-                    "(--images) it was predicted from",
-                    index_path(pred_dir),
-                )
-        inp = case_input(cid, loaded, layer_heads=heads, spacing=spacing, image=image)
-        yield QCCase(inp, truth, group)
+        image = image_of(entry) if image_of is not None else None
+        if with_image and image is None:
+            raise DataError(
+                f"case {cid!r}: the CNN predictor needs its image; give the dataset (--data) or the inputs "
+                "(--images) it was predicted from",
+                index_path(pred_dir),
+            )
+        yield QCCase(case_input(cid, loaded, layer_heads=heads, spacing=loaded["spacing"], image=image))
 
 
 def truths(cases: Sequence[QCCase]) -> np.ndarray:
