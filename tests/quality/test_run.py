@@ -160,3 +160,11 @@ def test_hd95_target_flags_cases_above_the_threshold(planted, tmp_path):
         assert 0 <= r["hd95_low"] <= r["predicted_hd95"] <= r["hd95_high"]
         assert r["review"] == (r["predicted_hd95"] >= st["conformal_threshold"] or r["ood_p"] < 0.01)
     assert np.isfinite(res["evaluation"]["mae"])
+
+
+def test_too_few_failures_flag_every_case_and_say_why(fitted, planted):
+    _, model = fitted
+    rows = model.predict([c.inp for c in read_cases(planted["new"])], threshold=0.05)  # no calibration case fails
+    assert rows and all(r["review"] for r in rows)
+    assert all("every case is flagged" in r["reason"] and "inf" not in r["reason"] for r in rows)
+    assert "every case is flagged" in model.statement(threshold=0.05)["warning"]

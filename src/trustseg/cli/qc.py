@@ -126,6 +126,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"written to [bold]{args.out}[/]"
     )
     console.print(f"[dim]{st['assumption']}[/]")
+    if st.get("warning"):
+        console.print(f"[yellow]note[/]: {st['warning']}")
     if "evaluation" in res:
         ev = res["evaluation"]
         console.print(

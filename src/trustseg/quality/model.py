@@ -235,7 +235,9 @@ class QCModel:
         out = []
         for i, inp in enumerate(inputs):
             reasons = []
-            if flags[i]:
+            if flags[i] and rule.warning:  # too few failed calibration cases: the rule flags every case
+                reasons.append(rule.warning)
+            elif flags[i]:
                 side = "≤" if cfg.higher_is_better else "≥"
                 what = "below" if cfg.higher_is_better else "above"
                 reasons.append(
@@ -272,6 +274,7 @@ class QCModel:
             "confidence": cfg.confidence,
             "ood_alpha": cfg.ood_alpha,
             "assumption": rule.assumption,
+            "warning": rule.warning,
         }
 
     # -- saving -------------------------------------------------------------------------------------------------
