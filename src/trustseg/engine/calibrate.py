@@ -30,13 +30,16 @@ def case_batches(
 
     The image is normalised as in training (``normalization``, the run's stored statistics; ``None`` for runs
     trained on raw intensities), then zero-padded at the end of each axis to a multiple of ``multiple`` (the
-    network's size multiple); the shape lets :func:`~trustseg.methods.temperature.fit_method_temperature` drop the
-    padded voxels. At most one case is in memory at a time.
+    network's size multiple; a case's field-of-view mask becomes the batch's ``valid`` map, so the voxels outside
+    it are left out of the fit too); the shape lets
+    :func:`~trustseg.methods.temperature.fit_method_temperature` drop the padded voxels. At most one case is in
+    memory at a time.
     """
     for cid in ids:
         case = dataset[cid]
         image = case.image if normalization is None else normalization.apply(case.image, where=f"case {cid!r}")
-        yield collate([image], [case.labels], dataset.num_classes, multiple), [tuple(case.image.shape[1:])]
+        valid = None if case.mask is None else [case.mask]
+        yield collate([image], [case.labels], dataset.num_classes, multiple, valid), [tuple(case.image.shape[1:])]
 
 
 def calibrate_run(

@@ -89,7 +89,13 @@ def label_dtype(num_classes: int) -> type[np.integer]:
     return np.uint8 if num_classes <= 256 else np.uint16 if num_classes <= 65536 else np.int64
 
 
-def collate(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int, multiple: int = 1) -> Batch:
+def collate(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    num_classes: int,
+    multiple: int = 1,
+    valid: Sequence[np.ndarray] | None = None,
+) -> Batch:
     """Stack cases into a :class:`Batch`, padding every spatial axis to the batch maximum (rounded up).
 
     Args:
@@ -97,16 +103,22 @@ def collate(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_clas
         labels: Each ``(R, *spatial_i)``; all cases need the same R.
         num_classes: K.
         multiple: Pad spatial sizes up to a multiple of this (U-Nets need sizes divisible by 2**(depth-1)).
+        valid: Each ``(*spatial_i)`` bool field of view, or ``None`` for a batch without masks; padding is
+            outside it.
 
     Returns:
-        Batch with image ``(B, C, *spatial)`` float32 and labels ``(B, R, *spatial)`` int64.
+        Batch with image ``(B, C, *spatial)`` float32, labels ``(B, R, *spatial)`` int64 and ``valid``
+        ``(B, *spatial)`` bool (``None`` without ``valid``).
     """
     ndim = images[0].ndim - 1
     shape = [max(im.shape[1 + d] for im in images) for d in range(ndim)]
     shape = [math.ceil(s / multiple) * multiple for s in shape]
     img = np.stack([pad_to(np.asarray(im, dtype=np.float32), shape) for im in images])
     lab = np.stack([pad_to(np.asarray(lb, dtype=np.int64), shape) for lb in labels])
-    return Batch(torch.from_numpy(img), torch.from_numpy(lab), num_classes)
+    mask = None
+    if valid is not None:
+        mask = torch.from_numpy(np.stack([pad_to(np.asarray(v, dtype=bool)[None], shape)[0] for v in valid]))
+    return Batch(torch.from_numpy(img), torch.from_numpy(lab), num_classes, mask)
 
 
 class CaseLoader:
@@ -207,10 +219,14 @@ class CaseLoader:
             if len(chunk) < world_size:
                 chunk = chunk + [order[i % len(order)] for i in range(world_size - len(chunk))]
             # Crops are drawn for the whole global batch on every rank, so ranks stay in step.
+            cases = [self.case(cid) for cid in chunk]
+            masked = any(c.mask is not None for c in cases)
             crops = []
-            for cid in chunk:
-                case = self.case(cid)
+            for cid, case in zip(chunk, cases):
                 image, labels = case.image, case.labels
+                if masked:  # the mask rides along as one more label map: cropped, padded (0) and moved with them
+                    fov = np.ones(case.spatial_shape, np.uint8) if case.mask is None else case.mask.astype(np.uint8)
+                    labels = np.concatenate([labels, fov[None].astype(labels.dtype)], 0)
                 if self.patch_size is not None:
                     image, labels = random_crop(image, labels, self.patch_size, patch_gen)
                 crops.append((cid, image, np.asarray(labels, dtype=np.int64)))
@@ -219,7 +235,9 @@ class CaseLoader:
                 mine = [
                     (cid, *self.augmenter(im, lb, epoch_seed(self.seed, "augment", epoch, cid))) for cid, im, lb in mine
                 ]
+            maps = [c[2][:-1] if masked else c[2] for c in mine]
+            valid = [c[2][-1] > 0 for c in mine] if masked else None
             yield (
                 [c[0] for c in mine],
-                collate([c[1] for c in mine], [c[2] for c in mine], self.num_classes, self.pad_multiple),
+                collate([c[1] for c in mine], maps, self.num_classes, self.pad_multiple, valid),
             )

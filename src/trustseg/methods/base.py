@@ -49,11 +49,14 @@ class Batch:
         image: ``(B, C, *spatial)`` float.
         labels: ``(B, R, *spatial)`` int64 rater class maps.
         num_classes: K.
+        valid: ``(B, *spatial)`` bool, the voxels that count (a field-of-view mask, with padding outside it), or
+            ``None`` (every voxel counts). Every method's losses weight their voxel terms by it.
     """
 
     image: Tensor
     labels: Tensor
     num_classes: int
+    valid: Tensor | None = None
 
     def onehot(self, labels: Tensor) -> Tensor:
         """One-hot ``(B, *spatial)`` -> ``(B, K, *spatial)`` float."""
@@ -90,7 +93,8 @@ class Batch:
         return self.soft()
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.image.to(device), self.labels.to(device), self.num_classes)
+        valid = None if self.valid is None else self.valid.to(device)
+        return Batch(self.image.to(device), self.labels.to(device), self.num_classes, valid)
 
 
 @dataclass

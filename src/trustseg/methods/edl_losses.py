@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trustseg.methods.losses import voxel_weight, weighted_mean
+
 AceVariant = Literal["digamma", "log", "mse"]
 
 #: Smoothing constant of the Tversky-style Dice (denominator and the A ratio).
@@ -105,21 +107,24 @@ def edl_kl(alpha: Tensor, y: Tensor) -> Tensor:
     return log_norm + ((a - 1) * (torch.digamma(a) - torch.digamma(s))).sum(1)
 
 
-def tversky_dice_loss(p: Tensor, y: Tensor, eps: float = DICE_EPS) -> Tensor:
+def tversky_dice_loss(p: Tensor, y: Tensor, eps: float = DICE_EPS, weight: Tensor | None = None) -> Tensor:
     """Tversky-style soft Dice loss per class, pooled over the batch and all pixels.
 
     Args:
         p: ``(B, K, *spatial)`` probabilities.
         y: ``(B, K, *spatial)`` one-hot or soft target.
         eps: Smoothing added to the denominators.
+        weight: ``(B, *spatial)`` voxel weight of every sum (a field of view); ``None``: all voxels.
 
     Returns:
         ``(K,)``: 1 − TP / (TP + A·FP + B·FN + ε) with A = clamp(FP/(FP + FN + ε), 0.2, 0.8), B = 1 − A.
     """
     dims = [0, *range(2, p.dim())]
-    tp = (p * y).sum(dims)
-    fp = (p * (1 - y)).sum(dims)
-    fn = ((1 - p) * y).sum(dims)
+    w = voxel_weight(weight, p)
+    one = 1 if w is None else w
+    tp = (p * y * one).sum(dims)
+    fp = (p * (1 - y) * one).sum(dims)
+    fn = ((1 - p) * y * one).sum(dims)
     a = torch.clamp(fp / (fp + fn + eps), 0.2, 0.8)
     return 1 - tp / (tp + a * fp + (1 - a) * fn + eps)
 
@@ -140,6 +145,7 @@ def edl_loss(
     w_ace: float = 10.0,
     w_kl: float = 1.0,
     w_dice: float = 10.0,
+    weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The full EDL loss: mean[w_ace·L_ACE + λ_t·w_kl·L_KL] + w_dice·mean_k L_Dice.
 
@@ -152,6 +158,8 @@ def edl_loss(
         w_ace: Weight of L_ACE.
         w_kl: Weight of L_KL (multiplied by λ_t).
         w_dice: Weight of L_Dice.
+        weight: ``(B, *spatial)`` voxel weight (a field of view): the means over voxels become weighted means
+            and the Dice sums are weighted; ``None``: all voxels.
 
     Returns:
         The scalar loss and logs ``{"edl_ace", "edl_kl", "edl_dice", "kl_weight"}`` (unweighted term means).
@@ -161,9 +169,11 @@ def edl_loss(
     alpha = evidence_to_alpha(logits)
     y = y.to(alpha.dtype)
     lam = kl_annealing(epoch, anneal_epochs)
-    ace = edl_ace(alpha, y, variant).mean()
-    kl = edl_kl(alpha, y).mean()
-    dice = tversky_dice_loss(dirichlet_mean(alpha), y).mean()
+    w = voxel_weight(weight, alpha)
+    w = None if w is None else w.squeeze(1)
+    ace = weighted_mean(edl_ace(alpha, y, variant), w)
+    kl = weighted_mean(edl_kl(alpha, y), w)
+    dice = tversky_dice_loss(dirichlet_mean(alpha), y, weight=weight).mean()
     loss = w_ace * ace + lam * w_kl * kl + w_dice * dice
     logs = {"edl_ace": float(ace.detach()), "edl_kl": float(kl.detach()), "edl_dice": float(dice.detach())}
     logs["kl_weight"] = lam

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from trustseg.core.predictive import Predictive
 from trustseg.methods.base import METHODS, Batch, Method, TrainContext, param_error
-from trustseg.methods.losses import soft_cross_entropy, soft_dice_loss
+from trustseg.methods.losses import soft_cross_entropy, soft_dice_loss, voxel_weight, weighted_mean
 from trustseg.models.factory import build_network
 from trustseg.models.protocol import ALL_OUTPUTS, EXTRA_HEADS, AllOutputs
 
@@ -105,9 +105,10 @@ class Edue(Method):
         p = self.params
         logits, var = self.outputs(model, batch.image)
         y = batch.random_rater(ctx.generator)
-        dice = soft_dice_loss(torch.softmax(logits, 1), y)
-        ce = soft_cross_entropy(logits, y)
-        mse = torch.mean((var - batch.rater_variance().to(var.dtype)) ** 2)
+        dice = soft_dice_loss(torch.softmax(logits, 1), y, weight=batch.valid)
+        ce = soft_cross_entropy(logits, y, weight=batch.valid)
+        se = (var - batch.rater_variance().to(var.dtype)) ** 2
+        mse = weighted_mean(se, voxel_weight(batch.valid, se))
         loss = p.w_dice * dice + p.w_ce * ce + p.var_weight * mse
         logs = {"loss": float(loss.detach()), "dice": float(dice.detach()), "ce": float(ce.detach())}
         logs["var_mse"] = float(mse.detach())

@@ -71,8 +71,11 @@ class Evidential(Method):
         """A U-Net whose K outputs are the evidence logits z."""
         return build_network(self.net, self.spatial_dims, self.in_channels, self.num_classes)
 
-    def edl_loss(self, logits: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
-        """The EDL loss of logits ``(B, K, *spatial)`` against target ``y`` with this method's parameters."""
+    def edl_loss(
+        self, logits: Tensor, y: Tensor, ctx: TrainContext, weight: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The EDL loss of logits ``(B, K, *spatial)`` against target ``y`` with this method's parameters
+        (``weight``: the batch's ``valid`` map, or ``None``)."""
         p = self.params
         return edl_loss(
             logits,
@@ -83,12 +86,13 @@ class Evidential(Method):
             w_ace=p.w_ace,
             w_kl=p.w_kl,
             w_dice=p.w_dice,
+            weight=weight,
         )
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """EDL loss of one batch; logs the unweighted terms and the KL weight."""
         y = batch.target(self.target, ctx.generator)
-        loss, logs = self.edl_loss(model(batch.image), y, ctx)
+        loss, logs = self.edl_loss(model(batch.image), y, ctx, batch.valid)
         logs["loss"] = float(loss.detach())
         return loss, logs
 

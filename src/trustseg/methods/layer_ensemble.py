@@ -79,7 +79,7 @@ class LayerEnsemble(LogitMethod):
         """``Σ_heads Dice + CE(head logits, target)``; logs the total and each head's term."""
         target = batch.target(self.target, ctx.generator)
         heads = model(batch.image, all_outputs=True)["heads"]  # through __call__: works under DDP
-        terms = [dice_ce_loss(z, target) for z in heads]
+        terms = [dice_ce_loss(z, target, weight=batch.valid) for z in heads]
         loss = torch.stack(terms).sum()
         logs = {"loss": float(loss.detach())}
         logs.update({f"head{i}": float(t.detach()) for i, t in enumerate(terms)})

@@ -17,7 +17,37 @@ def _check(pred: Tensor, target: Tensor) -> None:
         raise ValueError(f"expected (B, K, *spatial), got {tuple(pred.shape)}")
 
 
-def soft_dice_loss(probs: Tensor, target: Tensor, include_background: bool = True, eps: float = 1e-5) -> Tensor:
+def voxel_weight(weight: Tensor | None, like: Tensor) -> Tensor | None:
+    """A ``(B, *spatial)`` voxel weight (e.g. a batch's field-of-view ``valid`` map) as ``(B, 1, *spatial)`` in
+    ``like``'s dtype, or ``None`` (every voxel weighs 1).
+
+    Raises:
+        ValueError: a weight whose shape is not ``like``'s without the class axis.
+    """
+    if weight is None:
+        return None
+    if tuple(weight.shape) != (like.shape[0], *like.shape[2:]):
+        raise ValueError(f"voxel weight {tuple(weight.shape)} does not match (B, *spatial) of {tuple(like.shape)}")
+    return weight.to(like.dtype).unsqueeze(1)
+
+
+def weighted_mean(values: Tensor, weight: Tensor | None) -> Tensor:
+    """``Σ w·v / Σ w`` over every element (the plain mean when ``weight`` is ``None``); ``weight`` broadcasts to
+    ``values``. An all-zero weight gives 0 (nothing to learn from), not NaN.
+
+    Example:
+        >>> weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0])).item()
+        1.0
+    """
+    if weight is None:
+        return values.mean()
+    w = weight.expand_as(values)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
+def soft_dice_loss(
+    probs: Tensor, target: Tensor, include_background: bool = True, eps: float = 1e-5, weight: Tensor | None = None
+) -> Tensor:
     """Soft Dice loss, per image and class, averaged.
 
     ``D_bk = (2 Σ_x p_bkx y_bkx + eps) / (Σ_x p_bkx + Σ_x y_bkx + eps)`` and the loss is ``1 − mean_{b,k} D_bk``
@@ -29,11 +59,16 @@ def soft_dice_loss(probs: Tensor, target: Tensor, include_background: bool = Tru
         target: ``(B, K, *spatial)`` soft or one-hot target.
         include_background: Whether class 0 enters the mean.
         eps: Smoothing constant.
+        weight: ``(B, *spatial)`` voxel weight (a field of view: 1 inside, 0 outside), multiplying ``p`` and ``y``
+            in every sum; ``None``: all voxels.
 
     Returns:
         Scalar loss in ``[0, 1]``.
     """
     _check(probs, target)
+    w = voxel_weight(weight, probs)
+    if w is not None:
+        probs, target = probs * w, target * w
     if not include_background:
         if probs.shape[1] < 2:
             raise ValueError("include_background=False needs at least two classes")
@@ -45,21 +80,25 @@ def soft_dice_loss(probs: Tensor, target: Tensor, include_background: bool = Tru
     return 1 - dice.mean()
 
 
-def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+def soft_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy with a soft target: ``mean_{b,x} [ −Σ_k y_bkx log softmax(z)_bkx ]``.
 
     Args:
         logits: ``(B, K, *spatial)``.
         target: ``(B, K, *spatial)`` distributions over K.
+        weight: ``(B, *spatial)`` voxel weight; the mean becomes ``Σ_x w_x ce_x / Σ_x w_x``.
 
     Returns:
         Scalar loss (equals the usual cross-entropy for one-hot targets).
     """
     _check(logits, target)
-    return -(target * torch.log_softmax(logits, dim=1)).sum(1).mean()
+    ce = -(target * torch.log_softmax(logits, dim=1)).sum(1, keepdim=True)
+    return weighted_mean(ce, voxel_weight(weight, logits))
 
 
-def dice_ce_loss(logits: Tensor, target: Tensor, w_dice: float = 1.0, w_ce: float = 1.0) -> Tensor:
+def dice_ce_loss(
+    logits: Tensor, target: Tensor, w_dice: float = 1.0, w_ce: float = 1.0, weight: Tensor | None = None
+) -> Tensor:
     """``w_dice · soft_dice_loss(softmax(z), y) + w_ce · soft_cross_entropy(z, y)`` (background included).
 
     Args:
@@ -67,8 +106,10 @@ def dice_ce_loss(logits: Tensor, target: Tensor, w_dice: float = 1.0, w_ce: floa
         target: ``(B, K, *spatial)``.
         w_dice: Weight of the Dice term.
         w_ce: Weight of the cross-entropy term.
+        weight: ``(B, *spatial)`` voxel weight of both terms (``None``: all voxels).
 
     Returns:
         Scalar loss.
     """
-    return w_dice * soft_dice_loss(torch.softmax(logits, 1), target) + w_ce * soft_cross_entropy(logits, target)
+    dice = soft_dice_loss(torch.softmax(logits, 1), target, weight=weight)
+    return w_dice * dice + w_ce * soft_cross_entropy(logits, target, weight=weight)

@@ -38,7 +38,7 @@ class LogitMethod(Method):
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """``Dice + CE(model(image), target)`` with the target of ``self.target``."""
         target = batch.target(self.target, ctx.generator)
-        loss = dice_ce_loss(model(batch.image), target)
+        loss = dice_ce_loss(model(batch.image), target, weight=batch.valid)
         return loss, {"loss": float(loss.detach())}
 
     @abc.abstractmethod

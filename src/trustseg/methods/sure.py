@@ -158,7 +158,7 @@ class Sure(Evidential):
         p = self.params
         y = batch.target(self.target, ctx.generator)
         logits = model(batch.image)
-        loss, logs = self.edl_loss(logits, y, ctx)
+        loss, logs = self.edl_loss(logits, y, ctx, batch.valid)
         a_t = sure_ramp(ctx.epoch, ctx.max_epochs, p.warmup_frac, p.ramp_start)
         logs["sure_weight"] = a_t
         if a_t > 0 and (p.beta > 0 or p.gamma > 0):

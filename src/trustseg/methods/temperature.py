@@ -154,13 +154,19 @@ class LogitSubsample:
         self._target: list[Tensor] = []
         self._weights: list[Tensor] = []
 
-    def add(self, logits: Tensor, target: Tensor) -> None:
-        """Add one case: sample logits ``(M, K, *sp)`` and its target ``(K, *sp)`` (every voxel valid)."""
+    def add(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
+        """Add one case: sample logits ``(M, K, *sp)``, its target ``(K, *sp)`` and optionally its field of view
+        ``valid`` ``(*sp)`` bool (only the voxels inside count; ``None``: every voxel)."""
         m, k = logits.shape[:2]
         if tuple(target.shape) != tuple(logits.shape[1:]):
             raise ValueError(f"target {tuple(target.shape)} does not match logits {tuple(logits.shape)} (M, K, *sp)")
         z = logits.detach().reshape(m, k, -1)
         y = target.detach().reshape(k, -1)
+        if valid is not None:
+            if tuple(valid.shape) != tuple(logits.shape[2:]):
+                raise ValueError(f"valid {tuple(valid.shape)} does not match logits {tuple(logits.shape)}")
+            inside = valid.reshape(-1).to(z.device).bool()
+            z, y = z[..., inside], y[..., inside]
         n_all = z.shape[-1]
         if n_all > self.max_voxels:
             gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.n_cases) % (1 << 63))
@@ -194,8 +200,9 @@ def _device(models: Sequence[nn.Module]) -> torch.device:
 
 def _iter_logits(
     method: Method, models: Sequence[nn.Module], batches: Iterable[CalibrationBatch], target: TargetMode
-) -> Iterator[tuple[Tensor, Tensor, list[tuple[int, ...]]]]:
-    """Per batch: untempered sample logits ``(M, B, K, *sp)``, targets ``(B, K, *sp)``, each item's valid shape."""
+) -> Iterator[tuple[Tensor, Tensor, list[tuple[int, ...]], Tensor | None]]:
+    """Per batch: untempered sample logits ``(M, B, K, *sp)``, targets ``(B, K, *sp)``, each item's valid shape,
+    and the batch's field of view ``(B, *sp)`` (``None`` without one)."""
     fn = getattr(method, "sample_logits", None)
     if fn is None:
         raise ConfigError(f"method {method.name!r} predicts no logits; temperature scaling does not apply to it")
@@ -209,7 +216,7 @@ def _iter_logits(
         ):
             raise ValueError(f"item shapes {sizes} do not fit a batch of {batch.image.shape[0]} × {spatial}")
         z = fn(models, batch.image.to(device))
-        yield z, batch.target(target).to(z.device), sizes
+        yield z, batch.target(target).to(z.device), sizes, batch.valid
 
 
 @torch.no_grad()
@@ -222,7 +229,7 @@ def collect_logits(
     applied): for small data and inspection. :func:`fit_method_temperature` streams instead.
     """
     zs, ys = [], []
-    for z, y, _ in _iter_logits(method, models, batches, target):
+    for z, y, _, _ in _iter_logits(method, models, batches, target):
         zs.append(z.float().cpu())
         ys.append(y.float().cpu())
     if not zs:
@@ -246,16 +253,18 @@ def collect_subsample(
         method: A method with ``sample_logits`` (models in eval mode).
         models: Its networks (the batches are moved to their device).
         batches: :class:`Batch` objects, or ``(batch, shapes)`` pairs where ``shapes[b]`` is the unpadded spatial
-            shape of item b: the voxels beyond it (at the end of each axis, as the engine pads) are dropped.
+            shape of item b: the voxels beyond it (at the end of each axis, as the engine pads) are dropped, and
+            so are those outside the batch's ``valid`` field of view when it has one.
         target: Which target of the batch to score (:meth:`Batch.target`; the soft label ȳ by default).
         max_voxels: Voxels kept per case.
         seed: Seed of the voxel draws.
     """
     sub = LogitSubsample(max_voxels, seed)
-    for z, y, sizes in _iter_logits(method, models, batches, target):
+    for z, y, sizes, valid in _iter_logits(method, models, batches, target):
         for b, size in enumerate(sizes):
             crop = tuple(slice(0, s) for s in size)
-            sub.add(z[:, b][(slice(None), slice(None), *crop)], y[b][(slice(None), *crop)])
+            fov = None if valid is None else valid[b][crop]
+            sub.add(z[:, b][(slice(None), slice(None), *crop)], y[b][(slice(None), *crop)], fov)
     return sub
 
 
