@@ -7,7 +7,11 @@ Conventions fixed here, for every component:
 * the majority vote gives ties to the lower class; the soft label is ``ȳ_k = mean_r 1[y^(r) = k]``;
 * the rater disagreement is ``Σ_k ȳ_k (1 − ȳ_k)``; the error mask is ``hard ≠ majority vote``;
 * every uncertainty map is oriented "higher = more uncertain": a certainty measure (``confidence``) enters as
-  ``1 − value`` and is named :func:`oriented_name` (``one_minus_confidence``) wherever it appears in the results.
+  ``1 − value`` and is named :func:`oriented_name` (``one_minus_confidence``) wherever it appears in the results;
+* a field-of-view mask (``valid``) leaves the voxels outside it out of every metric: there the probabilities and
+  samples become background with certainty, the labels background and the maps 0, so that counts, overlaps,
+  volumes and surfaces see only the inside; the voxel statistics (calibration, map-vs-disagreement correlations,
+  error AUROC/AUPRC, UEO, image means) read only the inside voxels (:meth:`CaseContext.voxels`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,21 @@ from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
+
+
+def background_outside(probs: Tensor, outside: Tensor) -> Tensor:
+    """``probs`` ``(..., K, *spatial)`` with every voxel of ``outside`` ``(*spatial)`` set to background with
+    certainty (1 for class 0, 0 for the others).
+
+    Example:
+        >>> p = torch.full((2, 1, 3), 0.5)
+        >>> background_outside(p, torch.tensor([[True, False, False]]))[:, 0, 0].tolist()
+        [1.0, 0.0]
+    """
+    k = probs.shape[-outside.dim() - 1]
+    bg = torch.zeros(k, *([1] * outside.dim()), dtype=probs.dtype)
+    bg[0] = 1
+    return torch.where(outside, bg, probs)
 
 
 def oriented_name(measure: str) -> str:
@@ -108,6 +127,8 @@ class CaseContext:
         samples: ``(M, K, *spatial)`` sample probabilities (used when ``M > 1``).
         image: ``(C, *spatial)`` input image (SURE's gradient metrics).
         qc: The case's predicted quality, its ``qc`` entry of ``predictions.json`` (``predicted_dice``, ...).
+        valid: ``(*spatial)`` bool field of view: only the voxels inside are scored (module docstring); ``None``
+            or all-true: every voxel.
 
     Raises:
         CaseInputError: shapes that do not match, or NaN / infinite probabilities or maps.
@@ -125,6 +146,7 @@ class CaseContext:
         samples: Tensor | None = None,
         image: Tensor | None = None,
         qc: dict[str, Any] | None = None,
+        valid: Tensor | None = None,
     ):
         self.case_id, self.classes, self.raters = case_id, list(classes), list(raters)
         self.cache: dict[Any, Any] = {}  # per-case values a component computes once and reuses (its own keys)
@@ -155,6 +177,24 @@ class CaseContext:
         for name, m in self.raw_maps.items():
             if tuple(m.shape) != sp or not torch.isfinite(m.float()).all():
                 raise self.error(f"map {name!r} has shape {tuple(m.shape)} or non-finite values", "map", name)
+        self.valid: Tensor | None = None
+        if valid is not None:
+            v = torch.as_tensor(valid).bool()
+            if tuple(v.shape) != sp:
+                raise self.error(f"field-of-view mask {tuple(v.shape)} is not the labels' {sp}", "mask")
+            if not v.any():
+                raise self.error("the field-of-view mask is empty: nothing to score", "mask")
+            if not v.all():
+                self.valid, outside = v, ~v
+                self.probs = background_outside(self.probs, outside)
+                self.labels = self.labels.masked_fill(outside, 0)
+                if self.samples is not None:
+                    self.samples = background_outside(self.samples.float(), outside)
+
+    def voxels(self, t: Tensor) -> Tensor:
+        """The voxels of ``t`` ``(..., *spatial)`` inside the field of view, as ``(..., N)`` (``t`` itself when
+        the case has no field-of-view mask): what voxel statistics read."""
+        return t if self.valid is None else t[..., self.valid]
 
     def error(self, problem: str, source: str, measure: str | None = None) -> CaseInputError:
         """A :class:`CaseInputError` about this case."""
@@ -207,10 +247,13 @@ class CaseContext:
     @cached_property
     def maps(self) -> dict[str, Tensor]:
         """Oriented name (:func:`oriented_name`) -> ``(*spatial)`` float32 map, higher = more uncertain."""
-        return {
+        out = {
             oriented_name(name): as_uncertainty(name, m.float()) if _is_certainty(name) else m.float()
             for name, m in self.raw_maps.items()
         }
+        if self.valid is not None:
+            out = {name: m.masked_fill(~self.valid, 0.0) for name, m in out.items()}
+        return out
 
     @cached_property
     def measure_of(self) -> dict[str, str]:

@@ -288,6 +288,7 @@ def _evaluate(
                 samples=samples,
                 image=torch.from_numpy(np.asarray(pair.case.image)) if use_image else None,
                 qc=pair.entry.get("qc"),
+                valid=None if pair.case.mask is None else torch.from_numpy(pair.case.mask),
             )
         except CaseInputError as e:
             raise e.at(culprit(pred_dir, pair.entry, e)) from None

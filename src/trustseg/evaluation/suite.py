@@ -99,7 +99,7 @@ class EvaluationSuite:
 
     def context(self, case_id: str, probs: Tensor, labels: Tensor, **inputs: Any) -> CaseContext:
         """The checked :class:`CaseContext` of one case (``inputs``: ``spacing``, ``maps``, ``samples``, ``image``,
-        ``qc``)."""
+        ``qc``, ``valid``)."""
         return CaseContext(case_id, self.classes, self.raters, probs, labels, **inputs)
 
     def add_case(
@@ -112,6 +112,7 @@ class EvaluationSuite:
         samples: Tensor | None = None,
         image: Tensor | None = None,
         qc: dict[str, Any] | None = None,
+        valid: Tensor | None = None,
     ) -> dict[str, Any]:
         """Score one case and fold it into the running state.
 
@@ -124,6 +125,8 @@ class EvaluationSuite:
             samples: Optional ``(M, K, *spatial)`` sample probabilities (GED², Hungarian IoU).
             image: Optional ``(C, *spatial)`` input image (SURE's gradient metrics).
             qc: Optional predicted quality of the case (its ``qc`` entry of ``predictions.json``).
+            valid: Optional ``(*spatial)`` bool field of view: the voxels outside are not scored
+                (:class:`~trustseg.evaluation.context.CaseContext`).
 
         Returns:
             The case's row: ``{"case": id, metric: {target: {item: value}}}``.
@@ -131,7 +134,9 @@ class EvaluationSuite:
         Raises:
             CaseInputError: inputs that do not match or are not finite (it names the input, and the map).
         """
-        ctx = self.context(case_id, probs, labels, spacing=spacing, maps=maps, samples=samples, image=image, qc=qc)
+        ctx = self.context(
+            case_id, probs, labels, spacing=spacing, maps=maps, samples=samples, image=image, qc=qc, valid=valid
+        )
         row: dict[str, Any] = {"case": case_id}
         for comp in self.components:
             if not comp.applies(ctx):

@@ -240,6 +240,7 @@ def curvas_metrics(
     organs: Sequence[int] | None = None,
     includes_background: bool = True,
     bins: int = 50,
+    valid: Tensor | None = None,
 ) -> dict[str, Any]:
     """All CURVAS metrics of one case.
 
@@ -252,6 +253,8 @@ def curvas_metrics(
         organs: Organ labels to score (default 1..K−1).
         includes_background: See ``probs``.
         bins: ECE bins (the challenge uses 50).
+        valid: ``(*sp)`` bool field of view, or ``None``: the consensus confidence and the ECE read only the
+            voxels inside (Dice and volumes count voxels, so the caller sets the outside to background instead).
 
     Returns:
         ``{organ: {"dice", "confidence", "crps", "predicted_volume", "mu", "sigma"}, "ece": [per rater],
@@ -269,14 +272,20 @@ def curvas_metrics(
     for c in organs if organs is not None else range(1, probs.shape[0]):
         out[str(c)] = {
             "dice": consensus_dice(pred == c, labels, c, mode=mode),
-            "confidence": consensus_confidence(probs[c], labels, c),
+            "confidence": consensus_confidence(_inside(probs[c], valid), _inside(labels, valid), c),
             **volume_crps(probs[c], labels, c, spacing=spacing, mode=mode),
         }
     closed = "torchmetrics" if mode == "challenge" else "left"
     kw = {"bins": bins, "closed": closed, "classes": False}
-    out["ece"] = [calibration_metrics(probs, labels[r], **kw)["ece_toplabel"] for r in range(labels.shape[0])]
+    p_in, y_in = _inside(probs, valid), _inside(labels, valid)
+    out["ece"] = [calibration_metrics(p_in, y_in[r], **kw)["ece_toplabel"] for r in range(labels.shape[0])]
     out["ece_mean"] = sum(out["ece"]) / len(out["ece"])
     return out
+
+
+def _inside(t: Tensor, valid: Tensor | None) -> Tensor:
+    """``t`` ``(..., *sp)`` restricted to the voxels of ``valid`` ``(*sp)``, as ``(..., N)``; ``t`` without one."""
+    return t if valid is None else t[..., valid]
 
 
 METRICS.add("curvas", curvas_metrics, "CURVAS consensus Dice/confidence, per-rater ECE, volume CRPS (two modes)")

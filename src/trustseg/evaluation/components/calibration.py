@@ -49,7 +49,8 @@ class Calibration(SuiteComponent):
         key = (self.name, "states")
         if key not in ctx.cache:
             ctx.cache[key] = {
-                name: calibration_state(ctx.probs, tgt, bins=self.cfg.bins) for name, tgt in self.targets(ctx).items()
+                name: calibration_state(ctx.voxels(ctx.probs), ctx.voxels(tgt), bins=self.cfg.bins)
+                for name, tgt in self.targets(ctx).items()
             }
         return ctx.cache[key]
 

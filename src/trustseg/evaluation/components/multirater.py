@@ -51,7 +51,9 @@ class Curvas(SuiteComponent):
         for mode in self.cfg.curvas_modes:
             if mode == "challenge" and ctx.spatial_dims != 3:
                 continue
-            cm = curvas_metrics(ctx.probs, ctx.labels, spacing=ctx.spacing, mode=cast(Mode, mode))  # it checks mode
+            cm = curvas_metrics(  # it checks the mode
+                ctx.probs, ctx.labels, spacing=ctx.spacing, mode=cast(Mode, mode), valid=ctx.valid
+            )
             out.setdefault("curvas_ece", {})[mode] = {"all": finite(cm["ece_mean"])}
             for c in range(1, ctx.num_classes):
                 for key, value in cm.get(str(c), {}).items():

@@ -18,6 +18,7 @@ from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
 from trustseg.measures.image import image_score
+from trustseg.measures.registry import AGGREGATORS
 from trustseg.metrics.multirater import variance_ncc
 from trustseg.metrics.uncertainty_quality import (
     pixel_correlation,
@@ -69,9 +70,10 @@ class MapQuality(SuiteComponent):
     }
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
-        target, error = ctx.disagreement, ctx.error_mask
+        target, error = ctx.voxels(ctx.disagreement), ctx.voxels(ctx.error_mask)  # the field of view only
         out: dict[str, Any] = {}
-        for name, u in ctx.maps.items():
+        for name, full in ctx.maps.items():
+            u = ctx.voxels(full)
             pc = pixel_correlation(u[None], target[None], method="pearson")
             ps = pixel_correlation(u[None], target[None], method="spearman")
             out.setdefault("pixel_pearson", {})[name] = {"disagreement": finite(pc["per_image"][0])}
@@ -89,7 +91,8 @@ class MapQuality(SuiteComponent):
         return {}
 
     def update(self, state: dict[str, Tensor], ctx: CaseContext) -> dict[str, Tensor]:
-        return self.merge(state, {name: pooled_sums(u, ctx.disagreement) for name, u in ctx.maps.items()})
+        d = ctx.voxels(ctx.disagreement)
+        return self.merge(state, {name: pooled_sums(ctx.voxels(u), d) for name, u in ctx.maps.items()})
 
     def merge(self, a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
         # every name is in a or b, so each sum has a Tensor term
@@ -115,7 +118,11 @@ class ImageScores(SuiteComponent):
         scores: dict[str, Any] = {}
         for name, u in ctx.maps.items():
             for agg in self.cfg.qc_aggregators:
-                scores.setdefault(name, {})[agg] = float(image_score(u[None], agg, foreground=fg)[0])
+                # a whole-image aggregator reads the field of view only; a foreground one (its dilated ring may
+                # reach outside, where the map is 0) the whole map
+                whole = AGGREGATORS.meta(agg).get("mask") != "foreground"
+                x = ctx.voxels(u)[None] if whole else u[None]
+                scores.setdefault(name, {})[agg] = float(image_score(x, agg, foreground=fg)[0])
         return {"image_score": scores}
 
 
