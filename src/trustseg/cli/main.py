@@ -19,6 +19,7 @@ from rich.table import Table
 from trustseg import __version__
 from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
+from trustseg.cli.saved import add_import_predictions, add_saved_options, prediction_folder_for
 from trustseg.core.config import load_config, replace
 from trustseg.core.errors import ConfigError, TrustsegError
 from trustseg.core.registry import Registry
@@ -147,7 +148,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score predictions against multi-rater labels (trustseg.evaluation)")
-    p.add_argument("--pred", required=True, type=Path, help="prediction folder written by `trustseg predict`")
+    p.add_argument(
+        "--pred",
+        required=True,
+        type=Path,
+        help="prediction folder written by `trustseg predict`, or a folder of probabilities saved by another tool "
+        "(converted first, see `trustseg import-predictions`)",
+    )
     p.add_argument("--data", required=True, type=Path, help="trustseg dataset folder with the rater labels")
     p.add_argument("--out", required=True, type=Path, help="results JSON (a per-case CSV is written beside it)")
     p.add_argument("--split", default=None, help="only cases of this split")
@@ -173,6 +180,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
     )
+    add_saved_options(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -219,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     _add_calibrate(sub)
     add_qc(sub, _parse_kv)
+    add_import_predictions(sub)
     return parser
 
 
@@ -377,7 +386,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         noise = NoiseConfig(seed=args.seed)
     predictor = load_predictor(args.run) if args.run is not None else None
     results = evaluate_predictions(
-        args.pred,
+        prediction_folder_for(args.pred, args.data, args.out, args),
         args.data,
         args.out,
         split=args.split,
