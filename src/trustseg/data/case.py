@@ -1,8 +1,9 @@
 """A case: one image with the label maps of R raters.
 
 Shapes: ``image`` ``(C, *spatial)`` float32; ``labels`` ``(R, *spatial)`` int64 class indices in
-``[0, K)``. Spatial is ``(H, W)`` or ``(D, H, W)``. Derived targets (soft label, majority vote, per-pixel rater
-variance) are computed by :mod:`trustseg.data.targets` (methods.md §1).
+``[0, K)``; optional ``mask`` ``(*spatial)`` bool, the field of view (True = scored; voxels outside it are
+left out of training losses and of every metric). Spatial is ``(H, W)`` or ``(D, H, W)``. Derived targets
+(soft label, majority vote, per-pixel rater variance) are computed by :mod:`trustseg.data.targets` (methods.md §1).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Case:
         origin: World position of the first voxel, per spatial axis.
         group: Grouping key for splits (e.g. the patient id); defaults to ``case_id``.
         meta: Free-form metadata (source file names, affine, ...).
+        mask: ``(*spatial)`` bool field-of-view / ignore mask, True inside (the voxels that count), or ``None``
+            (every voxel counts). Outside the mask nothing is trained or scored.
     """
 
     case_id: str
@@ -37,6 +40,7 @@ class Case:
     origin: tuple[float, ...] = None  # type: ignore[assignment]  # None is the "zero origin" default
     group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.spacing is None:

@@ -5,6 +5,7 @@ Layout::
     ROOT/dataset.json
     ROOT/images/<case>.<ext>              image (C, *spatial)
     ROOT/labels/<case>/<rater>.<ext>      one integer class map (*spatial) per rater
+    ROOT/masks/<case>.<ext>               optional field-of-view mask (*spatial), 1 inside, 0 outside
 
 ``dataset.json`` (``format_version`` 1)::
 
@@ -13,11 +14,14 @@ Layout::
      "raters": ["rater0", ...],               # R ids, the same for every case
      "spatial_dims": 2 | 3, "channels": C, "file_ext": ".nii.gz",
      "cases": [{"id", "group", "image": "images/<id><ext>", "labels": {rater: "labels/<id>/<rater><ext>"},
-                "shape": [...spatial], "spacing": [...], "origin": [...]}, ...],
+                "shape": [...spatial], "spacing": [...], "origin": [...],
+                "mask": "masks/<id><ext>"}, ...],     # "mask" only for cases with a field of view
      "splits": {"fixed": {"train": [...], "val": [...], "test": [...]},
                 "kfold": {"k": 5, "folds": [[ids], ...]}}}
 
 The k folds partition the cases outside the fixed test set (the test set never enters cross-validation).
+A case's mask (:attr:`trustseg.data.case.Case.mask`) marks the voxels that count: outside it nothing is trained
+(the training loader passes it as the batch's ``valid`` map) or scored (the evaluation leaves those voxels out).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from trustseg.data.case import Case
 from trustseg.data.io import EXTENSIONS, read_image, read_label, write_image, write_label
 from trustseg.data.paths import contained_path
 from trustseg.data.splits import PARTS, fixed_split, kfold_split
-from trustseg.data.validate import check_case_id, check_names, check_unique_ids, validate_case
+from trustseg.data.validate import check_case_id, check_mask, check_names, check_unique_ids, validate_case
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -288,6 +292,11 @@ def _write_case(root: Path, case: Case, raters: list[str], ext: str) -> dict[str
         rel = f"labels/{cid}/{rater}{ext}"
         write_label(root / rel, np.asarray(case.labels[r]), case.spacing, case.origin)
         labels[rater] = rel
+    mask_rel = None
+    if case.mask is not None:
+        mask_rel = f"masks/{cid}{ext}"
+        (root / "masks").mkdir(exist_ok=True)
+        write_label(root / mask_rel, np.asarray(case.mask, dtype=np.uint8), case.spacing, case.origin)
     simple = {k: v for k, v in (case.meta or {}).items() if k != "raters" and isinstance(v, (str, int, float, bool))}
     rec = {
         "id": cid,
@@ -298,6 +307,8 @@ def _write_case(root: Path, case: Case, raters: list[str], ext: str) -> dict[str
         "spacing": [float(s) for s in case.spacing],
         "origin": [float(o) for o in case.origin],
     }
+    if mask_rel is not None:
+        rec["mask"] = mask_rel
     if simple:
         rec["meta"] = simple
     return rec
@@ -353,6 +364,10 @@ class Dataset:
         doc="Group of each case (its id when dataset.json names none).",
     )
     meta = property(lambda self: self._meta, doc="The parsed dataset.json.")
+    has_masks = property(
+        lambda self: any(self._records[i].get("mask") is not None for i in self._ids),
+        doc="Whether any case of this dataset (or view) has a field-of-view mask.",
+    )
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -408,6 +423,10 @@ class Dataset:
                     self.root / rel,
                 )
             maps.append(lab)
+        mask = None
+        if rec.get("mask") is not None:
+            mask_path = self.root / rec["mask"]
+            mask = check_mask(read_label(mask_path)[0], img.array.shape[1:], mask_path)
         case = Case(
             case_id=cid,
             image=img.array,
@@ -416,6 +435,7 @@ class Dataset:
             origin=tuple(rec.get("origin") or img.origin),
             group=rec.get("group", cid),
             meta={"image": str(img_path), "affine": img.affine, "raters": self.raters, **rec.get("meta", {})},
+            mask=mask,
         )
         validate_case(case, self.num_classes, img_path)
         return case
@@ -511,6 +531,10 @@ def _read_meta(root: Path, allow_outside: bool = False) -> dict[str, Any]:
             raise DataError(f"case {cid!r}: 'labels' must map rater ids to files, got {c['labels']!r}", path)
         for rater, rel in c["labels"].items():
             contained_path(root, rel, path, f"case {cid!r} labels[{rater!r}]", allow_outside=allow_outside)
+        if c.get("mask") is not None:
+            if not isinstance(c["mask"], str):
+                raise DataError(f"case {cid!r}: 'mask' must be a file path (string), got {c['mask']!r}", path)
+            contained_path(root, c["mask"], path, f"case {cid!r} mask", allow_outside=allow_outside)
     meta["splits"] = _check_splits(meta["splits"], ids, path)
     return meta
 

@@ -114,6 +114,31 @@ def validate_case(case: Case, num_classes: int, source: str | Path | None = None
             raise DataError(f"{name} {value} must have one entry per spatial axis ({sdims})", where)
     if any(not np.isfinite(s) or s <= 0 for s in case.spacing):
         raise DataError(f"spacing {case.spacing} must be positive and finite", where)
+    if case.mask is not None:
+        case.mask = check_mask(case.mask, img.shape[1:], where)
+
+
+def check_mask(mask: np.ndarray, spatial: tuple[int, ...], where: str | Path) -> np.ndarray:
+    """A field-of-view mask as ``bool`` ``(*spatial)``: values 0/1 (or bool), the image's spatial shape, and at
+    least one voxel inside.
+
+    Raises:
+        DataError: wrong shape, values other than 0/1, or an empty mask (nothing would be scored).
+
+    Example:
+        >>> check_mask(np.array([[0, 1], [1, 1]], dtype=np.uint8), (2, 2), "m.png").sum()
+        np.int64(3)
+    """
+    m = np.asarray(mask)
+    if m.shape != tuple(spatial):
+        raise DataError(f"mask shape {m.shape} does not match the image's spatial shape {tuple(spatial)}", where)
+    if m.dtype != bool:
+        if m.dtype.kind not in "biu" or (m.size and (m.min() < 0 or m.max() > 1)):
+            raise DataError("a field-of-view mask must hold 0 (outside) and 1 (inside) only", where)
+        m = m.astype(bool)
+    if not m.any():
+        raise DataError("the field-of-view mask is empty: no voxel would be trained or scored", where)
+    return m
 
 
 def check_unique_ids(ids: Iterable[str], source: str | Path | None = None) -> list[str]:
