@@ -131,8 +131,8 @@ def resample_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def resample_case(case: Case, target: Resample) -> Case:
-    """The case on the target grid: image interpolated, every rater's labels (and a ``mask`` attribute, when the
-    case has one) by nearest neighbour; spacing and origin updated (see the module docstring).
+    """The case on the target grid: image interpolated, every rater's labels and the mask (when the case has one)
+    by nearest neighbour; spacing and origin updated (see the module docstring).
 
     Raises:
         ConfigError: the target's axis count differs from the case's.
@@ -148,7 +148,6 @@ def resample_case(case: Case, target: Resample) -> Case:
         "spacing": spacing,
         "origin": origin,
     }
-    mask = getattr(case, "mask", None)
-    if mask is not None:
-        changes["mask"] = nearest(np.asarray(mask), shape)
+    if case.mask is not None:
+        changes["mask"] = nearest(np.asarray(case.mask), shape)
     return replace(case, **changes)

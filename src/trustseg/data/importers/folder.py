@@ -98,6 +98,13 @@ def _read_case(
                 fc.labels[r],
             )
         maps.append(lab)
+    mask = None
+    if fc.mask is not None:
+        mask = _read_label(fc.mask, binarize) > 0
+        if mask.shape != img.array.shape[1:]:
+            raise DataError(f"mask shape {mask.shape} does not match image {img.array.shape[1:]} ({fc.image})", fc.mask)
+        if not mask.any():
+            raise DataError("the field-of-view mask is empty (all 0): nothing of this case would be scored", fc.mask)
     case = Case(
         fc.case_id,
         img.array,
@@ -106,6 +113,7 @@ def _read_case(
         img.origin,
         group=group,
         meta={"raters": raters, "source": str(fc.image)},
+        mask=mask,
     )
     return resample_case(case, target) if target is not None else case
 
@@ -186,14 +194,16 @@ def import_folder(
             ``images/{case}.*``.
         label_pattern: Where each rater's label is (CLI ``--label-pattern``), a template with ``{case}`` and
             ``{rater}`` (without ``{rater}``: one rater, ``rater0``); default: the three classic layouts.
-        mask_pattern: Where each case's field-of-view mask is (CLI ``--mask-pattern``), a template with ``{case}``;
-            nonzero = inside (scored).
+        mask_pattern: Where each case's field-of-view mask is (CLI ``--mask-pattern``), a template with ``{case}``:
+            nonzero (with ``binarize``: ``>= binarize``) = inside, scored; outside is left out of losses and metrics
+            (:attr:`trustseg.data.case.Case.mask`). Default: no mask (every voxel counts).
         split_dirs: The source's split folders, ``"FOLDER=PART,..."`` (CLI ``--split-dirs``); ``"none"``: no
             source split; default: detected (:mod:`trustseg.data.importers.source_splits`).
         val_fraction: Fraction of the source's training cases (by group) that form ``val`` when it has none.
         size: Resample every case to ``"H,W"`` or ``"D,H,W"`` voxels (CLI ``--size``).
         spacing: Resample every case to this voxel size, ``"a,b[,c]"`` (CLI ``--spacing``).
-        binarize: Threshold the labels: ``value >= binarize`` -> 1, else 0 (masks stored 0..255, JPEG labels).
+        binarize: Threshold the labels and masks: ``value >= binarize`` -> 1, else 0 (masks stored 0..255 with
+            values in between, JPEG labels). Exact 0/255 masks need none: they are read as 0/1.
 
     Raises:
         DataError: a missing folder or file (naming the option that says where it is), a case id the group

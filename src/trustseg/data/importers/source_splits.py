@@ -92,7 +92,7 @@ def source_parts(src: Path, split_dirs: str | Sequence[str] | None, default_layo
             if not (src / folder).is_dir():
                 raise DataError(f"--split-dirs names {folder!r}, which is not a folder here; found {folders}", src)
             parts.append(SourcePart(src / folder, part))
-        return parts
+        return sorted(parts, key=lambda p: PARTS.index(str(p.part)))  # cases in train, val, test order
     found = [f for f in folders if f.lower() in SPLIT_NAMES]
     kinds = [SPLIT_NAMES[f.lower()] for f in found]
     if len(found) >= 2 and "train" in kinds:
@@ -102,6 +102,7 @@ def source_parts(src: Path, split_dirs: str | Sequence[str] | None, default_layo
                 "e.g. --split-dirs training=train,test=test",
                 src,
             )
+        found.sort(key=lambda f: PARTS.index(SPLIT_NAMES[f.lower()]))  # cases in train, val, test order
         return [SourcePart(src / f, SPLIT_NAMES[f.lower()]) for f in found]
     if default_layout and "imagesTr" in folders and "images" not in folders:
         parts = [SourcePart(src, "train", "Tr")]

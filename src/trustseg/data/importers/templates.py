@@ -12,7 +12,7 @@ Case ids come from the image template; label and mask templates are then matched
 longest id wins), so ``'{case}_{rater}.png'`` splits ``Image_01L_1st.png`` into ``Image_01L`` and ``1st``.
 
 Example:
-    >>> t = Template("{rater}_manual/{case}_{rater}HO.png", "--label-pattern")
+    >>> t = Template("{rater}_manual/{case}_{rater}HO.png", "--label-pattern", ("case", "rater"))
     >>> t.match("1st_manual/Image_01L_1stHO.png", cases=["Image_01L", "Image_01"])
     {'rater': '1st', 'case': 'Image_01L'}
     >>> t.expected("Image_02R", "2nd")
