@@ -275,3 +275,42 @@ def test_cli_flags_reach_the_importer_and_refusals_exit_2(tmp_path, capsys):
     assert c.spatial_shape == (2, 8) and c.spacing == (2.0, 0.5) and load_dataset(tmp_path / "ds").raters == ["r1"]
     assert main([*ok[:-2], "--size", "2,2", "--overwrite"]) == 0
     assert load_dataset(tmp_path / "ds")["a"].image[0].tolist() == [[2.0, 4.0], [10.0, 12.0]]
+
+
+def test_drive_like_gif_labels_and_masks(tmp_path):
+    """DRIVE as published: {training,test}/images/21_training.tif, 1st_manual/21_manual1.gif,
+    mask/21_training_mask.gif. GIF is read (0/255 -> 0/1) for labels and masks; the case id is the number."""
+    src = tmp_path / "DRIVE"
+    truth = {}
+    for split, num in (("training", "21"), ("test", "01")):
+        write_image(src / split / "images" / f"{num}_{split}.tif", RNG.integers(0, 256, (3, 6, 6)).astype(np.float32))
+        lab = RNG.integers(0, 2, (6, 6))
+        _save(src / split / "1st_manual" / f"{num}_manual1.gif", lab * 255)
+        mask = np.ones((6, 6), bool)
+        mask[0, 0] = False
+        _save(src / split / "mask" / f"{num}_{split}_mask.gif", mask * 255)
+        truth[num] = (lab, mask)
+    args = ["import", "folder", str(src), "--out", str(tmp_path / "ds"), "--image-pattern", "images/{case}_*.tif"]
+    assert main([*args, "--label-pattern", "1st_manual/*_manual1.gif"]) == 2  # {case} is required
+    args += ["--label-pattern", "1st_manual/{case}_manual1.gif", "--mask-pattern", "mask/{case}_*_mask.gif"]
+    assert main(args) == 0
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.split("train") == ["21"] and ds.split("test") == ["01"] and ds.raters == ["rater0"]
+    for num, (lab, mask) in truth.items():
+        np.testing.assert_array_equal(ds[num].labels[0], lab)
+        np.testing.assert_array_equal(ds[num].mask, mask)
+    assert ds.file_ext == ".tif" and ds.channels == 3
+
+
+def test_colour_labels_and_unstorable_images_name_the_fix(tmp_path):
+    src = tmp_path / "src"
+    write_image(src / "images" / "a.png", np.zeros((4, 4), np.float32))
+    _save(src / "labels" / "a.png", np.stack([np.eye(4) * 255, np.zeros((4, 4)), np.zeros((4, 4))], -1))
+    with pytest.raises(DataError, match=r"labels/a\.png: a label map must have one channel.*colour-coded.*grayscale"):
+        import_dataset("folder", src, tmp_path / "ds")
+    write_image(src / "images" / "a.nii.gz", np.full((4, 4), 0.5, np.float32))
+    (src / "images" / "a.png").unlink()
+    write_label(src / "labels" / "a.png", np.eye(4, dtype=np.int64))
+    with pytest.raises(DataError, match=r"cannot store the image as \.png: .*--opt ext=\.nii\.gz"):
+        import_dataset("folder", src, tmp_path / "ds", ext=".png")
+    assert load_dataset(import_dataset("folder", src, tmp_path / "ds")).file_ext == ".nii.gz"

@@ -16,7 +16,8 @@ values found, sorted) and ``mask_pattern`` (a field-of-view mask per case). Spli
 ``test/``, ``imagesTr``/``imagesTs``, or ``split_dirs``) keep the source's own split
 (:mod:`trustseg.data.importers.source_splits`); the templates are then relative to each split folder.
 
-Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY) and images and labels may differ in type. Classes
+Any readable extension works (NIfTI, PNG/TIFF/JPEG, NPY; also GIF for labels and masks) and images and labels
+may differ in type. Classes
 come from the ``classes`` option, else ``background, class1 .. class{max}`` from the largest label value (read
 in a first pass). Each case is its own group unless ``group_by`` (a regular expression over the case ids) names the
 groups, so that cases of one patient (left/right eye, slices of one nodule) never straddle the splits. ``size`` or
@@ -67,9 +68,23 @@ def group_of(case_id: str, pattern: re.Pattern[str] | None, where: Path) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def _read_gif(path: Path) -> np.ndarray:
+    """A GIF label or mask (DRIVE stores its manual labels and FOV masks so) as ``(H, W)`` int64; exact 0/255
+    becomes 0/1 as in :func:`trustseg.data.io.read_label`. GIF is read here only: it is no dataset file type."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.int64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read .gif file (corrupt or truncated?): {type(e).__name__}: {e}", path) from None
+    values = np.unique(arr)
+    return arr // 255 if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255} else arr
+
+
 def _read_label(path: Path, binarize: int | None) -> np.ndarray:
     """A label map, thresholded (``value >= binarize`` -> 1, else 0) when ``binarize`` is given."""
-    lab = read_label(path)[0]
+    lab = _read_gif(path) if path.suffix.lower() == ".gif" else read_label(path)[0]
     return (lab >= binarize).astype(np.int64) if binarize is not None else lab
 
 
@@ -219,7 +234,7 @@ def import_folder(
     parts = source_parts(src, split_dirs, default_layout=image_pattern is None)
     cases, raters = scan_source(parts, image_pattern, label_pattern, mask_pattern)
     if binarize is None:
-        jpeg = next((f for c in cases for f in c.labels.values() if split_ext(f)[1] in _JPEG), None)
+        jpeg = next((f for c in cases for f in c.labels.values() if f.name.lower().endswith(_JPEG)), None)
         if jpeg is not None:
             raise DataError(
                 "labels stored as JPEG are lossy (a 0/255 mask decodes with values in between): pass "
