@@ -246,9 +246,9 @@ def import_folder(
     if parts[0].part is not None:
         part_of = {c.case_id: str(c.part) for c in cases}
         splits = {"fixed": source_fixed_split(part_of, groups, val_fraction, seed, src)}
+    out_ext = _output_ext(ext, cases[0].image)  # before the first pass over the labels
     if classes is None:
         classes = _infer_classes(cases, binarize)
-    out_ext = _output_ext(ext, cases[0].image)
     return write_dataset(
         LazyCases(cases, lambda c: _read_case(c, raters, groups[c.case_id], classes, binarize, target)),
         out,

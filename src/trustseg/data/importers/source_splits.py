@@ -132,6 +132,8 @@ def source_fixed_split(
         >>> source_fixed_split(parts, {i: i for i in parts}, 0.34, 0, Path("src"))["test"]
         ['d']
     """
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     seen: dict[str, str] = {}
     for cid, part in part_of.items():
         g = groups[cid]
@@ -143,8 +145,6 @@ def source_fixed_split(
             )
     fixed = {p: [c for c, q in part_of.items() if q == p] for p in PARTS}
     if not fixed["val"] and fixed["train"] and val_fraction > 0:
-        if not 0 < val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
         train = fixed["train"]
         tv = fixed_split(train, [groups[c] for c in train], (1.0 - val_fraction, val_fraction, 0.0), seed)
         fixed["train"], fixed["val"] = tv["train"], tv["val"]
