@@ -79,9 +79,26 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--group-by", default=None, metavar="REGEX", help="folder: the patient of each case id (first group of REGEX)"
     )
+    for flag, metavar, what in _IMPORT_FLAGS:
+        p.add_argument(flag, default=None, metavar=metavar, help=what)
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra importer option (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier trustseg dataset at --out")
     p.set_defaults(func=cmd_import)
+
+
+#: ``trustseg import`` flags that set an importer option of the same name (dashes -> underscores).
+_IMPORT_FLAGS = (
+    ("--image-pattern", "TEMPLATE", "folder: where the images are, e.g. 'images/{case}.*' (the default)"),
+    ("--label-pattern", "TEMPLATE", "folder: where each rater's label is, e.g. '{rater}_manual/{case}_{rater}HO.png'"),
+    ("--mask-pattern", "TEMPLATE", "folder: each case's field-of-view mask, e.g. 'mask/{case}_mask.png'"),
+    (
+        "--split-dirs",
+        "DIR=PART,...",
+        "folder: the source's split folders (training=train,test=test; none: no split)",
+    ),
+    ("--size", "[D,]H,W", "folder: resample every case to this many voxels (H,W or D,H,W)"),
+    ("--spacing", "A,B[,C]", "folder: resample every case to this voxel size (one value per spatial axis)"),
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -269,6 +286,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         opts["limit_patients"] = args.limit_patients
     if args.group_by is not None:
         opts["group_by"] = args.group_by
+    for flag, _, _ in _IMPORT_FLAGS:
+        key = flag.lstrip("-").replace("-", "_")
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
     path = import_dataset(args.kind, args.src, args.out, overwrite=args.overwrite, progress=True, **opts)
     _console().print(f"wrote dataset: [bold]{path}[/]")
     return 0

@@ -285,7 +285,10 @@ def _write_case(root: Path, case: Case, raters: list[str], ext: str) -> dict[str
     try:
         write_image(root / image_rel, np.asarray(case.image), case.spacing, case.origin, spatial_dims=case.spatial_dims)
     except DataError as e:
-        raise DataError(f"cannot store the image as {ext}: {e.problem}", f"case {cid!r}") from None
+        raise DataError(
+            f"cannot store the image as {ext}: {e.problem} (importers: choose the file type with --opt ext=.nii.gz)",
+            f"case {cid!r}",
+        ) from None
     (root / "labels" / cid).mkdir()
     labels = {}
     for r, rater in enumerate(raters):

@@ -232,7 +232,11 @@ def read_label(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], tuple[f
         if arr.shape[-1] == 1 or bool(np.all(arr == arr[..., :1])):
             arr = arr[..., 0]
         else:
-            raise DataError(f"a label map must have one channel; found {arr.shape[-1]}", path)
+            raise DataError(
+                f"a label map must have one channel; found {arr.shape[-1]} that differ (a colour-coded label "
+                "image?): store one class index per pixel, e.g. a grayscale PNG with values 0..K-1",
+                path,
+            )
     if meta["format"] in ("npy", "npz") and arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]  # (1, D, H, W) written by write_image
     if arr.ndim not in (2, 3):
