@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json
+from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json, make_dirs
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import LOCK
 from trustseg.core.predictive import Predictive
@@ -258,7 +258,7 @@ class FolderWriter:
                 "choose a new or empty folder"
             )
         self.expected = list(dict.fromkeys([*(c["id"] for c in self.cases), *expected]))
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         self._write_index()
         atomic_write_csv(out / SUMMARY, self.rows)
         return done
@@ -429,7 +429,7 @@ class FolderWriter:
     def finish(self) -> Path:
         """Write the final index, ``"complete": true`` when every expected case is indexed, and return the
         folder."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out)
         have = {c["id"] for c in self.cases}
         self.complete = all(cid in have for cid in self.expected)
         self._write_index()
