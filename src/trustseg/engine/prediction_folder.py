@@ -449,7 +449,7 @@ def _argmax(probs: np.ndarray, slab_voxels: int = 1 << 20) -> np.ndarray:
     if seg.ndim == 0:
         return probs.argmax(0).astype(seg.dtype)
     step = max(1, slab_voxels // max(1, int(np.prod(probs.shape[2:]))))
-    for i in range(0, seg.shape[0], step):
+    for i in range(0, len(seg), step):
         seg[i : i + step] = probs[:, i : i + step].argmax(0)
     return seg
 

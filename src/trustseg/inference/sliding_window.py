@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -109,7 +109,9 @@ def sliding_window_predict(
         for name, t in parts.items():
             if name not in acc:
                 acc[name] = torch.zeros((*t.shape[: t.dim() - len(patch)], *spatial), device=image.device)
-            acc[name][(..., *src)].addcmul_(t[(..., *loc)].float(), w)
+            dst: tuple[Any, ...] = (..., *src)
+            part: tuple[Any, ...] = (..., *loc)
+            acc[name][dst].addcmul_(t[part].float(), w)
     _normalise(acc)
     extras = {name.split(":", 1)[1]: t for name, t in acc.items() if name.startswith("extra:")}
     return Predictive(probs=acc["probs"], alpha=acc.get("alpha"), extras=extras)
@@ -126,4 +128,5 @@ def _normalise(acc: dict[str, Tensor], slab_voxels: int = 1 << 20) -> None:
         sl = slice(i, min(spatial[0], i + step))
         norm = probs[0, :, :, sl].sum(1, keepdim=True)  # (B, 1, slab, *rest)
         for t in acc.values():
-            t[..., sl, *(slice(None),) * (len(spatial) - 1)].div_(norm)
+            slab: tuple[Any, ...] = (..., sl, *(slice(None),) * (len(spatial) - 1))
+            t[slab].div_(norm)
