@@ -1,6 +1,7 @@
 import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,35 @@ def test_torch_save_on_a_full_disk_is_named(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="no space left"):
         atomic_torch_save({"a": 1}, tmp_path / "last.pt")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied")],
+)
+def test_make_dirs_turns_a_full_disk_into_one_line_naming_the_folder(tmp_path, monkeypatch, code, words):
+    from trustseg.core.atomic import make_dirs
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(DataError, match=words) as info:
+        make_dirs(tmp_path / "out" / "sub")
+    assert str(info.value).startswith(str(tmp_path / "out" / "sub")) and "\n" not in str(info.value)
+    monkeypatch.undo()
+    assert make_dirs(tmp_path / "out" / "sub").is_dir() and make_dirs(tmp_path / "out" / "sub").is_dir()
+    with pytest.raises(FileExistsError):  # other errors pass unchanged
+        make_dirs(tmp_path / "out", exist_ok=False)
+
+
+def test_a_full_disk_while_creating_the_prediction_folder_is_named(tmp_path, monkeypatch):
+    from trustseg.core.lock import exclusive
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(DataError, match="no space left"):
+        with exclusive(tmp_path / "preds", "prediction folder"):
+            pass

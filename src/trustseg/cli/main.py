@@ -148,6 +148,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
     )
     p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="storage of the .npy probabilities (float16: half the file; NIfTI stays float32)",
+    )
+    p.add_argument(
         "--qc", type=Path, default=None, help="a QC model (qc fit): write predicted quality and review per case"
     )
     p.add_argument("--resume", action="store_true", help="continue an earlier prediction folder in --out")
@@ -367,6 +373,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.no_progress,
         save_samples=args.samples,
+        dtype=args.dtype,
         resume=args.resume,
         overwrite=args.overwrite,
         annotate=annotate,

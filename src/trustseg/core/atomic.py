@@ -19,9 +19,37 @@ from typing import Any
 
 from trustseg.core.errors import DataError
 
+#: errno values that make a folder impossible to create, with what to do about each.
+_MKDIR_FIXES = {
+    errno.ENOSPC: "no space left on the disk; free some space and run again",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "the disk quota is exceeded; free some space and run again",
+    errno.EROFS: "the file system is read-only; choose a writable folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+}
+
 #: errno values of a full disk or an exceeded quota.
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_SPACE_MESSAGE = "no space left to write this file; free some space and run again (nothing earlier was changed)"
+
+
+def make_dirs(path: str | Path, exist_ok: bool = True) -> Path:
+    """Create the folder ``path`` and its parents (``Path.mkdir(parents=True)``), with one clear error.
+
+    Raises:
+        DataError: naming the folder, when the disk is full or over quota, the file system is read-only or the
+            permission is denied (``ENOSPC``/``EDQUOT``/``EROFS``/``EACCES``/``EPERM``), instead of a raw
+            ``OSError``. Other errors (``FileExistsError`` with ``exist_ok=False``, a file in the way) pass.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as e:
+        fix = _MKDIR_FIXES.get(e.errno) if e.errno is not None else None
+        if fix is None:
+            raise
+        raise DataError(f"cannot create this folder: {fix} ({e.strerror})", path) from None
+    return path
 
 
 @contextlib.contextmanager
@@ -32,7 +60,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     sfx = suffix if suffix is not None else "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=path.parent)
     os.close(fd)
@@ -135,8 +163,13 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
         raise DataError("exists and is not empty; choose a new folder (or overwrite)", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    make_dirs(path.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        if e.errno not in _MKDIR_FIXES:
+            raise
+        raise DataError(f"cannot create a folder here: {_MKDIR_FIXES[e.errno]} ({e.strerror})", path.parent) from None
     try:
         yield tmp
         swap_in(tmp, path)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from trustseg.core.atomic import make_dirs
 from trustseg.core.errors import DataError
 
 LOCK = ".trustseg.lock"
@@ -73,7 +74,7 @@ def exclusive(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     """
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     path = folder / LOCK
     for _ in range(3):  # a stale lock is removed and the creation retried
         try:

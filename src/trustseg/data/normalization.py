@@ -148,6 +148,12 @@ class NormStats:
             return (1.0,) * self.channels
         return tuple(s if s > 0 else 1.0 for s in self.std)
 
+    @property
+    def pointwise(self) -> bool:
+        """Whether each voxel is normalised on its own (every scheme but the per-image ``percentile``), so that an
+        image may be normalised slab by slab with the same result."""
+        return self.scheme != "percentile"
+
     def apply(self, image: Any, where: str | None = None) -> np.ndarray:
         """Normalise one image.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from trustseg.core.atomic import make_dirs
 from trustseg.engine import checkpoint as ck
 
 
@@ -37,7 +38,7 @@ def run_members_parallel(out: Path, members: list[int], workers: int, resume: bo
             while pending and len(running) < workers:
                 m = pending.pop(0)
                 log = ck.member_dir(out, m) / "train.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(log.parent)
                 cmd = [sys.executable, "-m", "trustseg.engine.launch", "member", "--run", str(out), "--member", str(m)]
                 cmd += ["--threads", str(threads)] + (["--resume"] if resume else [])
                 env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}

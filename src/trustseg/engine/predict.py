@@ -30,6 +30,7 @@ from trustseg.engine.prediction_folder import (
     load_prediction,
     read_map,
 )
+from trustseg.inference.memory import MemoryNeededError, available_bytes, is_allocation_failure, memory_message
 from trustseg.inference.predictor import Predictor, check_image, load_predictor
 from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor
@@ -91,6 +92,7 @@ def predict_folder(
     overwrite: bool = False,
     annotate: Annotator | None = None,
     annotation: str | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Predict every input image and write probabilities, segmentations and uncertainty maps.
 
@@ -114,6 +116,8 @@ def predict_folder(
             (``trustseg predict --qc``: :func:`trustseg.quality.run.qc_annotator`; see
             :class:`~trustseg.engine.prediction_folder.FolderWriter`).
         annotation: What ``annotate`` is (recorded as ``"qc_model"`` in ``predictions.json``).
+        dtype: Storage of the ``.npy`` probabilities, ``float32`` or ``float16`` (CLI ``--dtype``; NIfTI stays
+            float32); recorded as ``"probs_dtype"`` in the index.
 
     Returns:
         ``out``, holding per-case files, ``predictions.json`` (``"complete": true``) and ``summary.csv``
@@ -130,7 +134,17 @@ def predict_folder(
     items = iter_inputs(inputs, split)
     with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
         return _predict_into(
-            predictor, items, Path(out), measures, progress, save_samples, resume, overwrite, annotate, annotation
+            predictor,
+            items,
+            Path(out),
+            measures,
+            progress,
+            save_samples,
+            resume,
+            overwrite,
+            annotate,
+            annotation,
+            dtype,
         )
 
 
@@ -145,6 +159,7 @@ def _predict_into(
     overwrite: bool,
     annotate: Annotator | None,
     annotation: str | None,
+    dtype: str = "float32",
 ) -> Path:
     """The body of :func:`predict_folder`, under the folder's writer lock."""
     info = predictor.info
@@ -155,12 +170,22 @@ def _predict_into(
         save_samples=save_samples,
         annotate=annotate,
         annotation=annotation,
+        dtype=dtype,
     )
     done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
     items = [load for load in items if load.case_id not in done]
     for item in writer.track(items, progress):
         check_image(info, item.image, item.source)
-        writer.write(item, predictor.predict(item.image, item.spacing))
+        try:
+            writer.write(item, predictor.predict(item.image, item.spacing))
+        except MemoryNeededError as e:
+            raise DataError(f"case {item.case_id!r}: {e.problem}", item.source) from None
+        except (RuntimeError, MemoryError) as e:  # an allocator failure in the predictor or the writer
+            if not is_allocation_failure(e):
+                raise
+            raise DataError(
+                f"case {item.case_id!r}: {memory_message(None, available_bytes(), 'predict')}", item.source
+            ) from None
     return writer.finish()
 
 

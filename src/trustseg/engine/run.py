@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trustseg.core.atomic import atomic_write_json, swap_in
+from trustseg.core.atomic import atomic_write_json, make_dirs, swap_in
 from trustseg.core.errors import ConfigError
 from trustseg.core.lock import LOCK, exclusive
 from trustseg.data.normalization import NormStats
@@ -91,7 +91,7 @@ def train(
             replacing = check_run_out(out, resume, overwrite)
             shutil.rmtree(work, ignore_errors=True)  # a leftover of an interrupted replacement is discarded
             if replacing:
-                work.mkdir(parents=True)
+                make_dirs(work, exist_ok=False)
         barrier(info)
         replacing = replacing if info.is_main else work.is_dir()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trustseg.core.atomic import atomic_write_json
+from trustseg.core.atomic import atomic_write_json, make_dirs
 from trustseg.core.config import to_dict
 from trustseg.data.normalization import NormStats
 from trustseg.engine.config import RunConfig, load_saved_run_config, save_run_config
@@ -37,7 +37,7 @@ def write_run_files(
         normalization: The intensity normalisation fitted on the training cases (applied at every prediction).
         resume: Keep the temperature of an existing ``run.json``.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     save_run_config(cfg, out / CONFIG)
     old = read_run_json(out) if resume and (out / RUN_JSON).exists() else {}
     info = {

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,14 @@ from trustseg.core.errors import DataError
 from trustseg.core.predictive import Predictive
 from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
+from trustseg.inference.memory import (
+    MemoryNeededError,
+    available_bytes,
+    check_fits,
+    is_allocation_failure,
+    memory_message,
+    predict_bytes,
+)
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 from trustseg.inference.run_folder import (
     RUN_JSON,
@@ -113,6 +122,7 @@ class RunPredictor:
         self.multiple = size_multiple(self.run_info)
         self.overlap = overlap
         self.seed = int(seed)
+        self._outputs: int | None = None  # float32 outputs per voxel (measured by memory_needed)
         ri = self.run_info
         stored = ri.get("normalization")
         #: The run's intensity normalisation (``None`` for runs trained before it existed: raw intensities).
@@ -140,20 +150,72 @@ class RunPredictor:
         return predict_tensor(self.method, self.models, x.to(self.device), self.patch_size, self.multiple, self.overlap)
 
     def prepare(self, image: np.ndarray | Tensor) -> Tensor:
-        """The network input ``(C, *spatial)`` float32 for a raw image: checked, then normalised as in training."""
+        """The network input ``(C, *spatial)`` float32 for a raw image: checked, then normalised as in training.
+
+        A voxel-wise normalisation runs slab by slab along the first spatial axis into one float32 array (its
+        float64 temporaries stay slab-sized); the per-image ``percentile`` scheme runs on the whole image.
+        """
         check_image(self._info, image)
         if self.normalization is not None:
             arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
-            return torch.from_numpy(self.normalization.apply(arr))
+            if not self.normalization.pointwise or arr.ndim < 3:
+                return torch.from_numpy(self.normalization.apply(arr))
+            out = np.empty(arr.shape, dtype=np.float32)
+            step = max(1, (1 << 20) // max(1, int(np.prod(arr.shape[2:])) * arr.shape[0]))
+            for i in range(0, arr.shape[1], step):
+                out[:, i : i + step] = self.normalization.apply(arr[:, i : i + step])
+            return torch.from_numpy(out)
         return torch.as_tensor(np.asarray(image, dtype=np.float32) if not isinstance(image, Tensor) else image).float()
 
+    def memory_needed(self, shape: Sequence[int]) -> int:
+        """Estimated peak bytes of predicting (and writing) an image of shape ``(C, *spatial)``
+        (:func:`trustseg.inference.memory.predict_bytes`; the per-voxel outputs measured once on a tiny input)."""
+        if self._outputs is None:
+            side = self.multiple * max(1, -(-8 // self.multiple))
+            tiny = torch.zeros((1, self._info.in_channels, *(side,) * self._info.spatial_dims))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                p = self.predict_batch(tiny)
+            self._outputs = sum(int(math.prod(t.shape[: t.dim() - self._info.spatial_dims])) for t in _tensors(p))
+        spatial = tuple(int(s) for s in shape[1:])
+        patch = self.patch_size
+        sliding = self._sliding(spatial)
+        channels = (self.run_info.get("net") or {}).get("params", {}).get("channels")
+        activations = 4 * int(channels[0]) if isinstance(channels, (list, tuple)) and channels else 64
+        return predict_bytes(spatial, int(shape[0]), self._outputs, patch if sliding else None, activations)
+
     def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
-        """Predict one raw image ``(C, *spatial)``: a Predictive with ``B = 1``, on the CPU, float32."""
-        x = self.prepare(image)[None]
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            pred = self.predict_batch(x)
-        return pred.map(lambda t: t.float().cpu())
+        """Predict one raw image ``(C, *spatial)``: a Predictive with ``B = 1``, on the CPU, float32.
+
+        Raises:
+            MemoryNeededError: the estimated memory (:meth:`memory_needed`) exceeds the available memory
+                (:func:`trustseg.inference.memory.available_bytes`), checked before anything is allocated, or
+                the allocator failed during the prediction; the message names both and the options that help.
+        """
+        check_image(self._info, image)
+        needed = self.memory_needed(tuple(image.shape))
+        path = "sliding window" if self._sliding(tuple(image.shape[1:])) else "whole image"
+        check_fits(needed, path)
+        try:
+            x = self.prepare(image)[None]
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.seed)
+                pred = self.predict_batch(x)
+            del x
+            return pred.map(lambda t: t.float().cpu())
+        except (RuntimeError, MemoryError) as e:
+            if not is_allocation_failure(e):
+                raise
+            raise MemoryNeededError(memory_message(needed, available_bytes(), path)) from None
+
+    def _sliding(self, spatial: tuple[int, ...]) -> bool:
+        """Whether an image of this spatial shape is predicted by sliding window."""
+        patch = self.patch_size
+        return patch is not None and len(spatial) == 3 and any(s > int(q) for s, q in zip(spatial, patch))
+
+
+def _tensors(pred: Predictive) -> list[Tensor]:
+    """Every tensor of a prediction (probs, alpha, extras)."""
+    return [pred.probs, *([pred.alpha] if pred.alpha is not None else []), *pred.extras.values()]
 
 
 @PREDICTORS.register("run", doc="a run folder trained by trustseg (all members, temperature, padding)")

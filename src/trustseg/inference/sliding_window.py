@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError
@@ -59,6 +58,13 @@ def sliding_window_predict(
 ) -> Predictive:
     """Predict ``image`` window by window and blend the windows into one :class:`Predictive`.
 
+    Memory: one float32 accumulator per output, ``(M·K + K_alpha + Σ C_e) · N`` values for ``N`` voxels,
+    allocated once at the image's own size (padding for axes smaller than the patch exists only inside each
+    window); the weights of a window are computed once, each window is added in place (``addcmul_``), and the
+    final division runs slab by slab. The weight sum ``Σ_w g_w`` is not stored: it is the class sum of the
+    accumulated probabilities of the first sample (every window's probabilities sum to one over ``K``), so the
+    blended probabilities sum to one exactly.
+
     Args:
         predict_fn: Maps a window ``(B, C, *patch)`` to a Predictive over the same window.
         image: ``(B, C, *spatial)``.
@@ -71,41 +77,56 @@ def sliding_window_predict(
         on the device of ``image``, float32.
     """
     patch = tuple(int(p) for p in patch_size)
-    spatial = tuple(image.shape[2:])
+    spatial = tuple(int(s) for s in image.shape[2:])
     if len(patch) != len(spatial):
         raise ConfigError(f"patch_size {list(patch)} has {len(patch)} axes, the image has {len(spatial)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    # Pad axes smaller than the patch (half before, half after).
+    # Axes smaller than the patch are padded (half before, half after): windows live in padded coordinates.
     before = [max(0, p - s) // 2 for s, p in zip(spatial, patch)]
-    after = [max(0, p - s) - b for s, p, b in zip(spatial, patch, before)]
-    pad: list[int] = []
-    for b, a in zip(reversed(before), reversed(after)):
-        pad += [b, a]
-    x = F.pad(image, pad) if any(pad) else image
-    padded = tuple(x.shape[2:])
-
+    padded = tuple(max(s, p) for s, p in zip(spatial, patch))
     strides = [max(1, int(round(p * (1 - overlap)))) for p in patch]
     grids = [window_starts(s, p, st) for s, p, st in zip(padded, patch, strides)]
     weight = blend_weights(patch, blend).to(image.device)
 
     acc: dict[str, Tensor] = {}
-    norm = torch.zeros(padded, device=image.device)
     for starts in itertools.product(*grids):
-        sl = tuple(slice(s, s + p) for s, p in zip(starts, patch))
-        window: tuple[Any, ...] = (..., *sl)  # the window over the trailing spatial axes
-        pred = predict_fn(x[(slice(None), slice(None), *sl)])
+        # the window's part inside the image, in image coordinates (src) and in window coordinates (loc)
+        src = tuple(slice(max(0, s - b), min(n, s - b + p)) for s, b, p, n in zip(starts, before, patch, spatial))
+        loc = tuple(slice(r.start - (s - b), r.stop - (s - b)) for r, s, b in zip(src, starts, before))
+        inside = image[(slice(None), slice(None), *src)]
+        if tuple(inside.shape[2:]) == patch:
+            window = inside
+        else:  # zero-padded only where the image is smaller than the patch
+            window = image.new_zeros((*image.shape[:2], *patch))
+            window[(slice(None), slice(None), *loc)] = inside
+        pred = predict_fn(window)
         parts = {"probs": pred.probs}
         if pred.alpha is not None:
             parts["alpha"] = pred.alpha
         parts.update({f"extra:{k}": v for k, v in pred.extras.items()})
+        w = weight[loc]
         for name, t in parts.items():
             if name not in acc:
-                acc[name] = torch.zeros((*t.shape[: t.dim() - len(patch)], *padded), device=image.device)
-            acc[name][window] += t.float() * weight
-        norm[sl] += weight
+                acc[name] = torch.zeros((*t.shape[: t.dim() - len(patch)], *spatial), device=image.device)
+            dst: tuple[Any, ...] = (..., *src)
+            part: tuple[Any, ...] = (..., *loc)
+            acc[name][dst].addcmul_(t[part].float(), w)
+    _normalise(acc)
+    extras = {name.split(":", 1)[1]: t for name, t in acc.items() if name.startswith("extra:")}
+    return Predictive(probs=acc["probs"], alpha=acc.get("alpha"), extras=extras)
 
-    crop: tuple[Any, ...] = (..., *(slice(b, b + s) for b, s in zip(before, spatial)))
-    out = {name: (t / norm)[crop] for name, t in acc.items()}
-    extras = {name.split(":", 1)[1]: t for name, t in out.items() if name.startswith("extra:")}
-    return Predictive(probs=out["probs"], alpha=out.get("alpha"), extras=extras)
+
+def _normalise(acc: dict[str, Tensor], slab_voxels: int = 1 << 20) -> None:
+    """Divide every accumulator in place by the weight sum ``Σ_k acc["probs"][0, :, k]``, slab by slab along the
+    first spatial axis (temporaries of about ``slab_voxels`` values)."""
+    probs = acc["probs"]
+    spatial = tuple(probs.shape[3:])
+    per_slice = max(1, int(torch.tensor(spatial[1:]).prod().item()) if len(spatial) > 1 else 1)
+    step = max(1, slab_voxels // per_slice)
+    for i in range(0, spatial[0], step):
+        sl = slice(i, min(spatial[0], i + step))
+        norm = probs[0, :, :, sl].sum(1, keepdim=True)  # (B, 1, slab, *rest)
+        for t in acc.values():
+            slab: tuple[Any, ...] = (..., sl, *(slice(None),) * (len(spatial) - 1))
+            t[slab].div_(norm)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from trustseg import __version__
-from trustseg.core.atomic import atomic_write_json
+from trustseg.core.atomic import atomic_write_json, make_dirs
 from trustseg.core.config import from_dict, save_config, to_dict
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.metrics.quality_control import quality_prediction_report
@@ -283,7 +283,7 @@ class QCModel:
         folder = Path(folder)
         for name, p in self.predictors.items():
             sub = folder / "predictors" / name
-            sub.mkdir(parents=True, exist_ok=True)
+            make_dirs(sub)
             if QC_PREDICTORS.meta(name)["input"] == "features":
                 atomic_write_json(sub / QC_PREDICTORS.meta(name)["file"], p.to_dict())
             else:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trustseg.core.atomic import atomic_dir, atomic_write_csv, atomic_write_json
+from trustseg.core.atomic import atomic_dir, atomic_write_csv, atomic_write_json, make_dirs
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.predictions import read_index
 from trustseg.quality.cases import QCCase, drop_samples, read_cases
@@ -98,7 +98,7 @@ def fit_qc(
         "classes": index.get("classes"),
     }
     model = QCModel.fit(cases, config, provenance, progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     with atomic_dir(out, overwrite=True) as tmp:  # the earlier model stays until the new one is complete
         model.save(tmp)
     return model

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trustseg.core.atomic import atomic_write_csv, atomic_write_json
+from trustseg.core.atomic import atomic_write_csv, atomic_write_json, make_dirs
 from trustseg.data.dataset import load_dataset
 from trustseg.data.predictions import load_prediction, read_index
 from trustseg.evaluation.context import oriented_name
@@ -98,7 +98,7 @@ def build_report(
         title: Page title.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     dataset = load_dataset(data_root)
     rows, rel, qc, images, per_measure = [], {}, {}, [], []
     for method, _run, pred_dir, res_path in entries:

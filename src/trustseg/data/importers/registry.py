@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from trustseg.core.atomic import swap_in
+from trustseg.core.atomic import make_dirs, swap_in
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.registry import Registry
 from trustseg.data.case import Case
@@ -54,7 +54,7 @@ def import_dataset(kind: str, src: str | Path, out: str | Path, overwrite: bool 
     check_dataset_out(out, overwrite, src=src)
     if not (out / DATASET_JSON).is_file():
         return fn(src, out, **opts)
-    out.parent.mkdir(parents=True, exist_ok=True)  # replace the earlier dataset: import beside it, then swap
+    make_dirs(out.parent)  # replace the earlier dataset: import beside it, then swap
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".import", dir=out.parent))
     try:
         fn(src, stage, **opts)
