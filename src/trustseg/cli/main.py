@@ -19,6 +19,7 @@ from rich.table import Table
 from trustseg import __version__
 from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
+from trustseg.cli.report import add_report
 from trustseg.core.config import load_config, replace
 from trustseg.core.errors import ConfigError, TrustsegError
 from trustseg.core.registry import Registry
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     _add_calibrate(sub)
     add_qc(sub, _parse_kv)
+    add_report(sub)
     return parser
 
 
