@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 # the tests, then the >>> examples in src/trustseg's docstrings (they carry their own seeds: tests/conftest.py's
 # fixtures do not apply to them)
 test: lint typecheck
+	sh .ci/ensure-chromium
 	$(PY) -m pytest -n 2 -q tests src/trustseg --doctest-modules
 
 format: $(STAMP)

@@ -53,3 +53,28 @@ def test_primary_measure_and_row():
     # a certainty measure is read by its oriented name
     conf = {"uncertainty": {"one_minus_confidence": {"pixel_pearson_mean": 0.1}}}
     assert primary_measure("softmax", conf) == "one_minus_confidence"
+
+
+def test_inline_images_and_style(tmp_path):
+    import base64
+
+    from trustseg.core.figures import pyplot
+    from trustseg.reports.html import data_uri
+    from trustseg.reports.style import method_style, png_bytes, save_png_pdf
+
+    reliability_plot({"m": {"confidence": [0.5], "accuracy": [0.5], "count": [1]}}, tmp_path / "r.png")
+    page = write_html_report(tmp_path / "i.html", "t", {}, [Section("s", images=["r.png"])], inline=True).read_text()
+    src = page.split('src="')[1].split('"')[0]
+    assert (
+        src.startswith("data:image/png;base64,")
+        and base64.b64decode(src.split(",")[1]) == (tmp_path / "r.png").read_bytes()
+    )
+    assert data_uri(b"\x89PNG") == "data:image/png;base64,iVBORw=="
+    png, pdf = save_png_pdf(pyplot().figure(), tmp_path / "f")
+    assert (
+        png.read_bytes()[:4] == b"\x89PNG"
+        and pdf.read_bytes()[:4] == b"%PDF"
+        and b"matplotlib.org" not in png.read_bytes()
+    )
+    assert b"http" not in png_bytes(pyplot().figure())
+    assert len({method_style(i)["color"] for i in range(7)}) == 7

@@ -19,6 +19,7 @@ from rich.table import Table
 from trustseg import __version__
 from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
+from trustseg.cli.report import add_report
 from trustseg.cli.saved import add_import_predictions, add_saved_options, prediction_folder_for
 from trustseg.core.config import load_config, replace
 from trustseg.core.errors import ConfigError, TrustsegError
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     add_qc(sub, _parse_kv)
     add_import_predictions(sub)
+    add_report(sub)
     return parser
 
 

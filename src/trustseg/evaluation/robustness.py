@@ -155,7 +155,8 @@ def ood_detection(predictor, cases: _Cases, cfg: OODConfig | None = None, progre
 
     Returns:
         ``{"clean_dice": float, "results": [{"distortion", "severity", "dice", "scores": {name: {"auroc",
-        "fpr95"}}}, ...], "best": {distortion: {"score", "mean_auroc"}}}``.
+        "fpr95"}}}, ...], "best": {distortion: {"score", "mean_auroc", "values"}}}``, where ``values`` holds the
+        best score's per-case values, ``{"clean": [N], "<severity>": [N], ...}`` (the report's distributions).
     """
     cfg = cfg or OODConfig()
     if not cases:
@@ -166,8 +167,9 @@ def ood_detection(predictor, cases: _Cases, cfg: OODConfig | None = None, progre
     clean_scores, clean_dice = _score_set(predictor, cases, k, heads)
     out: dict[str, Any] = {"clean_dice": clean_dice, "results": []}
     jobs = [(d, int(s)) for d in cfg.distortions for s in cfg.severities]
+    kept: dict[tuple[str, int], tuple[dict[str, Tensor], float]] = {}
     for d, s in _progress(jobs, progress, "OOD protocol"):
-        scores, dice = _score_set(
+        scores, dice = kept[d, s] = _score_set(
             predictor, cases, k, heads, lambda i, image, d=d, s=s: distort(image, d, s, seed=cfg.seed + i, scale=scale)
         )
         res = {
@@ -179,6 +181,9 @@ def ood_detection(predictor, cases: _Cases, cfg: OODConfig | None = None, progre
         }
         out["results"].append({"distortion": d, "severity": s, "dice": dice, "scores": res})
     out["best"] = _best(out["results"], cfg.distortions)
+    for d, b in out["best"].items():  # the per-case values of the best score only (N floats per severity)
+        b["values"] = {"clean": clean_scores[b["score"]].tolist()}
+        b["values"].update({str(s): kept[d, s][0][b["score"]].tolist() for s in map(int, cfg.severities)})
     return out
 
 

@@ -1,11 +1,13 @@
 """A self-contained HTML report: headline numbers, tables and figures side by side.
 
 The page links its figures by relative path (they sit in the same folder), so the whole output folder can be
-zipped or served as it is.
+zipped or served as it is; with ``inline=True`` the figures are embedded as base64 ``data:`` URIs instead
+(:func:`data_uri`), so the page is one self-contained file that opens offline.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -53,6 +55,16 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def data_uri(source: str | Path | bytes, mime: str = "image/png") -> str:
+    """A file (or its bytes) as a ``data:`` URI, to embed a figure in a page without any external reference.
+
+    >>> data_uri(b"abc")
+    'data:image/png;base64,YWJj'
+    """
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+
+
 def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
@@ -63,7 +75,12 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_html_report(
-    path: str | Path, title: str, headline: Mapping[str, Any], sections: Sequence[Section], footer: str = ""
+    path: str | Path,
+    title: str,
+    headline: Mapping[str, Any],
+    sections: Sequence[Section],
+    footer: str = "",
+    inline: bool = False,
 ) -> Path:
     """Write the report page atomically.
 
@@ -73,7 +90,9 @@ def write_html_report(
         headline: A few key numbers shown as cards at the top.
         sections: The body, in order.
         footer: Provenance line (command, config, versions).
+        inline: Embed the figures (read relative to the page's folder) as ``data:`` URIs instead of linking them.
     """
+    folder = Path(path).parent
     cards = "".join(
         f'<div class="card"><div class="v">{html.escape(fmt(v))}</div><div class="k">{html.escape(str(k))}</div></div>'
         for k, v in headline.items()
@@ -84,7 +103,9 @@ def write_html_report(
         if s.text:
             parts.append(f'<p class="note">{html.escape(s.text)}</p>')
         parts.append(_table(s.table))
-        parts.extend(f'<p><img src="{html.escape(img)}" alt="{html.escape(img)}"></p>' for img in s.images)
+        for img in s.images:
+            src = data_uri(folder / img) if inline else img
+            parts.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(img)}"></p>')
     if footer:
         parts.append(f'<p class="note">{html.escape(footer)}</p>')
     page = (
