@@ -171,7 +171,7 @@ class RunPredictor:
         """Estimated peak bytes of predicting (and writing) an image of shape ``(C, *spatial)``
         (:func:`trustseg.inference.memory.predict_bytes`; the per-voxel outputs measured once on a tiny input)."""
         if self._outputs is None:
-            side = self.multiple * max(1, -(-8 // self.multiple))
+            side = self.multiple * max(2, -(-8 // self.multiple))  # >= 2 voxels at the coarsest level (norms)
             tiny = torch.zeros((1, self._info.in_channels, *(side,) * self._info.spatial_dims))
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 p = self.predict_batch(tiny)
