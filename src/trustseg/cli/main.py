@@ -290,8 +290,10 @@ def run_config_from_args(args: argparse.Namespace):
     # net.<field> (the flat U-Net keys of older versions) and net.params.<field> both set a network parameter
     net_keys = [k for k in changes if k.startswith("net.") and k not in ("net.name", "net.params")]
     net_params = {k.removeprefix("net.").removeprefix("params."): changes.pop(k) for k in net_keys}
-    if net_params:
-        changes["net.params"] = {**dict(cfg.net.params), **net_params}
+    # another network (net.name=monai.SegResNet) starts from its own defaults, not the earlier network's params
+    other_net = changes.get("net.name", cfg.net.name) != cfg.net.name
+    if net_params or (other_net and "net.params" not in changes):
+        changes["net.params"] = {**({} if other_net else dict(cfg.net.params)), **net_params}
     return replace(cfg, **changes) if changes else cfg
 
 
