@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.engine.test_train import make_data, tiny_cfg
+from tests.inference.test_torch_module import TinyNet, make_tiny
 from trustseg.core.errors import DataError, UnknownNameError
 from trustseg.data.dataset import load_dataset
 from trustseg.engine.run import train
@@ -29,8 +30,20 @@ def _run_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
     return f"run:{tmp / 'run'}", case.image, tuple(case.spacing)
 
 
+def _torchscript_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    torch.manual_seed(0)
+    torch.jit.script(TinyNet(p=0.3).eval()).save(str(tmp / "model.pt"))
+    return f"torchscript:{tmp / 'model.pt'}?classes=3&multiple=2", np.ones((1, 9, 10), np.float32), (1.0, 1.0)
+
+
+def _state_dict_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    torch.save(make_tiny().state_dict(), tmp / "w.pt")
+    factory = "tests.inference.test_torch_module:make_tiny"
+    return f"state_dict:{tmp / 'w.pt'}?factory={factory}&classes=3&multiple=2", np.ones((1, 8, 6), np.float32), (1.0,)
+
+
 #: scheme -> function(tmp_path) -> (spec, an image it can predict, its spacing)
-EXAMPLES = {"run": _run_example}
+EXAMPLES = {"run": _run_example, "torchscript": _torchscript_example, "state_dict": _state_dict_example}
 
 
 def test_every_scheme_has_an_example():

@@ -9,6 +9,7 @@ picked up at collection time.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import pytest
 import torch
@@ -27,9 +28,17 @@ from trustseg.models import (
 )
 from trustseg.models.protocol import ALL_OUTPUTS, DEEP_HEADS, DROPOUT, EXTRA_HEADS, FEATURES, PREFIX_SUFFIX
 
-NAMES = MODELS.names()
+#: Models whose optional packages (registration metadata ``requires``) are installed; the others are skipped.
+NAMES = [n for n in MODELS.names() if all(importlib.util.find_spec(r) for r in MODELS.meta(n).get("requires", ()))]
 #: Small parameters per model (defaults for models not listed).
-SMALL = {"unet": {"channels": (4, 8, 16)}}
+SMALL = {
+    "unet": {"channels": (4, 8, 16)},
+    "monai.UNet": {"channels": (4, 8, 8), "strides": (2, 2), "num_res_units": 1},
+    "monai.AttentionUnet": {"channels": (4, 8, 8), "strides": (2, 2)},
+    "monai.DynUNet": {"filters": (4, 8, 8), "strides": (1, 2, 2)},
+    "monai.SegResNet": {"init_filters": 8, "blocks_down": (1, 1, 1)},
+    "monai.SwinUNETR": {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1), "window_size": 4},
+}
 C, K, B = 2, 3, 2
 CASES = [(name, dims) for name in NAMES for dims in (2, 3)]
 

@@ -35,7 +35,7 @@ from trustseg.engine.predict import predict_folder
 from trustseg.engine.run import train
 from trustseg.evaluation import SUITE, evaluate_predictions, flatten
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig
-from trustseg.inference.predictor import PREDICTORS, load_predictor
+from trustseg.inference.predictor import PREDICTORS, load_predictor, split_spec
 from trustseg.measures import MEASURES
 from trustseg.methods import METHODS
 from trustseg.metrics import METRICS
@@ -144,6 +144,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, nargs="+", type=Path, help="image folder, files, or a dataset folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--split", default=None, help="with a dataset folder: predict only this split (e.g. test)")
+    p.add_argument("--tta", default=None, help="torchscript:/state_dict: models: test-time views (none, flips)")
+    p.add_argument(
+        "--mc-dropout", type=int, default=None, metavar="N", help="torchscript:/state_dict: N passes, dropout on"
+    )
+    p.add_argument(
+        "--patch-size", default=None, metavar="P,P[,P]", help="torchscript:/state_dict: Gaussian sliding window size"
+    )
     p.add_argument("--measures", default=None, help="comma-separated measures (default: all the method supports)")
     p.add_argument(
         "--samples", action="store_true", help="also write the M sample probabilities (for GED / Hungarian IoU)"
@@ -328,8 +335,10 @@ def run_config_from_args(args: argparse.Namespace):
     # net.<field> (the flat U-Net keys of older versions) and net.params.<field> both set a network parameter
     net_keys = [k for k in changes if k.startswith("net.") and k not in ("net.name", "net.params")]
     net_params = {k.removeprefix("net.").removeprefix("params."): changes.pop(k) for k in net_keys}
-    if net_params:
-        changes["net.params"] = {**dict(cfg.net.params), **net_params}
+    # another network (net.name=monai.SegResNet) starts from its own defaults, not the earlier network's params
+    other_net = changes.get("net.name", cfg.net.name) != cfg.net.name
+    if net_params or (other_net and "net.params" not in changes):
+        changes["net.params"] = {**({} if other_net else dict(cfg.net.params)), **net_params}
     return replace(cfg, **changes) if changes else cfg
 
 
@@ -359,11 +368,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor_options(args: argparse.Namespace) -> dict:
+    """``--tta``, ``--mc-dropout``, ``--patch-size`` as predictor options, refused for schemes without them."""
+    options: dict = {}
+    if args.tta is not None:
+        options["tta"] = args.tta
+    if args.mc_dropout is not None:
+        options["mc_dropout"] = args.mc_dropout
+    if args.patch_size is not None:
+        try:
+            options["patch_size"] = [int(p) for p in str(args.patch_size).split(",")]
+        except ValueError:
+            raise ConfigError(f"--patch-size must be integers like 64,64, got {args.patch_size!r}") from None
+    scheme, _ = split_spec(args.run)
+    accepted = PREDICTORS.meta(scheme).get("options", frozenset())
+    refused = sorted(k for k in options if k not in accepted)
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        takers = [e.name + ":" for e in PREDICTORS if set(refused) <= set(e.meta.get("options", ()))]
+        raise ConfigError(f"{flags} do(es) not apply to {scheme}: models; use it with {' or '.join(takers)} models")
+    return options
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
 
     measures = [m.strip() for m in args.measures.split(",")] if args.measures else None
     inputs = args.input[0] if len(args.input) == 1 else list(args.input)
-    model = load_predictor(args.run) if args.qc is not None else args.run
+    options = _predictor_options(args)
+    model = load_predictor(args.run, **options) if args.qc is not None or options else args.run
     annotate = None
     if args.qc is not None:
         annotate = qc_annotator(args.qc, layer_heads=bool(model.info.samples_are_heads))

@@ -8,11 +8,12 @@ their own scheme. ``trustseg predict``, the OOD and noise protocols and the qual
 Predictors are registered in :data:`PREDICTORS` by scheme, and a model is named ``SCHEME:LOCATION``
 (``run:runs/softmax``); a bare path is a trustseg run folder. Each registered factory declares its metadata:
 ``doc`` and ``capabilities`` (what its predictions can carry: ``samples`` (M > 1), ``alpha``, ``extras``,
-``temperature``).
+``temperature``) and, optionally, ``options``: the keyword options it accepts beyond ``device``
+(``trustseg predict`` refuses its ``--tta``/``--mc-dropout``/``--patch-size`` for schemes that do not list them).
 
 Example:
     >>> sorted(PREDICTORS.names())
-    ['run']
+    ['run', 'state_dict', 'torchscript']
     >>> split_spec("run:runs/softmax")
     ('run', 'runs/softmax')
     >>> split_spec("runs/softmax")

@@ -6,6 +6,8 @@ is imported.
 
 from trustseg.models.config import NetConfig, network_params
 from trustseg.models.factory import build_network, model_capabilities, require_capabilities, size_multiple
+from trustseg.models.monai_nets import MONAI_MODELS
+from trustseg.models.monai_wrapper import MonaiNet
 from trustseg.models.protocol import CAPABILITIES, SegmentationNetwork, check_input
 from trustseg.models.registry import MODELS
 from trustseg.models.unet import UNet, UNetParams
@@ -14,6 +16,8 @@ from trustseg.models.unet_blocks import ConvBlock, ForwardState
 __all__ = [
     "CAPABILITIES",
     "MODELS",
+    "MONAI_MODELS",
+    "MonaiNet",
     "ConvBlock",
     "ForwardState",
     "NetConfig",

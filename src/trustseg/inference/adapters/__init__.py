@@ -1,0 +1,13 @@
+"""Predictors for models trained outside trustseg (each module registers its schemes in ``PREDICTORS``).
+
+* :mod:`~trustseg.inference.adapters.torch_module`: ``torchscript:PATH`` and ``state_dict:PATH?factory=...``,
+  any module mapping ``(B, C, *sp)`` to logits, with MC dropout, test-time flips and sliding windows;
+* :mod:`~trustseg.inference.adapters.module_spec`: the location keys and the loading of those files;
+* :mod:`~trustseg.inference.adapters.views`: the test-time views (``--tta``).
+"""
+
+from trustseg.inference.adapters.module_spec import ModuleSpec, parse_location
+from trustseg.inference.adapters.torch_module import TorchModulePredictor, dropout_layers
+from trustseg.inference.adapters.views import TTA_VIEWS
+
+__all__ = ["TTA_VIEWS", "ModuleSpec", "TorchModulePredictor", "dropout_layers", "parse_location"]
