@@ -58,7 +58,8 @@ def drop_inactive_dropout(net: nn.Module) -> nn.Module:
     Some MONAI networks build ``Dropout(p=0)`` when asked for no dropout; the protocol wants no dropout module
     at all then (MC dropout refuses a network without dropout instead of sampling M identical passes).
     """
-    for name, module in list(net.named_modules()):
+    # every name of a module registered under several (SwinUNETR shares dropout modules between blocks)
+    for name, module in list(net.named_modules(remove_duplicate=False)):
         if isinstance(module, _DropoutNd) and float(module.p) == 0.0 and name:
             parent, _, child = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
