@@ -149,7 +149,11 @@ def table(results: dict) -> str:
                 else:
                     cells += [f"{r['extra_bytes'] / 1e6:.1f}", f"{r['extra_bytes'] / runs['probs_bytes']:.2f}"]
             a = runs.get("after", {}).get(name)
-            ok = "–" if a is None or "error" in a else ("yes" if a["extra_bytes"] <= TARGET * runs["probs_bytes"] else "no")
+            ok = (
+                "–"
+                if a is None or "error" in a
+                else ("yes" if a["extra_bytes"] <= TARGET * runs["probs_bytes"] else "no")
+            )
             wall = "–" if a is None or "error" in a else f"{a['wall_s']:.1f}"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall} | {ok} |")
     return "\n".join(lines)

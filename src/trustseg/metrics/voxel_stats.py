@@ -95,7 +95,7 @@ def lowmem_spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray, chunk: int =
 
     Example:
         >>> lowmem_spearman(torch.tensor([0.1, 0.4, 0.4, 0.9]), torch.tensor([0.0, 1.0, 1.0, 0.5]), chunk=3)
-        0.5
+        0.3333333333333333
     """
     a, b = _flat(x), _flat(y)
     n = a.size
