@@ -75,6 +75,11 @@ def test_context_targets_chunk_by_chunk_equal_the_whole_volume(monkeypatch):
     assert torch.equal(ctx.majority, majority_vote(labels, 3))
     assert torch.equal(ctx.soft, soft_label(labels, 3))
     assert torch.equal(ctx.disagreement, rater_disagreement(labels, 3).float())
+    assert torch.equal(ctx.hard, probs.argmax(0))
+    bad = probs.clone()
+    bad[2, 3, 4, 5] = float("nan")  # in the last chunk
+    with pytest.raises(DataError, match="NaN"):
+        CaseContext("c", ["bg", "a", "b"], ["r0", "r1", "r2"], bad, labels)
 
 
 def test_estimate_grows_with_voxels_and_classes():

@@ -139,7 +139,8 @@ class CaseContext:
                 f"(K={k}, R={len(self.raters)}, labels (R, *spatial))",
                 "probs",
             )
-        if not torch.isfinite(self.probs).all():
+        flat = self.probs.reshape(k, -1)
+        if not all(bool(torch.isfinite(flat[:, a:b]).all()) for a, b in spans(flat.shape[1], CHUNK)):
             raise self.error("probabilities contain NaN or infinite values", "probs")
         self.spatial_dims = len(sp)
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * self.spatial_dims
@@ -182,8 +183,12 @@ class CaseContext:
 
     @cached_property
     def hard(self) -> Tensor:
-        """``(*spatial)`` int64 ``argmax_k p̄_k``."""
-        return self.probs.argmax(0)
+        """``(*spatial)`` int64 ``argmax_k p̄_k``, chunk by chunk (no transposed copy of the probabilities)."""
+        flat = self.probs.reshape(self.num_classes, -1)
+        out = torch.empty(flat.shape[1], dtype=torch.long)
+        for a, b in spans(flat.shape[1], CHUNK):
+            out[a:b] = flat[:, a:b].argmax(0)
+        return out.view(self.probs.shape[1:])
 
     def _per_voxel(self, fn: Any, out: Tensor) -> Tensor:
         """``out[..., a:b] = fn(labels[:, a:b])`` over chunks of voxels (flattened); ``out`` reshaped to

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-#: Voxels per chunk of the chunked passes (float64 temporaries of 8 MB).
-CHUNK = 1 << 20
+#: Voxels per chunk of the chunked passes (float64 temporaries of 2 MB; per-chunk temporaries stay ~20 MB).
+CHUNK = 1 << 18
 
 
 def spans(n: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
