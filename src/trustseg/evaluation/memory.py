@@ -5,9 +5,8 @@ fit (issue 11, F7).
   1024) when set, else ``MemAvailable`` of ``/proc/meminfo``; ``None`` when neither is known.
 * :func:`case_memory_need`: an estimate of the suite's peak extra memory for one case, from its shape: the
   per-case quantities the context keeps (hard map and majority vote int64, soft label, rater disagreement, error
-  mask, oriented maps) plus the largest component temporary (one argsort and a sorted copy of a map, for the
-  rank and sort based uncertainty metrics), plus the fixed chunk temporaries. ``benchmarks/bench_memory_evaluate.py``
-  measures the real peak (``docs/RELIABILITY.md``).
+  mask, oriented maps) plus the largest component temporary (measured), plus the fixed chunk temporaries.
+  ``benchmarks/bench_memory_evaluate.py`` measures the real peak (``docs/RELIABILITY.md``).
 * :func:`check_case_memory` raises :class:`~trustseg.core.errors.DataError` naming the case, the memory needed
   and available, and what helps; :func:`is_allocation_failure` recognises an allocator failure so the suite can
   re-raise it the same way.
@@ -66,17 +65,18 @@ def case_memory_need(spatial: Sequence[int], num_classes: int, num_maps: int = 0
     """Estimated peak extra bytes of the whole suite on one case of ``spatial`` voxels and K classes.
 
     Per voxel: hard map and majority vote (int64, 8 + 8), soft label (4K), rater disagreement (4), error mask (1),
-    oriented maps (4 per map, for the certainty ones), and the largest temporary: an argsort and a sorted float32
-    copy of one map (8 + 4) plus its bool masks (2); plus :data:`CHUNK_BYTES`.
+    oriented maps (4 per map, for the certainty ones), and the largest component temporary (64: SURE's float64
+    gradient and boundary-distance maps, measured by ``benchmarks/bench_memory_evaluate.py``; the argsort and sorted
+    copy of a map of ``map_quality`` need 14); plus :data:`CHUNK_BYTES`.
 
     Example:
-        >>> case_memory_need((100, 100, 10), 3, num_maps=2) == 100_000 * (8 + 8 + 12 + 4 + 1 + 8 + 14) + CHUNK_BYTES
+        >>> case_memory_need((100, 100, 10), 3, num_maps=2) == 100_000 * (8 + 8 + 12 + 4 + 1 + 8 + 64) + CHUNK_BYTES
         True
     """
     voxels = 1
     for s in spatial:
         voxels *= int(s)
-    per_voxel = 8 + 8 + 4 * num_classes + 4 + 1 + 4 * num_maps + 14
+    per_voxel = 8 + 8 + 4 * num_classes + 4 + 1 + 4 * num_maps + 64
     return voxels * per_voxel + CHUNK_BYTES
 
 
