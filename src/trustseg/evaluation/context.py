@@ -27,6 +27,7 @@ from torch import Tensor
 from trustseg.core.errors import DataError
 from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
 from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
+from trustseg.metrics.voxel_stats import CHUNK, spans
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
@@ -160,7 +161,8 @@ class CaseContext:
                 f"(K={k}, R={len(self.raters)}, labels (R, *spatial))",
                 "probs",
             )
-        if not torch.isfinite(self.probs).all():
+        flat = self.probs.reshape(k, -1)
+        if not all(bool(torch.isfinite(flat[:, a:b]).all()) for a, b in spans(flat.shape[1], CHUNK)):
             raise self.error("probabilities contain NaN or infinite values", "probs")
         self.spatial_dims = len(sp)
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * self.spatial_dims
@@ -221,23 +223,40 @@ class CaseContext:
 
     @cached_property
     def hard(self) -> Tensor:
-        """``(*spatial)`` int64 ``argmax_k p̄_k``."""
-        return self.probs.argmax(0)
+        """``(*spatial)`` int64 ``argmax_k p̄_k``, chunk by chunk (no transposed copy of the probabilities)."""
+        flat = self.probs.reshape(self.num_classes, -1)
+        out = torch.empty(flat.shape[1], dtype=torch.long)
+        for a, b in spans(flat.shape[1], CHUNK):
+            out[a:b] = flat[:, a:b].argmax(0)
+        return out.view(self.probs.shape[1:])
+
+    def _per_voxel(self, fn: Any, out: Tensor) -> Tensor:
+        """``out[..., a:b] = fn(labels[:, a:b])`` over chunks of voxels (flattened); ``out`` reshaped to
+        ``(*out_leading, *spatial)``. Per-voxel functions of the rater maps give the same values chunk by chunk, with
+        temporaries (one-hot votes, float copies) of one chunk only."""
+        flat_labels = self.labels.reshape(self.labels.shape[0], -1)
+        flat_out = out.view(*out.shape[: out.dim() - 1], -1) if out.dim() > 1 else out
+        for a, b in spans(flat_labels.shape[1], CHUNK):
+            flat_out[..., a:b] = fn(flat_labels[:, a:b])
+        return flat_out.view(*out.shape[: out.dim() - 1], *self.labels.shape[1:])
 
     @cached_property
     def majority(self) -> Tensor:
-        """``(*spatial)`` int64 majority vote of the raters (ties to the lower class)."""
-        return majority_vote(self.labels, self.num_classes)
+        """``(*spatial)`` int64 majority vote of the raters (ties to the lower class), chunk by chunk."""
+        n, k = self.labels[0].numel(), self.num_classes
+        return self._per_voxel(lambda lab: majority_vote(lab, k), torch.empty(n, dtype=torch.long))
 
     @cached_property
     def soft(self) -> Tensor:
-        """``(K, *spatial)`` float32 soft label."""
-        return soft_label(self.labels, self.num_classes)
+        """``(K, *spatial)`` float32 soft label, chunk by chunk."""
+        n, k = self.labels[0].numel(), self.num_classes
+        return self._per_voxel(lambda lab: soft_label(lab, k), torch.empty(k, n))
 
     @cached_property
     def disagreement(self) -> Tensor:
-        """``(*spatial)`` float32 rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)``."""
-        return rater_disagreement(self.labels, self.num_classes).float()
+        """``(*spatial)`` float32 rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)``, chunk by chunk."""
+        n, k = self.labels[0].numel(), self.num_classes
+        return self._per_voxel(lambda lab: rater_disagreement(lab, k).float(), torch.empty(n))
 
     @cached_property
     def error_mask(self) -> Tensor:

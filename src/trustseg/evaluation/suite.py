@@ -35,6 +35,13 @@ import trustseg.evaluation.components  # noqa: F401 (registers the components)
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.evaluation.component import SUITE, DatasetAnalysis, SuiteComponent
 from trustseg.evaluation.context import CaseContext, CaseInputError, SuiteConfig
+from trustseg.evaluation.memory import (
+    available_memory,
+    case_memory_need,
+    check_case_memory,
+    is_allocation_failure,
+    memory_error,
+)
 from trustseg.evaluation.results import check_names, count_tree, get, mean_tree, merge
 
 #: Headline paths (``metric, target, item``; ``*`` = every item) read from the means over cases. The pooled
@@ -133,7 +140,31 @@ class EvaluationSuite:
 
         Raises:
             CaseInputError: inputs that do not match or are not finite (it names the input, and the map).
+            DataError: the case needs more memory than is available (:mod:`trustseg.evaluation.memory`: the
+                estimate before starting, or an allocation that failed), naming the case, both sizes and what
+                helps.
         """
+        check_case_memory(case_id, tuple(labels.shape[1:]), len(self.classes), len(maps or {}))
+        try:
+            return self._add_case(case_id, probs, labels, spacing, maps, samples, image, qc, valid)
+        except (MemoryError, RuntimeError) as e:  # an allocator failure: the same message as the estimate's
+            if not is_allocation_failure(e):
+                raise
+            need = case_memory_need(tuple(labels.shape[1:]), len(self.classes), len(maps or {}))
+            raise memory_error(case_id, need, available_memory(), f"an allocation failed: {e}") from None
+
+    def _add_case(
+        self,
+        case_id: str,
+        probs: Tensor,
+        labels: Tensor,
+        spacing: tuple[float, ...] | None,
+        maps: dict[str, Tensor] | None,
+        samples: Tensor | None,
+        image: Tensor | None,
+        qc: dict[str, Any] | None,
+        valid: Tensor | None,
+    ) -> dict[str, Any]:
         ctx = self.context(
             case_id, probs, labels, spacing=spacing, maps=maps, samples=samples, image=image, qc=qc, valid=valid
         )

@@ -25,6 +25,7 @@ Everything is computed from pairwise intersections: matrix products of flattened
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -34,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from trustseg.core.errors import DataError
 from trustseg.metrics.registry import METRICS
+from trustseg.metrics.voxel_stats import CHUNK, chunked_sum, spans
 
 Distance = Literal["iou", "dice"]
 
@@ -215,6 +217,7 @@ def qubiq_soft_dice(
     pred_prob: torch.Tensor | np.ndarray,
     soft_label: torch.Tensor | np.ndarray,
     thresholds: Sequence[float] | None = None,
+    chunk: int = CHUNK,
 ) -> torch.Tensor:
     """QUBIQ soft Dice: ``mean_t Dice(pred > t, soft > t)`` over thresholds t (default 0.1, 0.2, …, 0.9).
 
@@ -224,24 +227,32 @@ def qubiq_soft_dice(
         pred_prob: Foreground probability ``(*spatial)`` in [0, 1].
         soft_label: Rater mean ``(*spatial)`` in [0, 1].
         thresholds: Thresholds t.
+        chunk: Voxels per pass (temporaries ``O(chunk)``: float64 copies of a chunk and one mask per threshold).
 
     Returns:
         0-dim float64 tensor.
     """
-    p, q = _as_tensor(pred_prob).double(), _as_tensor(soft_label).double()
+    p, q = _as_tensor(pred_prob), _as_tensor(soft_label)
     if p.shape != q.shape:
         raise DataError(f"pred_prob and soft_label shapes differ: {tuple(p.shape)} vs {tuple(q.shape)}")
     t = torch.tensor([k / 10 for k in range(1, 10)] if thresholds is None else list(thresholds), dtype=torch.float64)
-    view = (-1,) + (1,) * p.ndim
-    pb, qb = p.unsqueeze(0) > t.view(view), q.unsqueeze(0) > t.view(view)
-    inter = (pb & qb).flatten(1).sum(1).double()
-    total = (pb.flatten(1).sum(1) + qb.flatten(1).sum(1)).double()
+    inter = torch.zeros(len(t), dtype=torch.float64)
+    total = torch.zeros(len(t), dtype=torch.float64)
+    pf, qf = p.reshape(-1), q.reshape(-1)
+    for a, b in spans(pf.numel(), chunk):  # float64 chunk copies, one bool mask per threshold: O(chunk) memory
+        pc, qc = pf[a:b].double(), qf[a:b].double()
+        for i, ti in enumerate(t.tolist()):
+            pb, qb = pc > ti, qc > ti
+            inter[i] += int((pb & qb).sum())
+            total[i] += int(pb.sum()) + int(qb.sum())
     dice_t = torch.where(total == 0, torch.ones_like(total), 2 * inter / total.clamp_min(1))
     return dice_t.mean()
 
 
 @METRICS.register("variance_ncc", doc="normalised cross-correlation of model and rater variance maps")
-def variance_ncc(model_var: torch.Tensor | np.ndarray, rater_var: torch.Tensor | np.ndarray) -> torch.Tensor:
+def variance_ncc(
+    model_var: torch.Tensor | np.ndarray, rater_var: torch.Tensor | np.ndarray, chunk: int = CHUNK
+) -> torch.Tensor:
     """Normalised cross-correlation ``mean((a − ā)(b − b̄)) / (σ_a σ_b)`` of two maps (population std).
 
     Equals the Pearson correlation over voxels; NaN when either map is constant (σ = 0).
@@ -249,18 +260,24 @@ def variance_ncc(model_var: torch.Tensor | np.ndarray, rater_var: torch.Tensor |
     Args:
         model_var: The model's per-voxel variance (or any uncertainty) map ``(*spatial)``.
         rater_var: The raters' per-voxel variance map, same shape.
+        chunk: Voxels per pass (float64 sums over chunks; no float64 copy of the maps).
 
     Returns:
         0-dim float64 tensor in [−1, 1] or NaN.
     """
-    a, b = _as_tensor(model_var).double().flatten(), _as_tensor(rater_var).double().flatten()
+    a, b = _as_tensor(model_var).flatten(), _as_tensor(rater_var).flatten()
     if a.shape != b.shape:
         raise DataError(f"model_var and rater_var sizes differ: {a.numel()} vs {b.numel()} voxels")
-    a, b = a - a.mean(), b - b.mean()
-    sa, sb = a.pow(2).mean().sqrt(), b.pow(2).mean().sqrt()
+    n = a.numel()
+    ma, mb = chunked_sum(a, chunk) / n, chunked_sum(b, chunk) / n  # float64 means, chunk by chunk
+    saa = sbb = sab = 0.0
+    for s, e in spans(n, chunk):
+        ca, cb = a[s:e].double() - ma, b[s:e].double() - mb
+        saa, sbb, sab = saa + float((ca * ca).sum()), sbb + float((cb * cb).sum()), sab + float((ca * cb).sum())
+    sa, sb = math.sqrt(saa / n), math.sqrt(sbb / n)
     if sa == 0 or sb == 0:
         return torch.tensor(float("nan"), dtype=torch.float64)
-    return ((a * b).mean() / (sa * sb)).clamp(-1, 1)
+    return torch.tensor(sab / n / (sa * sb), dtype=torch.float64).clamp(-1, 1)
 
 
 for _d in ("iou", "dice"):

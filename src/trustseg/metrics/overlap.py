@@ -23,6 +23,7 @@ from trustseg.data.targets import majority_vote
 from trustseg.measures.image import pooled_foreground_dice
 from trustseg.metrics.reduction import nanmean
 from trustseg.metrics.registry import METRICS
+from trustseg.metrics.voxel_stats import CHUNK, spans
 
 # Re-exported here, where they used to live: ``majority_vote`` (data.targets), ``pooled_foreground_dice``
 # (measures.image), ``nanmean`` (metrics.reduction).
@@ -65,7 +66,11 @@ def empty_value(empty: str) -> float:
 
 
 def confusion_counts(
-    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, num_classes: int, batch: bool = False
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    num_classes: int,
+    batch: bool = False,
+    chunk: int = CHUNK,
 ) -> torch.Tensor:
     """Per-class one-vs-rest TP/FP/FN/TN counts of two class maps.
 
@@ -74,11 +79,12 @@ def confusion_counts(
         target: Reference class map, same shape.
         num_classes: K, background included.
         batch: Whether the first axis is a batch axis (counts are kept per item).
+        chunk: Voxels per ``bincount`` (temporaries ``O(chunk)``).
 
     Returns:
-        int64 ``(K, 4)`` (or ``(B, K, 4)``), columns ``TP, FP, FN, TN``, from one ``bincount`` of
-        ``target * K + pred``: the diagonal of the K×K confusion matrix is TP, column sums minus it FP, row sums
-        minus it FN, and TN is the rest.
+        int64 ``(K, 4)`` (or ``(B, K, 4)``), columns ``TP, FP, FN, TN``, from ``bincount`` of ``target * K +
+        pred`` (chunk by chunk): the diagonal of the K×K confusion matrix is TP, column sums minus it FP, row
+        sums minus it FN, and TN is the rest.
     """
     p, t = _as_long(pred, "pred"), _as_long(target, "target")
     if p.shape != t.shape:
@@ -87,12 +93,15 @@ def confusion_counts(
     _check_classes(t, num_classes, "target")
     k = num_classes
     if not batch:
-        p, t = p.reshape(1, -1), t.reshape(1, -1)
-    else:
-        p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
-    b, n = p.shape
-    idx = t * k + p + torch.arange(b).unsqueeze(1) * (k * k)
-    cm = torch.bincount(idx.reshape(-1), minlength=b * k * k).reshape(b, k, k)  # [b, target, pred]
+        p, t = p.unsqueeze(0), t.unsqueeze(0)
+    b = p.shape[0]
+    cm = torch.zeros(b, k * k, dtype=torch.int64)  # [b, target * K + pred]
+    for i in range(b):  # per item and chunk of voxels: no (B, N) index temporaries (an expanded pred stays a view)
+        pi, ti = p[i].reshape(-1), t[i].reshape(-1)
+        for a, e in spans(pi.numel(), chunk):
+            cm[i] += torch.bincount(ti[a:e] * k + pi[a:e], minlength=k * k)
+    n = p[0].numel() if b else 0
+    cm = cm.reshape(b, k, k)
     tp = cm.diagonal(dim1=1, dim2=2)
     fp = cm.sum(1) - tp
     fn = cm.sum(2) - tp
@@ -254,6 +263,7 @@ def dice_vs_raters(
     num_classes: int,
     empty: EmptyPolicy = "one",
     include_background: bool = False,
+    majority: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-class Dice of one prediction against several raters.
 
@@ -263,6 +273,7 @@ def dice_vs_raters(
         num_classes: K.
         empty: Empty policy (see :func:`dice`).
         include_background: Keep class 0.
+        majority: The raters' majority vote when the caller has it (saves computing it again).
 
     Returns:
         ``{"rater_0": (C,), ..., "rater_{R-1}": (C,), "mean_rater": (C,), "majority": (C,), "consensus": (C,)}``
@@ -277,6 +288,7 @@ def dice_vs_raters(
     per_rater = dice(p.expand_as(y), y, num_classes, empty, include_background, batch=True)  # (R, C)
     out = {f"rater_{i}": per_rater[i] for i in range(y.shape[0])}
     out["mean_rater"] = nanmean(per_rater, dim=0)
-    out["majority"] = dice(p, majority_vote(y, num_classes), num_classes, empty, include_background)
+    vote = majority_vote(y, num_classes) if majority is None else majority
+    out["majority"] = dice(p, vote, num_classes, empty, include_background)
     out["consensus"] = consensus_dice(p, y, num_classes, empty, include_background)
     return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,6 +41,7 @@ from trustseg.measures.aggregate import average_ranks
 from trustseg.measures.pixel import rater_disagreement
 from trustseg.metrics.geometry import boundary_distance, gradient_magnitude
 from trustseg.metrics.registry import METRICS
+from trustseg.metrics.voxel_stats import error_split, split_auroc, split_average_precision, split_ueo
 
 _NAN = torch.tensor(math.nan, dtype=torch.float64)
 
@@ -341,13 +343,17 @@ def error_mask(hard: Tensor, labels: Tensor) -> Tensor:
     return hard != labels
 
 
-def _pool(umap: Tensor, error: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+def _split(umap: Tensor, error: Tensor, mask: Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """Checked, pooled (masked) map split into sorted error / correct values (:func:`error_split`)."""
     _same_shape(umap, error, "uncertainty map vs error mask")
-    u, e = _finite(umap, "uncertainty map"), error.bool()
+    u = umap if umap.dtype in (torch.float32, torch.float64) else umap.to(torch.float64)
+    if not bool(torch.isfinite(u).all()):
+        _finite(u, "uncertainty map")  # raises, counting the bad values
+    e = error.bool()
     if mask is not None:
         _same_shape(u, mask, "uncertainty map vs mask")
-        return u[mask.bool()], e[mask.bool()]
-    return u.flatten(), e.flatten()
+        u, e = u[mask.bool()], e[mask.bool()]
+    return error_split(u, e)
 
 
 @METRICS.register("ueo", doc="uncertainty-error overlap: max_t Dice(error, u > t), and the best t")
@@ -370,23 +376,16 @@ def ueo(
     Returns:
         ``(ueo, best_t)`` float64 scalars; the lowest threshold wins ties. ``best_t`` is NaN for an empty error.
     """
-    u, e = _pool(umap, error, mask)
-    n_err = int(e.sum())
-    if n_err == 0 or u.numel() == 0:
+    pos, neg = _split(umap, error, mask)
+    if pos.size == 0:
         return torch.tensor(float(empty_error), dtype=torch.float64), _NAN.clone()
     if isinstance(thresholds, int):
         if thresholds < 1:
             raise ConfigError(f"thresholds must be >= 1, got {thresholds}")
-        t = torch.linspace(float(u.min()), float(u.max()), thresholds, dtype=torch.float64)
+        value, best_t = split_ueo(pos, neg, thresholds)
     else:
-        t = thresholds.to(torch.float64).flatten()
-    su = torch.sort(u).values
-    se = torch.sort(u[e]).values
-    n_pred = u.numel() - torch.searchsorted(su, t, right=True)
-    tp = n_err - torch.searchsorted(se, t, right=True)
-    dice = 2 * tp.to(torch.float64) / (n_pred + n_err).to(torch.float64)
-    best = int(torch.argmax(dice))
-    return dice[best], t[best]
+        value, best_t = split_ueo(pos, neg, thresholds.to(torch.float64).flatten().numpy())
+    return torch.tensor(value, dtype=torch.float64), torch.tensor(best_t, dtype=torch.float64)
 
 
 def binary_auroc(scores: Tensor, positives: Tensor) -> Tensor:
@@ -422,13 +421,17 @@ def average_precision(scores: Tensor, positives: Tensor) -> Tensor:
 
 @METRICS.register("uncertainty_error_auroc", doc="AUROC of uncertainty separating error pixels (pred ≠ label)")
 def uncertainty_error_auroc(umap: Tensor, error: Tensor, mask: Tensor | None = None) -> Tensor:
-    """AUROC of ``umap`` as a detector of ``error`` pixels (pooled; ties as scikit-learn). NaN if one class."""
-    u, e = _pool(umap, error, mask)
-    return binary_auroc(u, e)
+    """AUROC of ``umap`` as a detector of ``error`` pixels (pooled; ties as scikit-learn). NaN if one class.
+
+    Computed from the sorted values of the error and the correct pixels (:func:`~trustseg.metrics.voxel_stats.
+    split_auroc`: one copy of the map, no rank array), equal to :func:`binary_auroc`."""
+    return torch.tensor(split_auroc(*_split(umap, error, mask)), dtype=torch.float64)
 
 
 @METRICS.register("uncertainty_error_auprc", doc="average precision of uncertainty detecting error pixels")
 def uncertainty_error_auprc(umap: Tensor, error: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Average precision of ``umap`` detecting ``error`` pixels (pooled; ties as scikit-learn). NaN if no error."""
-    u, e = _pool(umap, error, mask)
-    return average_precision(u, e)
+    """Average precision of ``umap`` detecting ``error`` pixels (pooled; ties as scikit-learn). NaN if no error.
+
+    Computed as :func:`~trustseg.metrics.voxel_stats.split_average_precision` (one copy of the map), equal to
+    :func:`average_precision`."""
+    return torch.tensor(split_average_precision(*_split(umap, error, mask)), dtype=torch.float64)

@@ -45,7 +45,7 @@ class Overlap(SuiteComponent):
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
         k, fg, empty = ctx.num_classes, ctx.foreground, self.cfg.empty
-        dv = dice_vs_raters(ctx.hard, ctx.labels, k, empty=empty)
+        dv = dice_vs_raters(ctx.hard, ctx.labels, k, empty=empty, majority=ctx.majority)
         out: dict[str, Any] = {"dice": {t: per_class(fg, dv[t]) for t in ("majority", "consensus", "mean_rater")}}
         for r, rater in enumerate(ctx.raters):
             out["dice"][rater] = per_class(fg, dv[f"rater_{r}"])

@@ -20,11 +20,15 @@ from trustseg.evaluation.results import finite
 from trustseg.measures.image import image_score
 from trustseg.measures.registry import AGGREGATORS
 from trustseg.metrics.multirater import variance_ncc
-from trustseg.metrics.uncertainty_quality import (
-    pixel_correlation,
-    ueo,
-    uncertainty_error_auprc,
-    uncertainty_error_auroc,
+from trustseg.metrics.voxel_stats import (
+    CHUNK,
+    chunked_pearson,
+    error_split,
+    lowmem_spearman,
+    spans,
+    split_auroc,
+    split_average_precision,
+    split_ueo,
 )
 
 #: Measures whose map is a variance, compared with the rater disagreement by normalised cross-correlation.
@@ -33,8 +37,13 @@ VARIANCE_MEASURES = frozenset({"variance", "predicted_variance"})
 
 def pooled_sums(x: Tensor, y: Tensor) -> Tensor:
     """The float64 sums ``(Σx, Σy, Σx², Σy², Σxy, n)`` of a pooled Pearson correlation (sum-mergeable)."""
-    x, y = x.double().flatten(), y.double().flatten()
-    return torch.stack([x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum(), torch.tensor(float(x.numel()))])
+    x, y = x.flatten(), y.flatten()
+    sums = torch.zeros(6, dtype=torch.float64)
+    for a, b in spans(x.numel(), CHUNK):  # float64 copies of one chunk at a time
+        xc, yc = x[a:b].double(), y[a:b].double()
+        sums[:5] += torch.stack([xc.sum(), yc.sum(), (xc * xc).sum(), (yc * yc).sum(), (xc * yc).sum()])
+    sums[5] = float(x.numel())
+    return sums
 
 
 def pooled_pearson(sums: Tensor) -> float:
@@ -74,15 +83,16 @@ class MapQuality(SuiteComponent):
         out: dict[str, Any] = {}
         for name, full in ctx.maps.items():
             u = ctx.voxels(full)
-            pc = pixel_correlation(u[None], target[None], method="pearson")
-            ps = pixel_correlation(u[None], target[None], method="spearman")
-            out.setdefault("pixel_pearson", {})[name] = {"disagreement": finite(pc["per_image"][0])}
-            out.setdefault("pixel_spearman", {})[name] = {"disagreement": finite(ps["per_image"][0])}
+            # the per-image values of pixel_correlation, without its float64 copies and rank arrays
+            out.setdefault("pixel_pearson", {})[name] = {"disagreement": finite(chunked_pearson(u, target))}
+            out.setdefault("pixel_spearman", {})[name] = {"disagreement": finite(lowmem_spearman(u, target))}
             if error.any():
-                out.setdefault("ueo", {})[name] = {"error": finite(ueo(u, error)[0])}
+                pos, neg = error_split(u, error)  # one sorted copy of the map serves UEO, AUROC and AUPRC
+                out.setdefault("ueo", {})[name] = {"error": finite(split_ueo(pos, neg)[0])}
                 if (~error).any():
-                    out.setdefault("error_auroc", {})[name] = {"error": finite(uncertainty_error_auroc(u, error))}
-                    out.setdefault("error_auprc", {})[name] = {"error": finite(uncertainty_error_auprc(u, error))}
+                    out.setdefault("error_auroc", {})[name] = {"error": finite(split_auroc(pos, neg))}
+                    out.setdefault("error_auprc", {})[name] = {"error": finite(split_average_precision(pos, neg))}
+                del pos, neg
             if ctx.measure_of[name] in VARIANCE_MEASURES:
                 out.setdefault("variance_ncc", {})[name] = {"disagreement": finite(variance_ncc(u, target))}
         return out
