@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trustseg import __version__
+from trustseg.cli.compare import add_compare
 from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
 from trustseg.core.config import load_config, replace
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     _add_calibrate(sub)
     add_qc(sub, _parse_kv)
+    add_compare(sub, _parse_kv)
     return parser
 
 
