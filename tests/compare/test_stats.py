@@ -46,8 +46,8 @@ def test_percentile_interval_matches_scipy_bootstrap_of_the_differences():
     method = base + rng.normal(0.02, 0.05, 60)
     ours = paired_bootstrap(method, base, resamples=20000, seed=3)
     ref = stats.bootstrap(
-        (method, base), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, n_resamples=20000, method="percentile",
-        confidence_level=0.95, random_state=4, vectorized=True,
+        (method, base), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, n_resamples=20000,
+        method="percentile", confidence_level=0.95, random_state=4, vectorized=True,
     ).confidence_interval  # fmt: skip
     width = ref.high - ref.low
     assert ours["low"] == pytest.approx(ref.low, abs=0.05 * width)
