@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import resource
@@ -93,6 +94,7 @@ def run_job(cfg: CompareConfig, job: Job, progress: bool = False, rank: int = 0)
     run_dir, pred_dir = folder / "run", folder / "pred"
     timings: dict[str, float] = {}
     notes: dict[str, str] = {}
+    started = dt.datetime.now(dt.UTC).isoformat()
 
     t = time.perf_counter()
     same = (run_dir / CONFIG).is_file() and load_saved_run_config(run_dir / CONFIG) == rc
@@ -147,6 +149,8 @@ def run_job(cfg: CompareConfig, job: Job, progress: bool = False, rank: int = 0)
         "notes": notes,
         "timings": timings,
         "cost": cost,
+        "started": started,
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
         "pid": os.getpid(),
         "rank": rank,
         "host": platform.node(),
