@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from trustseg.cli.main import main
 from trustseg.compare.config import (
     CompareConfig,
     DatasetSpec,
@@ -111,3 +112,13 @@ def test_demo_preset_is_a_valid_config():
     assert cfg.seeds == (2,) and cfg.train.epochs == 1 and cfg.datasets[0].synth is not None
     with pytest.raises(UnknownNameError, match="did you mean 'demo'"):
         preset("dmeo")
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    rc = main(["compare", "--data", str(tmp_path), "--methods", "softmax,mc-droput", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "did you mean 'mc-dropout'" in capsys.readouterr().err
+    rc = main(["compare", "--preset", "demo", "--seeds", "a,b", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--seeds a,b" in capsys.readouterr().err
+    rc = main(["compare", "--preset", "demo", "--set", "trian.epochs=1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "did you mean 'train'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written before the config is valid

@@ -22,7 +22,6 @@ import datetime as dt
 import os
 import platform
 import resource
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -190,7 +189,8 @@ def _fit_qc(
 
 
 def _timed(fn, repeats: int, device: torch.device) -> float:
-    """The median wall time of ``fn()`` over ``repeats`` calls (after one warm-up call)."""
+    """The shortest wall time of ``fn()`` over ``repeats`` calls (after one warm-up call): the least disturbed by
+    other processes on a shared machine."""
     fn()
     times = []
     for _ in range(repeats):
@@ -201,14 +201,14 @@ def _timed(fn, repeats: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 @torch.no_grad()
-def measure_cost(run_dir: Path, model: Any, data: str, device_spec: str, repeats: int = 3) -> dict[str, Any]:
-    """Parameters (all members), the per-case inference time of the method (first test case, median of
-    ``repeats``) and of one forward pass of the plain network (member 0) on the same image, their ratio and the
-    peak RSS of this process (MB).
+def measure_cost(run_dir: Path, model: Any, data: str, device_spec: str, repeats: int = 5) -> dict[str, Any]:
+    """Parameters (all members), the per-case inference time of the method (first test case, the fastest of
+    ``repeats``) and of one forward pass of the plain network (member 0) on the same (padded) image, their ratio
+    and the peak RSS of this process (MB).
 
     Returns:
         ``{"params", "inference_s_per_case", "forward_s_per_case", "inference_rel_forward", "peak_rss_mb"}``.
