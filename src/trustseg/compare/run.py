@@ -203,7 +203,7 @@ def _machine() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": ram, "gpu": gpu}
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram": ram, "ram_unit": "GB", "gpu": gpu}
 
 
 def write_run_card(
