@@ -57,7 +57,8 @@ def run_compare(
     command: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Run the comparison into ``out`` (resuming an interrupted one) and return the table (``None`` on ranks
-    other than 0).
+    other than 0). Jobs start with ``multiprocessing``'s ``spawn``: a calling script needs the usual
+    ``if __name__ == "__main__":`` guard.
 
     Args:
         cfg: The comparison.
