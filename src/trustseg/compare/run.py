@@ -184,7 +184,12 @@ def run_jobs(cfg: CompareConfig, jobs: list[Job], workers: int, threads: int, pr
             running.remove((job, p))
             if p.exitcode != 0:
                 err = job.folder / "error.txt"
-                why = err.read_text().strip() if err.is_file() else f"exit status {p.exitcode}"
+                why = (
+                    err.read_text().strip()
+                    if err.is_file()
+                    else f"exit status {p.exitcode}, no error recorded (see the output above; a script calling "
+                    "run_compare needs an `if __name__ == '__main__':` guard)"
+                )
                 failed.append(f"{job.name}: {why}")
     if failed:
         raise TrainingError("jobs failed (rerun to resume): " + "; ".join(failed))
