@@ -110,7 +110,7 @@ def correlation(data_name: str, data: Path, epochs: int) -> list[dict]:
     from trustseg.evaluation.results import get
     from trustseg.methods import METHODS
     from trustseg.models.config import NetConfig
-    from trustseg.reports.run_report import primary_measure
+    from trustseg.reports.measure_choice import primary_measure
 
     rows = []
     runs = [(n, n, METHOD_PARAMS.get(n, {})) for n in METHODS.names()] + CORR_EXTRA

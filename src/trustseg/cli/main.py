@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trustseg import __version__
+from trustseg.cli.compare import add_compare
 from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
 from trustseg.cli.report import add_report
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_qc(sub, _parse_kv)
     add_import_predictions(sub)
     add_report(sub)
+    add_compare(sub, _parse_kv)
     return parser
 
 

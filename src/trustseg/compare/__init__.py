@@ -1,1 +1,2 @@
-"""Compare uncertainty methods across datasets and seeds: the run (``trustseg compare``) and its report."""
+"""``trustseg compare``: methods side by side under identical conditions (config, jobs, table) and its report
+(``trustseg report``)."""

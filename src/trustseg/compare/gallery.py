@@ -24,8 +24,7 @@ from trustseg.data.dataset import Dataset
 from trustseg.data.predictions import load_prediction, read_index
 from trustseg.evaluation.context import oriented_name
 from trustseg.reports.html import data_uri, fmt
-from trustseg.reports.overview import CLASS_COLOURS
-from trustseg.reports.style import OKABE_ITO, SOFT_CMAP, UNCERTAINTY_CMAP, png_bytes, rater_linestyle
+from trustseg.reports.style import CLASS_COLOURS, OKABE_ITO, SOFT_CMAP, UNCERTAINTY_CMAP, png_bytes, rater_linestyle
 
 #: At most this many cases are shown (the worst first).
 MAX_CASES = 48

@@ -19,7 +19,7 @@ import yaml
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.evaluation.evaluate import verify_results
 from trustseg.evaluation.results import get
-from trustseg.reports.run_report import primary_measure
+from trustseg.reports.measure_choice import primary_measure
 
 #: What a compare output folder must hold for the report.
 REQUIRED = ("compare.yaml", "run_card.json", "table.json", "jobs")

@@ -53,6 +53,9 @@ class TrainConfig:
         max_train_cases: Train on at most this many training cases (the first ones, in split order).
         augment: Random augmentation of the training crops (``trustseg.data.augmentation``; on by default,
             ``{enabled: false}`` switches it off). Validation is never augmented.
+        max_minutes: Training-time budget per member: a member stops after the epoch during which the summed
+            epoch times of its history (kept across resumes) reach this many minutes; that epoch is validated.
+            ``None`` (default): no budget. The learning-rate schedule still spans ``epochs``.
     """
 
     epochs: int = 20
@@ -68,6 +71,7 @@ class TrainConfig:
     fold: int | None = None
     max_train_cases: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         _integer("train.epochs", self.epochs, 1)
@@ -88,6 +92,8 @@ class TrainConfig:
             _integer("train.fold", self.fold, 0, nullable=True)
         if self.max_train_cases is not None:
             _integer("train.max_train_cases", self.max_train_cases, 1, nullable=True)
+        if self.max_minutes is not None:
+            _number("train.max_minutes", self.max_minutes, 0.0, strict=False, nullable=True)
 
 
 def _integer(name: str, value: Any, low: int, high: int | None = None, nullable: bool = False) -> None:

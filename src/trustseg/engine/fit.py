@@ -134,7 +134,7 @@ def train_member(
         if dinfo.is_main:  # litter of a killed atomic write, and a history.csv that missed the last epochs
             ck.remove_leftover_temps(mdir)
             ck.repair_history(mdir / ck.HISTORY, history)
-    if start_epoch >= tc.epochs:
+    if start_epoch >= tc.epochs or _budget_spent(history, tc.max_minutes):
         return _member_result(member, best_dice, best_epoch, start_epoch)
 
     net = wrap_model(model, device, dinfo)
@@ -174,7 +174,14 @@ def train_member(
             }
             row.update({k: all_reduce_mean(float(np.mean(v)), dinfo) for k, v in logs_acc.items() if k != "loss"})
             val_dice = float("nan")
-            validate_now = val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
+            spent = tc.max_minutes is not None and (  # every rank stops when any one has spent the budget
+                all_reduce_mean(
+                    float(_budget_spent([*history, {"seconds": time.perf_counter() - t0}], tc.max_minutes)), dinfo
+                )
+                > 0
+            )
+            last = epoch + 1 == tc.epochs or spent
+            validate_now = val_loader is not None and ((epoch + 1) % tc.val_every == 0 or last)
             if validate_now and dinfo.is_main:
                 assert val_loader is not None  # validate_now needs a validation loader
                 val_dice = validate(method, model, val_loader, device, cfg)
@@ -195,6 +202,8 @@ def train_member(
                 )
             bar.advance(epoch, tc.epochs, row["loss"], best_dice, 0)
             barrier(dinfo)
+            if spent:
+                break
     finally:
         bar.close()
     if dinfo.enabled:
@@ -205,7 +214,15 @@ def train_member(
                 {"world_size": dinfo.world_size, "digests": digests, "identical": len(set(digests)) == 1},
             )
         barrier(dinfo)
-    return _member_result(member, best_dice, best_epoch, tc.epochs)
+    return _member_result(member, best_dice, best_epoch, len(history))
+
+
+def _budget_spent(history: list[dict[str, Any]], max_minutes: float | None) -> bool:
+    """Whether the summed epoch times of ``history`` reach the budget ``max_minutes`` (``None``: no budget; at
+    least one epoch is always trained)."""
+    if max_minutes is None or not history:
+        return False
+    return sum(float(r.get("seconds", 0.0)) for r in history) >= 60.0 * max_minutes
 
 
 def _diverged(member: int, epoch: int, step: int, what: str) -> TrainingError:

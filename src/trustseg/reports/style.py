@@ -11,8 +11,19 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trustseg.core.atomic import atomic_path
 from trustseg.core.figures import pyplot
+
+#: RGB in [0, 1] per class index (background black), for class overlays.
+CLASS_COLOURS = (
+    np.array(
+        [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 #: Okabe & Ito (2008), "Color Universal Design", without black (kept for references such as the diagonal).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
