@@ -16,7 +16,7 @@ or with a suffix ``K``/``M``/``G``/``T``) when set, else ``MemAvailable`` of ``/
 
 Example:
     >>> predict_bytes((100, 100, 100), channels=1, outputs=2, patch=(32, 32, 32), activations=16) // 10**6
-    24
+    26
     >>> parse_bytes("1.5G")
     1610612736
 """
