@@ -112,7 +112,7 @@ def write_label(
         raise DataError(f"a label map must be (H, W) or (D, H, W), got shape {arr.shape}", path)
     if arr.dtype.kind not in "biu" or (arr.size and (arr.min() < 0 or arr.max() > 65535)):
         raise DataError(f"label values must be integers in [0, 65535] (dtype {arr.dtype})", path)
-    arr = arr.astype(np.uint8 if not arr.size or arr.max() < 256 else np.uint16)
+    arr = arr.astype(np.uint8 if not arr.size or arr.max() < 256 else np.uint16, copy=False)
     sdims = arr.ndim
     spacing = tuple(float(s) for s in (spacing or (1.0,) * sdims))
     origin = tuple(float(o) for o in (origin or (0.0,) * sdims))

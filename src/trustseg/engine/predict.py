@@ -177,7 +177,16 @@ def _predict_into(
     for item in writer.track(items, progress):
         check_image(info, item.image, item.source)
         try:
-            writer.write(item, predictor.predict(item.image, item.spacing))
+            consuming = getattr(predictor, "predict_consuming", None)
+            if consuming is not None and annotate is None:
+                # the raw image is not needed after predicting: the predictor may normalise it in place
+                image, item.image = item.image, None
+                pred = consuming(image, item.spacing)
+                del image
+            else:
+                pred = predictor.predict(item.image, item.spacing)
+            writer.write(item, pred)
+            del pred
         except MemoryNeededError as e:
             raise DataError(f"case {item.case_id!r}: {e.problem}", item.source) from None
         except (RuntimeError, MemoryError) as e:  # an allocator failure in the predictor or the writer

@@ -22,6 +22,7 @@ samples setting only) or replaced (``overwrite``: the files its index lists are 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.progress import Progress
+from torch import Tensor
 
 from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json, make_dirs
 from trustseg.core.errors import ConfigError, DataError
@@ -38,6 +40,7 @@ from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
 from trustseg.data.predictions import INDEX, SUMMARY, case_files, load_prediction, read_index, read_map
 from trustseg.engine.checkpoint import remove_leftover_temps
+from trustseg.engine.npy_stream import slab_slices, write_npy_slabs
 from trustseg.evaluation.context import oriented_name
 from trustseg.measures import MEASURES
 from trustseg.measures.pixel import available_measures, compute_measures
@@ -329,7 +332,7 @@ class FolderWriter:
         Raises:
             DataError: the prediction holds NaN or infinite probabilities (nothing of the case is written).
         """
-        if not bool(torch.isfinite(pred.probs).all()):
+        if not _all_finite(pred.probs):
             raise DataError(
                 f"case {item.case_id!r}: the model {self.info.get('run_dir') or self.info['method']!r} predicted NaN "
                 "or infinite probabilities (diverged weights?); nothing was written for it",
@@ -337,27 +340,42 @@ class FolderWriter:
             )
         if self.measures is None:
             self.measures = self._measure_names(pred)
-        # p̄ without a copy for M = 1; the segmentation from the float32 p̄, as uint8 when K <= 256
-        mean = pred.probs[0] if pred.num_samples == 1 else pred.mean()
-        probs = mean[0].numpy().astype(np.float32, copy=False)
-        seg = _argmax(probs)
-        sd = seg.ndim
+        spatial = tuple(pred.probs.shape[3:])
+        sd = len(spatial)
         nifti = item.ext in NIFTI_EXTS
+        # Full-volume arrays only where a consumer needs one (NIfTI files, 2D previews, the annotation hook); else
+        # every file is written slab by slab from the prediction (temporaries of about SLAB_VOXELS values).
+        keep = self.annotate is not None
+        whole = nifti or sd < 3 or keep
         geo = {"spacing": tuple(item.spacing), "origin": tuple(item.origin), "affine": item.affine}
         files: dict[str, Any] = {"measures": {}, "previews": {}}
         cid = item.case_id
-        stored = probs if nifti or self.dtype == "float32" else probs.astype(self.dtype)
+        seg = _argmax(pred)  # from the float32 p̄, as uint8 when K <= 256
+        probs: np.ndarray | None = None
+        if whole:
+            probs = _mean_probs(pred)
+            if nifti:
+                files["probs"] = write_image(self.out / f"{cid}_probs.nii.gz", probs, spatial_dims=sd, **geo).name
+            else:
+                files["probs"] = _save_npy(self.out / f"{cid}_probs.npy", probs.astype(self.dtype, copy=False)).name
+        else:
+            k = pred.num_classes
+            pieces = (_mean_slab(pred, sl, c) for c in range(k) for sl in slab_slices(spatial))
+            files["probs"] = write_npy_slabs(self.out / f"{cid}_probs.npy", (k, *spatial), self.dtype, pieces).name
         if nifti:
-            files["probs"] = write_image(self.out / f"{cid}_probs.nii.gz", probs, spatial_dims=sd, **geo).name
             files["seg"] = write_label(self.out / f"{cid}_seg.nii.gz", seg, **geo).name
         else:
-            files["probs"] = _save_npy(self.out / f"{cid}_probs.npy", stored).name
             files["seg"] = write_label(self.out / f"{cid}_seg{'.png' if sd == 2 else '.npy'}", seg).name
-        del stored
-        keep = self.annotate is not None  # the maps stay in memory only for the annotation hook
         maps: dict[str, np.ndarray] = {}
         means: dict[str, float] = {}
         for name in self.measures:
+            if not whole:
+                total = [0.0]
+                pieces = (_summed(_measure_slab(pred, name, sl), total) for sl in slab_slices(spatial))
+                path = write_npy_slabs(self.out / f"{cid}_{name}.npy", spatial, np.float32, pieces)
+                files["measures"][name] = path.name
+                means[name] = total[0] / max(1, math.prod(spatial))
+                continue
             m = _measure_map(pred, name)
             means[name] = float(m.mean(dtype=np.float64))
             if nifti:
@@ -371,8 +389,14 @@ class FolderWriter:
                 maps[name] = m
             del m
         if self.save_samples and pred.num_samples > 1:
-            samples = pred.probs[:, 0].numpy().astype(np.float16)
-            files["samples"] = _save_npy(self.out / f"{cid}_samples.npy", samples).name
+            shape = (pred.num_samples, pred.num_classes, *spatial)
+            pieces = (
+                pred.probs[m, 0, c, sl].numpy().astype(np.float16)
+                for m in range(shape[0])
+                for c in range(shape[1])
+                for sl in slab_slices(spatial)
+            )
+            files["samples"] = write_npy_slabs(self.out / f"{cid}_samples.npy", shape, np.float16, pieces).name
         elif self.save_samples:
             self.notes["samples"] = (
                 f"not written: the prediction has one sample (M = 1, method {self.info['method']!r}); the sample-based "
@@ -387,6 +411,7 @@ class FolderWriter:
         qc = None
         if self.annotate is not None:
             samples_np = pred.probs[:, 0].numpy().astype(np.float32) if pred.num_samples > 1 else None
+            assert probs is not None  # whole: the annotation hook gets the full arrays
             qc = self.annotate(cid, probs, seg, maps, samples_np, np.asarray(item.image), tuple(item.spacing))
             entry["qc"] = qc
         at = next((i for i, c in enumerate(self.cases) if c["id"] == cid), None)  # resumed with files missing
@@ -443,30 +468,62 @@ def _same_run(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _argmax(probs: np.ndarray, slab_voxels: int = 1 << 20) -> np.ndarray:
-    """``argmax`` over the class axis of ``probs`` ``(K, *spatial)``, slab by slab, as uint8 (uint16 for K > 256)."""
-    seg = np.empty(probs.shape[1:], dtype=np.uint8 if probs.shape[0] <= 256 else np.uint16)
+def _all_finite(probs: Tensor) -> bool:
+    """Whether every value of ``probs`` ``(M, B, K, *spatial)`` is finite (checked slab by slab)."""
+    spatial = tuple(probs.shape[3:])
+    rest = (slice(None),) * max(0, len(spatial) - 1)
+    return all(bool(torch.isfinite(probs[:, :, :, sl, *rest]).all()) for sl in slab_slices(spatial))
+
+
+def _mean_slab(pred: Predictive, sl: slice, k: int | None = None) -> np.ndarray:
+    """p̄ of the first image on the slab ``sl`` of the first spatial axis: ``(K, slab, *rest)`` float32, or the
+    class ``k`` only (``(slab, *rest)``); no copy for M = 1 (the same values as ``pred.mean()``)."""
+    rest = (slice(None),) * max(0, pred.probs.dim() - 4)
+    cls: Any = slice(None) if k is None else k
+    part = pred.probs[:, 0, cls, sl, *rest]
+    return (part[0] if pred.num_samples == 1 else part.mean(0)).numpy().astype(np.float32, copy=False)
+
+
+def _mean_probs(pred: Predictive) -> np.ndarray:
+    """p̄ of the first image ``(K, *spatial)`` float32 (no copy for M = 1)."""
+    mean = pred.probs[0] if pred.num_samples == 1 else pred.mean()
+    return mean[0].numpy().astype(np.float32, copy=False)
+
+
+def _argmax(pred: Predictive) -> np.ndarray:
+    """``argmax`` over the classes of p̄ of the first image, slab by slab, as uint8 (uint16 for K > 256)."""
+    spatial = tuple(pred.probs.shape[3:])
+    seg = np.empty(spatial, dtype=np.uint8 if pred.num_classes <= 256 else np.uint16)
     if seg.ndim == 0:
-        return probs.argmax(0).astype(seg.dtype)
-    step = max(1, slab_voxels // max(1, int(np.prod(probs.shape[2:]))))
-    for i in range(0, len(seg), step):
-        seg[i : i + step] = probs[:, i : i + step].argmax(0)
+        return _mean_probs(pred).argmax(0).astype(seg.dtype)
+    for sl in slab_slices(spatial):
+        seg[sl] = _mean_slab(pred, sl).argmax(0)
     return seg
 
 
-def _measure_map(pred: Predictive, name: str, slab_voxels: int = 1 << 20) -> np.ndarray:
+def _measure_slab(pred: Predictive, name: str, sl: slice) -> np.ndarray:
+    """One voxel-wise measure of the first image on the slab ``sl`` of the first spatial axis, float32."""
+    rest = (slice(None),) * max(0, pred.probs.dim() - 4)
+    part = pred.map(lambda t: t[..., sl, *rest])
+    return compute_measures(part, [name])[name][0].numpy().astype(np.float32, copy=False)
+
+
+def _measure_map(pred: Predictive, name: str) -> np.ndarray:
     """One voxel-wise measure of the first image ``(*spatial)`` float32, computed slab by slab along the first
     spatial axis (its class- and sample-sized temporaries stay slab-sized)."""
     spatial = tuple(pred.probs.shape[3:])
     if not spatial:
         return compute_measures(pred, [name])[name][0].numpy().astype(np.float32)
     out = np.empty(spatial, dtype=np.float32)
-    step = max(1, slab_voxels // max(1, int(np.prod(spatial[1:]))))
-    for i in range(0, spatial[0], step):
-        sl = slice(i, i + step)
-        part = pred.map(lambda t, sl=sl: t[..., sl, *(slice(None),) * (len(spatial) - 1)])
-        out[sl] = compute_measures(part, [name])[name][0].numpy()
+    for sl in slab_slices(spatial):
+        out[sl] = _measure_slab(pred, name, sl)
     return out
+
+
+def _summed(slab: np.ndarray, total: list[float]) -> np.ndarray:
+    """``slab``, adding its float64 sum to ``total[0]`` (the running mean of a map written slab by slab)."""
+    total[0] += float(slab.sum(dtype=np.float64))
+    return slab
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:

@@ -10,6 +10,8 @@ Predictors are registered in :data:`PREDICTORS` by scheme, and a model is named 
 ``doc`` and ``capabilities`` (what its predictions can carry: ``samples`` (M > 1), ``alpha``, ``extras``,
 ``temperature``) and, optionally, ``options``: the keyword options it accepts beyond ``device``
 (``trustseg predict`` refuses its ``--tta``/``--mc-dropout``/``--patch-size`` for schemes that do not list them).
+A predictor may also offer ``predict_consuming(image, spacing)``: the same prediction, allowed to normalise the
+caller's array in place (``trustseg predict`` uses it when it does not need the raw image).
 
 Example:
     >>> sorted(PREDICTORS.names())
@@ -124,6 +126,19 @@ def check_image(info: PredictorInfo, image: np.ndarray | Tensor, source: str | P
         raise DataError(f"image is {len(shape) - 1}D, the model was trained on {info.spatial_dims}D images", from_path)
     if shape[0] != info.in_channels:
         raise DataError(f"image has {shape[0]} channels, the model was trained on {info.in_channels}", from_path)
-    finite = torch.isfinite(image).all() if isinstance(image, Tensor) else np.isfinite(image).all()
-    if not bool(finite):
+    if not _all_finite(image):
         raise DataError("image contains NaN or infinite values", from_path)
+
+
+def _all_finite(image: np.ndarray | Tensor, slab_voxels: int = 1 << 20) -> bool:
+    """Whether every value of ``image`` ``(C, *spatial)`` is finite, checked slab by slab along the first spatial
+    axis (the boolean temporary stays slab-sized)."""
+    if image.ndim < 2:
+        return bool(torch.isfinite(image).all() if isinstance(image, Tensor) else np.isfinite(image).all())
+    per_row = max(1, int(np.prod(image.shape[2:])) * int(image.shape[0]))
+    step = max(1, slab_voxels // per_row)
+    for i in range(0, int(image.shape[1]), step):
+        part = image[:, i : i + step]
+        if not bool(torch.isfinite(part).all() if isinstance(part, Tensor) else np.isfinite(part).all()):
+            return False
+    return True

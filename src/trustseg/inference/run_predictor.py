@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -149,19 +150,26 @@ class RunPredictor:
         """Predict a batch ``(B, C, *spatial)`` of prepared images on the predictor's device (stays there)."""
         return predict_tensor(self.method, self.models, x.to(self.device), self.patch_size, self.multiple, self.overlap)
 
-    def prepare(self, image: np.ndarray | Tensor) -> Tensor:
+    def prepare(self, image: np.ndarray | Tensor, consume: bool = False) -> Tensor:
         """The network input ``(C, *spatial)`` float32 for a raw image: checked, then normalised as in training.
 
-        A voxel-wise normalisation runs slab by slab along the first spatial axis into one float32 array (its
-        float64 temporaries stay slab-sized); the per-image ``percentile`` scheme runs on the whole image.
+        A voxel-wise normalisation runs slab by slab along the first spatial axis (its float64 temporaries stay
+        slab-sized) into one float32 array: a new one, or with ``consume`` the image's own memory when it is a
+        writable C-contiguous float32 numpy array not backed by a file (the raw values are then overwritten; the
+        result is the same). The per-image ``percentile`` scheme runs on the whole image.
         """
         check_image(self._info, image)
+        return self._normalised(image, consume)
+
+    def _normalised(self, image: np.ndarray | Tensor, consume: bool) -> Tensor:
+        """:meth:`prepare` without the check (``image`` already checked)."""
         if self.normalization is not None:
             arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
             if not self.normalization.pointwise or arr.ndim < 3:
                 return torch.from_numpy(self.normalization.apply(arr))
-            out = np.empty(arr.shape, dtype=np.float32)
-            step = max(1, (1 << 20) // max(1, int(np.prod(arr.shape[2:])) * arr.shape[0]))
+            own = consume and _consumable(arr)
+            out = arr if own else np.empty(arr.shape, dtype=np.float32)
+            step = max(1, (1 << 18) // max(1, int(np.prod(arr.shape[2:])) * arr.shape[0]))
             for i in range(0, arr.shape[1], step):
                 out[:, i : i + step] = self.normalization.apply(arr[:, i : i + step])
             return torch.from_numpy(out)
@@ -191,12 +199,22 @@ class RunPredictor:
                 (:func:`trustseg.inference.memory.available_bytes`), checked before anything is allocated, or
                 the allocator failed during the prediction; the message names both and the options that help.
         """
+        return self._predict(image, consume=False)
+
+    def predict_consuming(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
+        """:meth:`predict` for a caller that gives the image away: it may be normalised in place (see
+        :meth:`prepare`; ``trustseg predict`` without ``--qc``), so the prediction holds one copy of the volume
+        instead of two. The same prediction as :meth:`predict`; the array's raw values are lost."""
+        return self._predict(image, consume=True)
+
+    def _predict(self, image: np.ndarray | Tensor, consume: bool) -> Predictive:
+        """The body of :meth:`predict` and :meth:`predict_consuming`."""
         check_image(self._info, image)
         needed = self.memory_needed(tuple(image.shape))
         path = "sliding window" if self._sliding(tuple(image.shape[1:])) else "whole image"
         check_fits(needed, path)
         try:
-            x = self.prepare(image)[None]
+            x = self._normalised(image, consume)[None]
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
                 pred = self.predict_batch(x)
@@ -211,6 +229,20 @@ class RunPredictor:
         """Whether an image of this spatial shape is predicted by sliding window."""
         patch = self.patch_size
         return patch is not None and len(spatial) == 3 and any(s > int(q) for s, q in zip(spatial, patch))
+
+
+def _consumable(arr: np.ndarray) -> bool:
+    """Whether ``arr`` may be normalised in place: float32, C-contiguous, writable and not backed by a file (a
+    memory-mapped array, or a view of one, would write the normalised values into that file)."""
+    f = arr.flags
+    if arr.dtype != np.float32 or not f.c_contiguous or not f.writeable:
+        return False
+    base: object = arr
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return False
+        base = getattr(base, "base", None)
+    return True
 
 
 def _tensors(pred: Predictive) -> list[Tensor]:
