@@ -27,7 +27,7 @@ from torch import Tensor
 from trustseg.core.errors import DataError
 from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
 from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
-from trustseg.metrics.voxel_stats import CHUNK, spans
+from trustseg.metrics.voxel_stats import CHUNK, chunked_argmax, spans
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
@@ -225,17 +225,13 @@ class CaseContext:
     def index_dtype(self) -> torch.dtype:
         """The smallest integer type holding a class index: uint8 for ``K ≤ 256`` (1 byte per voxel), else int64.
         The hard map and the majority vote are kept in it; metrics take any integer type and widen per chunk."""
-        return torch.uint8 if self.num_classes <= 256 else torch.long
+        return torch.uint8 if self.num_classes <= 256 else torch.long  # as chunked_argmax
 
     @cached_property
     def hard(self) -> Tensor:
         """``(*spatial)`` ``argmax_k p̄_k`` in :attr:`index_dtype`, chunk by chunk (no transposed copy of the
         probabilities)."""
-        flat = self.probs.reshape(self.num_classes, -1)
-        out = torch.empty(flat.shape[1], dtype=self.index_dtype)
-        for a, b in spans(flat.shape[1], CHUNK):
-            out[a:b] = flat[:, a:b].argmax(0)
-        return out.view(self.probs.shape[1:])
+        return chunked_argmax(self.probs)
 
     def _per_voxel(self, fn: Any, out: Tensor) -> Tensor:
         """``out[..., a:b] = fn(labels[:, a:b])`` over chunks of voxels (flattened); ``out`` reshaped to

@@ -251,8 +251,9 @@ def consensus_dice(
         hit = y == k  # (R, *spatial): one bool map per class, never a one-hot of all classes
         fg, region = hit.all(0), ~(hit.any(0) & ~hit.all(0))
         pk = p == k
-        counts[k, 0] = 2 * int((pk & fg).sum())
-        counts[k, 1] = int((pk & region).sum()) + int(fg.sum())
+        # count_nonzero: a bool .sum() widens to int64 (an int64 temporary of the volume)
+        counts[k, 0] = 2 * int(torch.count_nonzero(pk & fg))
+        counts[k, 1] = int(torch.count_nonzero(pk & region)) + int(torch.count_nonzero(fg))
     out = _ratio(counts[:, 0], counts[:, 1], empty)
     return out if include_background else out[1:]
 
