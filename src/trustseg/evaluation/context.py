@@ -27,7 +27,7 @@ from torch import Tensor
 from trustseg.core.errors import DataError
 from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
 from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
-from trustseg.metrics.voxel_stats import CHUNK, spans
+from trustseg.metrics.voxel_stats import CHUNK, chunked_argmax, spans
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
@@ -221,14 +221,17 @@ class CaseContext:
         """Foreground class names (``classes[1:]``)."""
         return self.classes[1:]
 
+    @property
+    def index_dtype(self) -> torch.dtype:
+        """The smallest integer type holding a class index: uint8 for ``K ≤ 256`` (1 byte per voxel), else int64.
+        The hard map and the majority vote are kept in it; metrics take any integer type and widen per chunk."""
+        return torch.uint8 if self.num_classes <= 256 else torch.long  # as chunked_argmax
+
     @cached_property
     def hard(self) -> Tensor:
-        """``(*spatial)`` int64 ``argmax_k p̄_k``, chunk by chunk (no transposed copy of the probabilities)."""
-        flat = self.probs.reshape(self.num_classes, -1)
-        out = torch.empty(flat.shape[1], dtype=torch.long)
-        for a, b in spans(flat.shape[1], CHUNK):
-            out[a:b] = flat[:, a:b].argmax(0)
-        return out.view(self.probs.shape[1:])
+        """``(*spatial)`` ``argmax_k p̄_k`` in :attr:`index_dtype`, chunk by chunk (no transposed copy of the
+        probabilities)."""
+        return chunked_argmax(self.probs)
 
     def _per_voxel(self, fn: Any, out: Tensor) -> Tensor:
         """``out[..., a:b] = fn(labels[:, a:b])`` over chunks of voxels (flattened); ``out`` reshaped to
@@ -242,15 +245,27 @@ class CaseContext:
 
     @cached_property
     def majority(self) -> Tensor:
-        """``(*spatial)`` int64 majority vote of the raters (ties to the lower class), chunk by chunk."""
+        """``(*spatial)`` majority vote of the raters (ties to the lower class) in :attr:`index_dtype`, chunk by
+        chunk."""
         n, k = self.labels[0].numel(), self.num_classes
-        return self._per_voxel(lambda lab: majority_vote(lab, k), torch.empty(n, dtype=torch.long))
+        return self._per_voxel(lambda lab: majority_vote(lab, k), torch.empty(n, dtype=self.index_dtype))
 
     @cached_property
     def soft(self) -> Tensor:
-        """``(K, *spatial)`` float32 soft label, chunk by chunk."""
+        """``(K, *spatial)`` float32 soft label, chunk by chunk. The suite's components do not keep it (it is as
+        large as the probabilities): they read :meth:`soft_class` or :meth:`soft_chunk`."""
         n, k = self.labels[0].numel(), self.num_classes
         return self._per_voxel(lambda lab: soft_label(lab, k), torch.empty(k, n))
+
+    def soft_class(self, k: int) -> Tensor:
+        """``(*spatial)`` float32 soft label of class ``k``, ``ȳ_k`` (row ``k`` of :attr:`soft`, same values), chunk
+        by chunk and not kept."""
+        n, kk = self.labels[0].numel(), self.num_classes
+        return self._per_voxel(lambda lab: soft_label(lab, kk)[k], torch.empty(n))
+
+    def soft_chunk(self, a: int, b: int) -> Tensor:
+        """``(K, b − a)`` float32 soft label of the flattened voxels ``a:b`` (columns of :attr:`soft`)."""
+        return soft_label(self.labels.reshape(self.labels.shape[0], -1)[:, a:b], self.num_classes)
 
     @cached_property
     def disagreement(self) -> Tensor:

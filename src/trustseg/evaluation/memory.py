@@ -4,7 +4,7 @@ fit (issue 11, F7).
 * :func:`available_memory`: ``TRUSTSEG_MEMORY_LIMIT`` (bytes, or with a ``K``/``M``/``G``/``T`` suffix, powers of
   1024) when set, else ``MemAvailable`` of ``/proc/meminfo``; ``None`` when neither is known.
 * :func:`case_memory_need`: an estimate of the suite's peak extra memory for one case, from its shape: the
-  per-case quantities the context keeps (hard map and majority vote int64, soft label, rater disagreement, error
+  per-case quantities the context keeps (hard map and majority vote uint8, rater disagreement, error
   mask, oriented maps) plus the largest component temporary (measured), plus the fixed chunk temporaries.
   ``benchmarks/bench_memory_evaluate.py`` measures the real peak (``docs/RELIABILITY.md``).
 * :func:`check_case_memory` raises :class:`~trustseg.core.errors.DataError` naming the case, the memory needed
@@ -64,19 +64,22 @@ def available_memory() -> int | None:
 def case_memory_need(spatial: Sequence[int], num_classes: int, num_maps: int = 0) -> int:
     """Estimated peak extra bytes of the whole suite on one case of ``spatial`` voxels and K classes.
 
-    Per voxel: hard map and majority vote (int64, 8 + 8), soft label (4K), rater disagreement (4), error mask (1),
-    oriented maps (4 per map, for the certainty ones), and the largest component temporary (64: SURE's float64
-    gradient and boundary-distance maps, measured by ``benchmarks/bench_memory_evaluate.py``; the argsort and sorted
-    copy of a map of ``map_quality`` need 14); plus :data:`CHUNK_BYTES`.
+    Per voxel: hard map and majority vote (uint8, 1 + 1), rater disagreement (4), error mask (1), oriented maps (4
+    per map, for the certainty ones), and the largest component temporary (32: CURVAS' bool consensus regions and
+    per-rater masks, the samples' hard maps, ``map_quality``'s argsort and sorted copy of a map; measured by
+    ``benchmarks/bench_memory_evaluate.py``); plus one byte per class (bool masks per class) and :data:`CHUNK_BYTES`.
+    The soft label is computed per chunk or per class, not kept.
 
     Example:
-        >>> case_memory_need((100, 100, 10), 3, num_maps=2) == 100_000 * (8 + 8 + 12 + 4 + 1 + 8 + 64) + CHUNK_BYTES
+        >>> need = case_memory_need((100, 100, 10), 3, num_maps=2)
+        >>> need == 100_000 * (1 + 1 + 4 + 1 + 8 + 32 + 3) + CHUNK_BYTES
         True
     """
     voxels = 1
     for s in spatial:
         voxels *= int(s)
-    per_voxel = 8 + 8 + 4 * num_classes + 4 + 1 + 4 * num_maps + 64
+    index = 1 if num_classes <= 256 else 8  # the context's integer type for class maps
+    per_voxel = index + index + 4 + 1 + 4 * num_maps + 32 + num_classes  # + per-class bool masks
     return voxels * per_voxel + CHUNK_BYTES
 
 

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
@@ -52,8 +54,16 @@ def _flat(umap: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
 @register_aggregator("mean", doc="mean of the map (over mask if given; empty mask -> NaN)")
 def agg_mean(umap: Tensor, mask: Tensor | None = None) -> Tensor:
     """``Σ_i m_i u_i / Σ_i m_i`` per image. ``umap``, ``mask``: ``(B, *spatial)``. Returns ``(B,)``."""
-    u, m = _flat(umap, mask)
-    return (u * m).sum(1) / m.sum(1)
+    if umap.dim() < 2:
+        raise DataError(f"uncertainty map must be (B, *spatial), got {tuple(umap.shape)}")
+    u = (umap if umap.is_floating_point() else umap.float()).flatten(1)
+    if mask is None:  # no all-true mask, no int64 counts of one: the same sums and counts
+        return u.sum(1) / torch.full((u.shape[0],), u.shape[1], dtype=torch.long)
+    if mask.shape != umap.shape:
+        raise DataError(f"mask shape {tuple(mask.shape)} does not match the map {tuple(umap.shape)}")
+    m = mask.bool().flatten(1)
+    counts = torch.stack([torch.count_nonzero(row) for row in m])  # a bool .sum() widens the mask to int64
+    return torch.where(m, u, 0.0).sum(1) / counts  # = (u · m).sum(1): u where m, else 0
 
 
 @register_aggregator("sum", doc="sum of the map (over mask if given)")
@@ -72,7 +82,13 @@ def dilate_mask(mask: Tensor, dilate: int) -> Tensor:
     if pool is None:
         raise DataError(f"dilation needs a 2D or 3D map (B, *spatial), got {tuple(mask.shape)}")
     k = 2 * int(dilate) + 1
-    return pool(mask.float().unsqueeze(1), kernel_size=k, stride=1, padding=int(dilate)).squeeze(1) > 0
+    if mask.device.type != "cpu":
+        return pool(mask.float().unsqueeze(1), kernel_size=k, stride=1, padding=int(dilate)).squeeze(1) > 0
+    # the same cube max-pooling (zero outside the image) as 1-D maxima along each axis, 1 byte per voxel
+    out = mask.bool().numpy().view(np.uint8)
+    for ax in range(1, mask.dim()):
+        out = ndimage.maximum_filter1d(out, size=k, axis=ax, mode="constant", cval=0)
+    return torch.from_numpy(out.view(bool))
 
 
 @register_aggregator(

@@ -39,6 +39,7 @@ from trustseg.core.errors import ConfigError, DataError
 from trustseg.metrics import overlap
 from trustseg.metrics.calibration import calibration_metrics
 from trustseg.metrics.registry import METRICS
+from trustseg.metrics.voxel_stats import chunked_argmax, chunked_sum, masked_mean
 
 Mode = Literal["volumetric", "challenge"]
 _MODES = ("volumetric", "challenge")
@@ -92,8 +93,8 @@ def consensus_dice(
     """
     p = torch.as_tensor(pred).bool()
     if _mode(mode) == "volumetric":
-        hit = (torch.as_tensor(labels) == cls).long()
-        value = float(overlap.consensus_dice(p.long(), hit, 2, empty="nan")[0])
+        hit = torch.as_tensor(labels) == cls  # bool maps: the binary problem "organ or not", no int64 copies
+        value = float(overlap.consensus_dice(p, hit, 2, empty="nan")[0])
         return float(empty) if math.isnan(value) else value
     fg, _, dis = consensus_regions(labels, cls)
     p = p & ~dis
@@ -101,8 +102,10 @@ def consensus_dice(
         raise DataError(f"prediction {tuple(p.shape)} and labels {tuple(fg.shape)} differ in shape")
     if p.ndim != 3:
         raise DataError(f"challenge-mode Dice reads (D, H, W) volumes as rows; got {p.ndim} dimensions")
-    p, g = p[:, 1:].double(), fg[:, 1:].double()  # rows h = 0 are the dropped "background channel"
-    inter, size_g, size_p = (p * g).sum(-1), g.sum(-1), p.sum(-1)
+    # rows h = 0 are the dropped "background channel"; row counts slice by slice (no float64 copies)
+    inter, size_g, size_p = (
+        torch.stack([m[d, 1:].sum(-1) for d in range(p.shape[0])]).double() for m in (p & fg, fg, p)
+    )
     rows = size_g > 0  # (D, H−1) rows with a non-empty consensus foreground
     dice = torch.where(rows, 2 * inter / (size_g + size_p).clamp_min(1), torch.zeros_like(inter))
     n_rows = rows.sum(-1)
@@ -125,10 +128,10 @@ def consensus_confidence(prob: Tensor, labels: Tensor, cls: int) -> float:
         ``nanmean`` of an empty selection).
     """
     fg, bg, _ = consensus_regions(labels, cls)
-    prob = torch.as_tensor(prob).double()
+    prob = torch.as_tensor(prob)
     if not (bool(fg.any()) and bool(bg.any())):
         return math.nan
-    return 0.5 * ((1 - float(prob[bg].mean())) + float(prob[fg].mean()))
+    return 0.5 * ((1 - masked_mean(prob, bg)) + masked_mean(prob, fg))  # float64 means, chunk by chunk
 
 
 def crps_gaussian(x: float, mu: float, sigma: float) -> float:
@@ -195,7 +198,8 @@ def _interp(v: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
 def rater_volumes(labels: Tensor, cls: int, voxel_volume: float = 1.0) -> Tensor:
     """``(R,)`` float64 volume of organ ``cls`` per rater: voxel count × voxel volume."""
     labels = torch.as_tensor(labels)
-    return (labels == cls).flatten(1).sum(1).double() * voxel_volume
+    counts = [int(torch.count_nonzero(labels[r] == cls)) for r in range(labels.shape[0])]  # one rater at a time
+    return torch.tensor(counts, dtype=torch.float64) * voxel_volume
 
 
 def volume_crps(
@@ -212,7 +216,7 @@ def volume_crps(
     voxel_volume = float(math.prod(spacing))
     vols = rater_volumes(labels, cls, voxel_volume)
     mu, sigma = float(vols.mean()), float(vols.std(unbiased=False)) if len(vols) > 1 else 0.0
-    v_hat = float(torch.as_tensor(prob).sum(dtype=torch.float64)) * voxel_volume
+    v_hat = chunked_sum(torch.as_tensor(prob)) * voxel_volume
     fn = crps_gaussian if _mode(mode) == "volumetric" else crps_challenge
     return {"crps": fn(v_hat, mu, sigma), "predicted_volume": v_hat, "mu": mu, "sigma": sigma}
 
@@ -267,7 +271,7 @@ def curvas_metrics(
         probs = with_background(probs)
     if probs.shape[1:] != labels.shape[1:]:
         raise DataError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} differ in spatial shape")
-    pred = probs.argmax(0)
+    pred = chunked_argmax(probs)
     out: dict[str, Any] = {}
     for c in organs if organs is not None else range(1, probs.shape[0]):
         out[str(c)] = {

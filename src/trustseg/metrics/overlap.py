@@ -46,11 +46,12 @@ EmptyPolicy = Literal["one", "nan", "zero"]
 _EMPTY_VALUES = {"one": 1.0, "nan": float("nan"), "zero": 0.0}
 
 
-def _as_long(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+def _as_int(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    """``x`` as an integer or bool tensor, without a copy (uint8 class maps stay uint8; widened per chunk)."""
     t = torch.as_tensor(x)
     if t.is_floating_point() or t.is_complex():
         raise DataError(f"{name} must be an integer or bool class map, got dtype {t.dtype}")
-    return t.long()
+    return t
 
 
 def _check_classes(t: torch.Tensor, num_classes: int, name: str) -> None:
@@ -86,7 +87,7 @@ def confusion_counts(
         pred`` (chunk by chunk): the diagonal of the K×K confusion matrix is TP, column sums minus it FP, row
         sums minus it FN, and TN is the rest.
     """
-    p, t = _as_long(pred, "pred"), _as_long(target, "target")
+    p, t = _as_int(pred, "pred"), _as_int(target, "target")
     if p.shape != t.shape:
         raise DataError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
     _check_classes(p, num_classes, "pred")
@@ -99,7 +100,7 @@ def confusion_counts(
     for i in range(b):  # per item and chunk of voxels: no (B, N) index temporaries (an expanded pred stays a view)
         pi, ti = p[i].reshape(-1), t[i].reshape(-1)
         for a, e in spans(pi.numel(), chunk):
-            cm[i] += torch.bincount(ti[a:e] * k + pi[a:e], minlength=k * k)
+            cm[i] += torch.bincount(ti[a:e].long() * k + pi[a:e].long(), minlength=k * k)
     n = p[0].numel() if b else 0
     cm = cm.reshape(b, k, k)
     tp = cm.diagonal(dim1=1, dim2=2)
@@ -240,7 +241,7 @@ def consensus_dice(
         >>> consensus_dice(torch.tensor([[1, 1, 1, 1]]), labels, 2)  # 2·1 / (|{0, 3}| + 1)
         tensor([0.6667], dtype=torch.float64)
     """
-    p, y = _as_long(pred, "pred"), _as_long(labels, "labels")
+    p, y = _as_int(pred, "pred"), _as_int(labels, "labels")
     if y.shape[1:] != p.shape:
         raise DataError(f"labels {tuple(y.shape)} must be (R, *pred.shape) with pred {tuple(p.shape)}")
     _check_classes(p, num_classes, "pred")
@@ -250,8 +251,9 @@ def consensus_dice(
         hit = y == k  # (R, *spatial): one bool map per class, never a one-hot of all classes
         fg, region = hit.all(0), ~(hit.any(0) & ~hit.all(0))
         pk = p == k
-        counts[k, 0] = 2 * int((pk & fg).sum())
-        counts[k, 1] = int((pk & region).sum()) + int(fg.sum())
+        # count_nonzero: a bool .sum() widens to int64 (an int64 temporary of the volume)
+        counts[k, 0] = 2 * int(torch.count_nonzero(pk & fg))
+        counts[k, 1] = int(torch.count_nonzero(pk & region)) + int(torch.count_nonzero(fg))
     out = _ratio(counts[:, 0], counts[:, 1], empty)
     return out if include_background else out[1:]
 
@@ -281,8 +283,8 @@ def dice_vs_raters(
         against :func:`trustseg.data.targets.majority_vote` (ties to the lower class), ``consensus`` is
         :func:`consensus_dice`.
     """
-    y = _as_long(labels, "labels")
-    p = _as_long(pred, "pred")
+    y = _as_int(labels, "labels")
+    p = _as_int(pred, "pred")
     if y.ndim != p.ndim + 1 or y.shape[1:] != p.shape:
         raise DataError(f"labels {tuple(y.shape)} must be (R, *pred.shape) with pred {tuple(p.shape)}")
     per_rater = dice(p.expand_as(y), y, num_classes, empty, include_background, batch=True)  # (R, C)

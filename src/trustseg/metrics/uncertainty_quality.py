@@ -39,7 +39,7 @@ from torch import Tensor
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.measures.aggregate import average_ranks
 from trustseg.measures.pixel import rater_disagreement
-from trustseg.metrics.geometry import boundary_distance, gradient_magnitude
+from trustseg.metrics.geometry import boundary_band, boundary_distance, gradient_magnitude
 from trustseg.metrics.registry import METRICS
 from trustseg.metrics.voxel_stats import error_split, split_auroc, split_average_precision, split_ueo
 
@@ -198,9 +198,46 @@ def ucc_gradient(
     Returns:
         float64 scalar; SURE's principle 1 predicts a negative value.
     """
-    u, d = _sure_inputs(umap, labels, spacing, connectivity)
-    near = d <= band
-    return spearman(gradient_magnitude(image, spacing).to(torch.float64)[near], u[near])
+    u, g = _gradient_inputs(umap, image, labels, band, spacing, connectivity)
+    return spearman(g, u)
+
+
+def gradient_band(
+    image: Tensor, labels: Tensor, band: float = 1.0, spacing: Sequence[float] | None = None, connectivity: str = "full"
+) -> tuple[Tensor, Tensor]:
+    """The boundary band ``d ≤ band`` of ``labels`` ``(*spatial)`` bool and the float64 gradient magnitude of
+    ``image`` on it ``(n_band,)``: what UCC_g and UR_g of every map of a case share (compute once, then
+    :func:`band_ucc_gradient` / :func:`band_ur_gradient` per map). The band is a dilation
+    (:func:`~trustseg.metrics.geometry.boundary_band`) and the gradient is float32 (as the image) until it is
+    restricted to the band, so no image-sized float64 map is made."""
+    if labels.is_floating_point():
+        raise DataError("labels must be an integer class map, got a float tensor")
+    near = boundary_band(labels, band, spacing, connectivity)
+    return near, gradient_magnitude(image, spacing)[near].to(torch.float64)
+
+
+def band_ucc_gradient(umap: Tensor, near: Tensor, g_near: Tensor) -> Tensor:
+    """:func:`ucc_gradient` from :func:`gradient_band`'s ``(near, g_near)``: Spearman(g, u) on the band."""
+    return spearman(g_near, _finite(umap[near], "uncertainty map"))
+
+
+def band_ur_gradient(
+    umap: Tensor, near: Tensor, g_near: Tensor, max_pairs: int = 200_000, seed: int = 0, tie: float = 0.0
+) -> Tensor:
+    """:func:`ur_gradient` from :func:`gradient_band`'s ``(near, g_near)``."""
+    u = _finite(umap[near], "uncertainty map")
+    return pair_order_rate(g_near, u, max_pairs=max_pairs, seed=seed, tie=tie)
+
+
+def _gradient_inputs(
+    umap: Tensor, image: Tensor, labels: Tensor, band: float, spacing, connectivity: str
+) -> tuple[Tensor, Tensor]:
+    """The checked map and the gradient magnitude on the band, both float64 ``(n_band,)``."""
+    _same_shape(umap, labels, "uncertainty map vs labels")
+    if umap.is_floating_point() and not bool(torch.isfinite(umap).all()):
+        _finite(umap, "uncertainty map")  # raises, naming the count (no float64 copy of a finite map)
+    near, g = gradient_band(image, labels, band, spacing, connectivity)
+    return _finite(umap[near], "uncertainty map"), g
 
 
 @METRICS.register("ucc_distance", doc="SURE UCC: Spearman(d, Δu under noise) near the boundary (expect < 0)")
@@ -243,10 +280,8 @@ def ur_gradient(
 
     See :func:`pair_order_rate` for ties and pair sampling. Returns a float64 scalar in ``[0, 1]``.
     """
-    u, d = _sure_inputs(umap, labels, spacing, connectivity)
-    near = d <= band
-    g = gradient_magnitude(image, spacing).to(torch.float64)
-    return pair_order_rate(g[near], u[near], max_pairs=max_pairs, seed=seed, tie=tie)
+    u, g = _gradient_inputs(umap, image, labels, band, spacing, connectivity)
+    return pair_order_rate(g, u, max_pairs=max_pairs, seed=seed, tie=tie)
 
 
 @METRICS.register("ur_distance", doc="SURE UR: fraction of near-boundary pairs where nearer -> larger Δu")

@@ -42,6 +42,38 @@ def spans(n: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
     return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
 
 
+def chunked_argmax(probs: Tensor, chunk: int = CHUNK) -> Tensor:
+    """``argmax_k probs_k`` of ``(K, *spatial)`` (ties to the lower class) as ``(*spatial)``, uint8 for
+    ``K ≤ 256`` (else int64), chunk by chunk: no int64 or transposed copy of the volume.
+
+    Example:
+        >>> chunked_argmax(torch.tensor([[0.2, 0.5, 0.9], [0.8, 0.5, 0.1]]), chunk=2).tolist()
+        [1, 0, 0]
+    """
+    flat = probs.reshape(probs.shape[0], -1)
+    out = torch.empty(flat.shape[1], dtype=torch.uint8 if probs.shape[0] <= 256 else torch.long)
+    for a, b in spans(flat.shape[1], chunk):
+        out[a:b] = flat[:, a:b].argmax(0)
+    return out.view(probs.shape[1:])
+
+
+def masked_mean(x: Tensor, mask: Tensor, chunk: int = CHUNK) -> float:
+    """float64 mean of ``x[mask]`` (same shapes), summed chunk by chunk: no float64 or selected copy of the
+    volume (NaN for an empty mask).
+
+    Example:
+        >>> masked_mean(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([True, False, True]), chunk=1)
+        2.5
+    """
+    xf, mf = x.reshape(-1), mask.reshape(-1)
+    total, n = 0.0, 0
+    for a, b in spans(xf.numel(), chunk):
+        sel = xf[a:b][mf[a:b]]
+        total += float(sel.sum(dtype=torch.float64))
+        n += sel.numel()
+    return total / n if n else math.nan
+
+
 def _flat(x: Tensor | np.ndarray) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
     a = a.reshape(-1)

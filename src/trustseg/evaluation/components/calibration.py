@@ -19,6 +19,7 @@ from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
 from trustseg.metrics.calibration import empty_state, merge_states
 from trustseg.metrics.calibration_state import calibration_state, metrics_from_state, reliability_from_state
+from trustseg.metrics.voxel_stats import CHUNK, spans
 
 State = dict[str, dict[str, Tensor]]
 
@@ -37,21 +38,34 @@ class Calibration(SuiteComponent):
     requires = frozenset({"probs", "labels"})
     higher_is_better = {"ece_toplabel": False, "nll": False}
 
-    def targets(self, ctx: CaseContext) -> dict[str, Tensor]:
-        """Target name -> hard map or soft label."""
-        out = {"majority": ctx.majority, "soft": ctx.soft}
+    def target_chunk(self, ctx: CaseContext, a: int, b: int) -> dict[str, Tensor]:
+        """Target name -> the hard map or soft label of the flattened voxels ``a:b`` (the soft label is computed
+        for these voxels only: no case-sized copy of it is kept)."""
+        out = {"majority": ctx.majority.reshape(-1)[a:b], "soft": ctx.soft_chunk(a, b)}
         if self.cfg.per_rater_calibration:
-            out.update({rater: ctx.labels[r] for r, rater in enumerate(ctx.raters)})
+            flat = ctx.labels.reshape(len(ctx.raters), -1)
+            out.update({rater: flat[r, a:b] for r, rater in enumerate(ctx.raters)})
         return out
 
     def case_states(self, ctx: CaseContext) -> State:
-        """The case's states per target, computed once per case (kept in the context)."""
+        """The case's states per target, computed once per case (kept in the context), accumulated over chunks of
+        :data:`~trustseg.metrics.voxel_stats.CHUNK` voxels (the states are sums, so chunking changes only the
+        float64 summation order); with a field of view only its voxels enter."""
         key = (self.name, "states")
         if key not in ctx.cache:
-            ctx.cache[key] = {
-                name: calibration_state(ctx.voxels(ctx.probs), ctx.voxels(tgt), bins=self.cfg.bins)
-                for name, tgt in self.targets(ctx).items()
-            }
+            probs = ctx.probs.reshape(ctx.num_classes, -1)
+            valid = None if ctx.valid is None else ctx.valid.reshape(-1)
+            states: State | None = None
+            for a, b in spans(probs.shape[1], CHUNK):
+                p, tgt = probs[:, a:b], self.target_chunk(ctx, a, b)
+                if valid is not None:
+                    keep = valid[a:b]
+                    if not keep.any():
+                        continue
+                    p, tgt = p[:, keep], {name: t[..., keep] for name, t in tgt.items()}
+                got = {name: calibration_state(p, t, bins=self.cfg.bins) for name, t in tgt.items()}
+                states = got if states is None else self.merge(states, got)
+            ctx.cache[key] = states
         return ctx.cache[key]
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:

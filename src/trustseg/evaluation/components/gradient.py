@@ -17,7 +17,7 @@ from typing import Any
 from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
-from trustseg.metrics.uncertainty_quality import ucc_gradient, ur_gradient
+from trustseg.metrics.uncertainty_quality import band_ucc_gradient, band_ur_gradient, gradient_band
 
 
 @register
@@ -35,7 +35,8 @@ class GradientInterpretability(SuiteComponent):
         assert ctx.image is not None  # "image" is in requires
         img, band, sp = ctx.image.float(), self.cfg.gradient_band, ctx.spacing
         out: dict[str, Any] = {"ucc_gradient": {}, "ur_gradient": {}}
+        near, g = gradient_band(img, ctx.majority, band=band, spacing=sp)  # once per case, shared by the maps
         for name, u in ctx.maps.items():
-            out["ucc_gradient"][name] = {"majority": finite(ucc_gradient(u, img, ctx.majority, band=band, spacing=sp))}
-            out["ur_gradient"][name] = {"majority": finite(ur_gradient(u, img, ctx.majority, band=band, spacing=sp))}
+            out["ucc_gradient"][name] = {"majority": finite(band_ucc_gradient(u, near, g))}
+            out["ur_gradient"][name] = {"majority": finite(band_ur_gradient(u, near, g))}
         return out

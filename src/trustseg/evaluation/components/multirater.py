@@ -71,7 +71,7 @@ class QubiqSoftDice(SuiteComponent):
     higher_is_better = {"qubiq_soft_dice": True}
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
-        vals = [float(qubiq_soft_dice(ctx.probs[k], ctx.soft[k])) for k in range(1, ctx.num_classes)]
+        vals = [float(qubiq_soft_dice(ctx.probs[k], ctx.soft_class(k))) for k in range(1, ctx.num_classes)]
         return {"qubiq_soft_dice": {"soft": per_class(ctx.foreground, vals)}}
 
 
