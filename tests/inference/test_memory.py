@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from trustseg.core.errors import DataError
-from trustseg.inference.memory import (
-    MEMORY_LIMIT_ENV,
-    MemoryNeededError,
-    available_bytes,
-    check_fits,
-    is_allocation_failure,
-    parse_bytes,
-    predict_bytes,
-)
+from trustseg.core.memory import MEMORY_LIMIT_ENV
+from trustseg.inference.memory import MemoryNeededError, check_fits, predict_bytes
 
 
 def test_predict_bytes_known_answers():
@@ -26,18 +19,6 @@ def test_predict_bytes_known_answers():
     assert predict_bytes((64,) * 3, 1, 6, patch=(16,) * 3) > predict_bytes((64,) * 3, 1, 2, patch=(16,) * 3)
 
 
-def test_parse_bytes_and_the_env_override(monkeypatch):
-    assert parse_bytes("512M") == 512 * 2**20 and parse_bytes("2g") == 2 * 2**30 and parse_bytes("1000") == 1000
-    assert parse_bytes("1.5GiB") == int(1.5 * 2**30)
-    for bad in ("lots", "-1G", "0", "nanG"):
-        with pytest.raises(DataError, match=MEMORY_LIMIT_ENV):
-            parse_bytes(bad)
-    monkeypatch.setenv(MEMORY_LIMIT_ENV, "3M")
-    assert available_bytes() == 3 * 2**20
-    monkeypatch.delenv(MEMORY_LIMIT_ENV)
-    assert available_bytes() > 0
-
-
 def test_check_fits_names_needed_available_and_what_helps(monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "100M")
     check_fits(99 * 2**20, "sliding window")
@@ -45,14 +26,6 @@ def test_check_fits_names_needed_available_and_what_helps(monkeypatch):
         check_fits(2 * 2**30, "whole image")
     text = str(info.value)
     assert "train.patch_size" in text and "--dtype float16" in text and "samples" in text and "\n" not in text
-
-
-def test_allocation_failures_are_recognised():
-    assert is_allocation_failure(MemoryError())
-    assert is_allocation_failure(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate"))
-    assert is_allocation_failure(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert not is_allocation_failure(RuntimeError("shapes do not match"))
-    assert not is_allocation_failure(ValueError("can't allocate"))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +55,9 @@ def test_predict_refuses_a_volume_over_the_limit_before_allocating(run3d, tmp_pa
     src = tmp_path / "in"
     src.mkdir()
     np.save(src / "big.npy", image)
-    with pytest.raises(DataError, match=r"case 'big': predicting this image .* available; what helps"):
+    with pytest.raises(
+        DataError, match=r"case 'big': predicting this image .* available \(TRUSTSEG_MEMORY_LIMIT\); what helps"
+    ):
         predict_folder(p, src, tmp_path / "out", progress=False)
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(needed))
     assert p.predict(image).probs.shape == (1, 1, 3, 24, 20, 16)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import DataError
 from trustseg.core.lock import exclusive
+from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import Predictive
 from trustseg.engine.prediction_folder import (
     Annotator,
@@ -30,7 +31,7 @@ from trustseg.engine.prediction_folder import (
     load_prediction,
     read_map,
 )
-from trustseg.inference.memory import MemoryNeededError, available_bytes, is_allocation_failure, memory_message
+from trustseg.inference.memory import MemoryNeededError, memory_message
 from trustseg.inference.predictor import Predictor, check_image, load_predictor
 from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor

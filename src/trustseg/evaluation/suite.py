@@ -33,15 +33,10 @@ from torch import Tensor
 
 import trustseg.evaluation.components  # noqa: F401 (registers the components)
 from trustseg.core.errors import ConfigError, DataError
+from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.evaluation.component import SUITE, DatasetAnalysis, SuiteComponent
 from trustseg.evaluation.context import CaseContext, CaseInputError, SuiteConfig
-from trustseg.evaluation.memory import (
-    available_memory,
-    case_memory_need,
-    check_case_memory,
-    is_allocation_failure,
-    memory_error,
-)
+from trustseg.evaluation.memory import case_memory_need, check_case_memory, memory_error
 from trustseg.evaluation.results import check_names, count_tree, get, mean_tree, merge
 
 #: Headline paths (``metric, target, item``; ``*`` = every item) read from the means over cases. The pooled
@@ -151,7 +146,7 @@ class EvaluationSuite:
             if not is_allocation_failure(e):
                 raise
             need = case_memory_need(tuple(labels.shape[1:]), len(self.classes), len(maps or {}))
-            raise memory_error(case_id, need, available_memory(), f"an allocation failed: {e}") from None
+            raise memory_error(case_id, need, available_bytes(), f"an allocation failed: {e}") from None
 
     def _add_case(
         self,

@@ -9,29 +9,23 @@ outputs of the method (``M·K`` sample probabilities, ``K`` Dirichlet parameters
 * whole image: ``4 N (2 C + 2 F + A)`` (the network runs on the whole volume).
 
 ``A`` is ``4 · c_0`` for a network whose first level has ``c_0`` features (a U-Net keeps about that many maps of
-the full resolution alive at once), 64 when unknown. :func:`available_bytes` is ``TRUSTSEG_MEMORY_LIMIT`` (bytes,
-or with a suffix ``K``/``M``/``G``/``T``) when set, else ``MemAvailable`` of ``/proc/meminfo`` (else
-``sysconf(SC_AVPHYS_PAGES)``). :func:`check_fits` raises :class:`MemoryNeededError` (a
-:class:`~trustseg.core.errors.DataError`) naming both numbers and the options that help.
+the full resolution alive at once), 64 when unknown. The memory available is
+:func:`trustseg.core.memory.available_bytes` (``TRUSTSEG_MEMORY_LIMIT`` overrides it). :func:`check_fits`
+raises :class:`MemoryNeededError` (a :class:`~trustseg.core.errors.DataError`) naming both numbers and the
+options that help.
 
 Example:
     >>> predict_bytes((100, 100, 100), channels=1, outputs=2, patch=(32, 32, 32), activations=16) // 10**6
     26
-    >>> parse_bytes("1.5G")
-    1610612736
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 from trustseg.core.errors import DataError
-
-#: Environment variable overriding the available memory (bytes, or e.g. ``512M``, ``8G``).
-MEMORY_LIMIT_ENV = "TRUSTSEG_MEMORY_LIMIT"
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+from trustseg.core.memory import available_bytes, format_bytes, limit_source
 
 #: What helps when a prediction does not fit (named in the error).
 HINTS = (
@@ -44,41 +38,6 @@ HINTS = (
 
 class MemoryNeededError(DataError):
     """A prediction needs more memory than is available (message: needed vs available and what helps)."""
-
-
-def parse_bytes(text: str) -> int:
-    """``"512M"`` -> bytes (suffixes K, M, G, T are powers of 1024; a plain number is bytes).
-
-    Raises:
-        DataError: a value that is not a positive size, naming :data:`MEMORY_LIMIT_ENV`.
-    """
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = t[-1:] if t[-1:] in _UNITS else ""
-    try:
-        value = float(t[: len(t) - len(unit)]) * _UNITS[unit]
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value <= 0:
-        raise DataError(f"{MEMORY_LIMIT_ENV}={text!r} is not a memory size (e.g. 8G, 512M or a number of bytes)")
-    return int(value)
-
-
-def available_bytes() -> int:
-    """Memory a prediction may use: ``TRUSTSEG_MEMORY_LIMIT`` if set, else ``MemAvailable`` (or free pages)."""
-    env = os.environ.get(MEMORY_LIMIT_ENV)
-    if env:
-        return parse_bytes(env)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 2**62  # unknown: do not refuse
 
 
 def predict_bytes(
@@ -104,14 +63,11 @@ def predict_bytes(
     return 4 * n * (2 * channels + outputs + 2) + 4 * p * (2 * channels + 2 * outputs + activations)
 
 
-def _gb(b: float) -> str:
-    return f"{b / 2**30:.2f} GB" if b >= 2**28 else f"{b / 2**20:.0f} MB"
-
-
 def memory_message(needed: int | None, available: int, path: str) -> str:
     """The one-line explanation of a prediction that does not fit."""
-    need = f"needs about {_gb(needed)}" if needed is not None else "ran out of memory"
-    return f"predicting this image ({path}) {need}, {_gb(available)} available; what helps: " + "; ".join(HINTS)
+    need = f"needs about {format_bytes(needed)}" if needed is not None else "ran out of memory"
+    have = f"{format_bytes(available)} available{limit_source()}"
+    return f"predicting this image ({path}) {need}, {have}; what helps: " + "; ".join(HINTS)
 
 
 def check_fits(needed: int, path: str) -> None:
@@ -119,13 +75,3 @@ def check_fits(needed: int, path: str) -> None:
     available = available_bytes()
     if needed > available:
         raise MemoryNeededError(memory_message(needed, available, path))
-
-
-def is_allocation_failure(error: BaseException) -> bool:
-    """Whether ``error`` is an allocator failure (``MemoryError``, torch's ``can't allocate`` / out of memory)."""
-    if isinstance(error, MemoryError):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and (
-        "can't allocate" in text or "DefaultCPUAllocator" in text or "out of memory" in text
-    )

@@ -23,17 +23,11 @@ from torch import Tensor, nn
 
 from trustseg.core.config import from_dict
 from trustseg.core.errors import DataError
+from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import Predictive
 from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
-from trustseg.inference.memory import (
-    MemoryNeededError,
-    available_bytes,
-    check_fits,
-    is_allocation_failure,
-    memory_message,
-    predict_bytes,
-)
+from trustseg.inference.memory import MemoryNeededError, check_fits, memory_message, predict_bytes
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 from trustseg.inference.run_folder import (
     RUN_JSON,
@@ -196,7 +190,7 @@ class RunPredictor:
 
         Raises:
             MemoryNeededError: the estimated memory (:meth:`memory_needed`) exceeds the available memory
-                (:func:`trustseg.inference.memory.available_bytes`), checked before anything is allocated, or
+                (:func:`trustseg.core.memory.available_bytes`), checked before anything is allocated, or
                 the allocator failed during the prediction; the message names both and the options that help.
         """
         return self._predict(image, consume=False)
