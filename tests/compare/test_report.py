@@ -131,3 +131,19 @@ def test_cli(compare_dir, tmp_path, capsys):
     assert other.read_text() == "<html>not trustseg</html>"
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.html")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_the_report_of_a_real_comparison(real_compare, real_report):
+    """End to end: a real tiny comparison (2 methods x 2 seeds, OOD, noise, QC) and its report: offline, every
+    section with data, one row per method, the gallery with each case's QC verdict."""
+    out, table = real_compare
+    page = _page(real_report)
+    assert "http://" not in page and "https://" not in page
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)["\']', page)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs)
+    for key in SECTIONS:
+        block = re.search(rf'data-section="{key}"><h3>[^<]*</h3>(.*?)</div>', page, re.S)
+        assert block and "No data for this section" not in block.group(1), key
+    for row in table["rows"]:
+        assert f">{row['method']}<" in page
+    assert page.count('<div class="case"') >= 4 and 'data-qc=""' not in page  # every case has a predicted Dice

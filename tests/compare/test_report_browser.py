@@ -37,18 +37,19 @@ def _cases(dom: str) -> list[tuple[str, bool, str]]:
     ]
 
 
-def test_screenshot_not_blank(report_html, tmp_path):
+def test_screenshot_not_blank(real_report, tmp_path):
     from matplotlib.image import imread
 
     shot = tmp_path / "shot.png"
-    res = _chromium(f"--screenshot={shot}", "--window-size=1280,2400", report_html.resolve().as_uri())
+    res = _chromium(f"--screenshot={shot}", "--window-size=1280,2400", real_report.resolve().as_uri())
     assert shot.is_file(), res.stderr[-2000:]
     pixels = imread(shot)
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1200
     assert float(np.std(pixels[..., :3])) > 0.05  # text, tables and figures, not a blank page
 
 
-def test_gallery_search_and_sort_in_the_dom(report_html):
+def test_gallery_search_and_sort_in_the_dom(real_report):
+    report_html = real_report  # the report of a real tiny comparison (tests/compare/conftest.py)
     plain = _cases(_dom(report_html))
     ids = [c for c, _, _ in plain]
     assert len(ids) >= 3 and not any(h for _, h, _ in plain)
