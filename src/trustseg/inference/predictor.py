@@ -13,7 +13,7 @@ Predictors are registered in :data:`PREDICTORS` by scheme, and a model is named 
 
 Example:
     >>> sorted(PREDICTORS.names())
-    ['run', 'state_dict', 'torchscript']
+    ['nnunet', 'run', 'state_dict', 'torchscript']
     >>> split_spec("run:runs/softmax")
     ('run', 'runs/softmax')
     >>> split_spec("runs/softmax")
