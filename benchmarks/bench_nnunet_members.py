@@ -58,8 +58,8 @@ def _child(mode: str, model: str, shape: tuple[int, ...], folds: int) -> dict:
         members = 1
     else:
         p.samples_policy = mode
-        pred = p.predict(image, spacing)
-        members = p.num_members if mode == "stack" else int(p.num_members)
+        p.predict(image, spacing)
+        members = p.num_members
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"mode": mode, "seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
