@@ -145,7 +145,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, nargs="+", type=Path, help="image folder, files, or a dataset folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--split", default=None, help="with a dataset folder: predict only this split (e.g. test)")
-    p.add_argument("--tta", default=None, help="torchscript:/state_dict: models: test-time views (none, flips)")
+    p.add_argument(
+        "--tta", default=None, help="test-time views: torchscript:/state_dict: none, flips; nnunet: mirror, none"
+    )
+    p.add_argument("--folds", default=None, metavar="0,1,..", help="nnunet: models: folds (default: all present)")
+    p.add_argument(
+        "--samples-policy",
+        default=None,
+        choices=["auto", "stack", "stream"],
+        help="nnunet: models: keep all members (stack) or stream them into running sums (stream)",
+    )
     p.add_argument(
         "--mc-dropout", type=int, default=None, metavar="N", help="torchscript:/state_dict: N passes, dropout on"
     )
@@ -377,6 +386,9 @@ def _predictor_options(args: argparse.Namespace) -> dict:
         options["tta"] = args.tta
     if args.mc_dropout is not None:
         options["mc_dropout"] = args.mc_dropout
+    for key in ("folds", "samples_policy"):  # nnunet: options
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
     if args.patch_size is not None:
         try:
             options["patch_size"] = [int(p) for p in str(args.patch_size).split(",")]
