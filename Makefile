@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml setup.py src/trustseg/metrics/_calibration_kernel.c
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	bash .ci/install-nnunet $(PY)   # nnunetv2 for the nnunet: predictor's tests, with --no-deps (no CUDA torch)
 	touch $(STAMP)
 
 demo: $(STAMP)

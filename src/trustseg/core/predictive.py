@@ -9,7 +9,10 @@ Shapes (the package-wide convention):
   ``None``. When given without ``probs``, ``probs`` is set to the Dirichlet mean ``(α / S)[None]`` with
   ``S = Σ_k α_k``.
 * ``extras``: extra per-pixel maps a method produces, each ``(B, C_e, *spatial)``; names in use:
-  ``"rater_variance"`` (EDUE's predicted rater disagreement, ``C_e = 1``).
+  ``"rater_variance"`` (EDUE's predicted rater disagreement, ``C_e = 1``), and ``"measure:<name>"``
+  (:data:`PRECOMPUTED`): a measure's map ``(B, 1, *spatial)`` computed by the predictor while it streamed its
+  members (the nnU-Net adapter's ``--samples-policy stream``), which the writer takes as it is instead of
+  recomputing it from ``probs`` (that then holds only the members' mean).
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ from typing import cast
 
 import torch
 from torch import Tensor
+
+#: Prefix of the extras that hold a measure's precomputed map (``extras["measure:entropy"]``).
+PRECOMPUTED = "measure:"
+
+
+def precomputed_measures(pred: Predictive) -> dict[str, Tensor]:
+    """Measure name -> its precomputed map ``(B, 1, *spatial)`` among ``pred.extras`` (:data:`PRECOMPUTED`)."""
+    return {k.removeprefix(PRECOMPUTED): v for k, v in pred.extras.items() if k.startswith(PRECOMPUTED)}
 
 
 @dataclass

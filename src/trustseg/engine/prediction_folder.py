@@ -35,7 +35,7 @@ from torch import Tensor
 from trustseg.core.atomic import atomic_path, atomic_write_csv, atomic_write_json, make_dirs
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import LOCK
-from trustseg.core.predictive import Predictive
+from trustseg.core.predictive import Predictive, precomputed_measures
 from trustseg.data.dataset import DATASET_JSON, load_dataset
 from trustseg.data.io import NIFTI_EXTS, has_known_ext, read_image, split_ext, write_image, write_label
 from trustseg.data.predictions import INDEX, SUMMARY, case_files, load_prediction, read_index, read_map
@@ -316,7 +316,7 @@ class FolderWriter:
                 bar.advance(task)
 
     def _measure_names(self, pred: Predictive) -> list[str]:
-        avail = available_measures(pred)
+        avail = list(dict.fromkeys([*available_measures(pred), *precomputed_measures(pred)]))
         if self.requested is None:
             return avail
         missing = [m for m in self.requested if m not in avail]
@@ -511,6 +511,9 @@ def _measure_slab(pred: Predictive, name: str, sl: slice) -> np.ndarray:
 def _measure_map(pred: Predictive, name: str) -> np.ndarray:
     """One voxel-wise measure of the first image ``(*spatial)`` float32, computed slab by slab along the first
     spatial axis (its class- and sample-sized temporaries stay slab-sized)."""
+    given = precomputed_measures(pred).get(name)
+    if given is not None:  # streamed by the predictor over members it did not keep
+        return given[0, 0].numpy().astype(np.float32)
     spatial = tuple(pred.probs.shape[3:])
     if not spatial:
         return compute_measures(pred, [name])[name][0].numpy().astype(np.float32)

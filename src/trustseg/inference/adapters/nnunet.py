@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import ConfigError, DataError
-from trustseg.core.predictive import Predictive
+from trustseg.core.predictive import PRECOMPUTED, Predictive
 from trustseg.inference.adapters.nnunet_members import STREAMED_MEASURES, MemberMoments
 from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
@@ -321,7 +321,8 @@ class NnunetPredictor:
         """Predict one raw image ``(C, *sp)``: ``B = 1``, CPU, float32.
 
         ``stack`` (or ``auto`` under ``max_stack_bytes``): ``probs (M, 1, K, *sp)``; ``stream``: ``probs (1, 1, K,
-        *sp)`` = the members' mean, with the streamed measures as ``extras[name]`` ``(1, 1, *sp)``. Both carry
+        *sp)`` = the members' mean, with the streamed measures as ``extras["measure:<name>"]`` ``(1, 1, *sp)``
+        (:data:`trustseg.core.predictive.PRECOMPUTED`; the writer takes them as they are). Both carry
         ``extras["nnunet_probs"]`` ``(1, K, *sp)``, nnU-Net's own averaged prediction.
         """
         stack = self.samples_policy == "stack" or (
@@ -331,7 +332,7 @@ class NnunetPredictor:
         extras = {"nnunet_probs": s.nnunet.contiguous()[None]}
         if stack:
             return Predictive(probs=torch.stack(s.members, 0)[:, None], extras=extras)
-        extras.update({k: v.contiguous()[None, None] for k, v in s.maps.items()})
+        extras.update({f"{PRECOMPUTED}{k}": v.contiguous()[None, None] for k, v in s.maps.items()})
         return Predictive(probs=s.mean.contiguous()[None, None], extras=extras)
 
 
