@@ -155,9 +155,11 @@ def absorb_parts(out: Path) -> int:
     return len(parts)
 
 
-def _finish(writer: FolderWriter, parts: Sequence[dict[str, Any]]) -> Path:
-    """Rank 0: merge the parts into the writer's index in the order of the expected ids, write it, finish."""
+def _finish(writer: FolderWriter, parts: Sequence[dict[str, Any]], ids: Sequence[str]) -> Path:
+    """Rank 0: merge the parts into the writer's index, cases and ``"expected"`` in the order of the inputs
+    ``ids`` (then any earlier case not among them), write it, finish."""
     cases, rows = fold(writer.cases, writer.rows, parts, writer.out)
+    writer.expected = list(dict.fromkeys([*ids, *writer.expected]))
     order = {cid: i for i, cid in enumerate(writer.expected)}
     cases.sort(key=lambda c: order.get(c["id"], len(order)))
     row_of = {str(r.get("case")): r for r in rows}
@@ -234,6 +236,6 @@ def predict_sharded(
                 remove_parts(out, read_parts(out))
             raise
         if info.is_main:
-            _finish(main["writer"], [p for p in parts if p["token"] == plan["token"]])
+            _finish(main["writer"], [p for p in parts if p["token"] == plan["token"]], [x.case_id for x in items])
         gather_checked(lambda: None, info)  # every rank returns once the index is merged
     return out
