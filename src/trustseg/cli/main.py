@@ -22,18 +22,21 @@ from trustseg.cli.demo import run_demo
 from trustseg.cli.qc import add_qc
 from trustseg.cli.report import add_report
 from trustseg.cli.saved import add_import_predictions, add_saved_options, prediction_folder_for
+from trustseg.core.atomic import atomic_write_json
 from trustseg.core.config import load_config, replace
 from trustseg.core.errors import ConfigError, TrustsegError
 from trustseg.core.registry import Registry
 from trustseg.data.distortions import DISTORTIONS
 from trustseg.data.importers import IMPORTERS, import_dataset
 from trustseg.data.paths import outside_allowed
-from trustseg.data.predictions import read_index
+from trustseg.data.predictions import INDEX, read_index
 from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
-from trustseg.engine.calibrate import calibrate_run
+from trustseg.engine.calibrate import calibrate_predictor, calibrate_run, temperature_sidecar
 from trustseg.engine.config import RunConfig, load_saved_run_config
+from trustseg.engine.distributed import env_info, session
 from trustseg.engine.predict import predict_folder
 from trustseg.engine.run import train
+from trustseg.engine.sharded_evaluate import evaluate_sharded
 from trustseg.evaluation import SUITE, evaluate_predictions, flatten
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig
 from trustseg.inference.predictor import PREDICTORS, load_predictor, split_spec
@@ -179,6 +182,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace an earlier prediction folder in --out (its listed files)"
     )
     p.add_argument(
+        "--temperature",
+        default=None,
+        metavar="TEMP.json|T",
+        help="post-hoc temperature (a file of `trustseg calibrate --model`, or a number); default: "
+        "MODEL.temperature.json beside a model file, if present",
+    )
+    p.add_argument(
         "--allow-outside",
         action="store_true",
         help="read files that dataset.json/predictions.json name outside their folder (absolute, '..', symlinks)",
@@ -229,7 +239,21 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate", help="fit a trained run's post-hoc temperature (trustseg.engine.calibrate.calibrate_run)"
     )
-    p.add_argument("run", type=Path, help="trained run folder (the temperature is written into its run.json)")
+    p.add_argument(
+        "run", type=Path, nargs="?", default=None, help="trained run folder (the temperature goes into its run.json)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="instead of RUN: any model giving logits (SCHEME:LOCATION, e.g. torchscript:model.pt?classes=2); "
+        "needs --data, writes --out",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="temperature file (JSON) to write; default with --model: MODEL.temperature.json beside a model file",
+    )
     p.add_argument("--data", type=Path, default=None, help="dataset to fit on (default: the run's own)")
     p.add_argument("--split", default=None, help="split to fit on (default: the run's validation cases, or val)")
     p.add_argument(
@@ -374,8 +398,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    t = calibrate_run(args.run, data=args.data, split=args.split)
-    _console().print(f"temperature {t:.6g} written to [bold]{Path(args.run) / 'run.json'}[/]")
+    if (args.run is None) == (args.model is None):
+        raise ConfigError("calibrate: give a trained run folder (RUN) or --model SCHEME:LOCATION, one of them")
+    if args.model is None:
+        t = calibrate_run(args.run, data=args.data, split=args.split)
+        _console().print(f"temperature {t:.6g} written to [bold]{Path(args.run) / 'run.json'}[/]")
+        if args.out is not None:
+            calibrate_out = {"temperature": t, "model": str(args.run), "data": args.data, "split": args.split}
+            atomic_write_json(args.out, {k: str(v) if isinstance(v, Path) else v for k, v in calibrate_out.items()})
+        return 0
+    if args.data is None:
+        raise ConfigError("calibrate --model: say which dataset to fit on (--data DATA [--split val])")
+    out = args.out if args.out is not None else temperature_sidecar(args.model)
+    if out is None:
+        raise ConfigError(f"calibrate --model {args.model}: say where to write the temperature (--out temp.json)")
+    t = calibrate_predictor(args.model, args.data, out, split=args.split or "val")
+    _console().print(f"temperature {t:.6g} written to [bold]{out}[/]")
     return 0
 
 
@@ -410,6 +448,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = args.input[0] if len(args.input) == 1 else list(args.input)
     options = _predictor_options(args)
     model = load_predictor(args.run, **options) if args.qc is not None or options else args.run
+    temperature = args.temperature
+    if temperature is not None and not Path(temperature).is_file():
+        try:
+            temperature = float(temperature)
+        except ValueError:
+            raise ConfigError(f"--temperature {temperature}: neither a temperature file nor a number") from None
     annotate = None
     if args.qc is not None:
         annotate = qc_annotator(args.qc, layer_heads=bool(model.info.samples_are_heads))
@@ -426,7 +470,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         annotate=annotate,
         annotation=None if args.qc is None else str(args.qc),
+        temperature=temperature,
     )
+    if not env_info().is_main:
+        return 0  # one report, from rank 0 of a sharded predict
     console = _console()
     console.print(f"predictions written to [bold]{out}[/]")
     for what, why in read_index(out).get("notes", {}).items():
@@ -461,6 +508,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.noise_robustness:
         noise = NoiseConfig(seed=args.seed)
     predictor = load_predictor(args.run) if args.run is not None else None
+    if env_info().enabled:
+        if not (args.pred / INDEX).is_file():
+            raise ConfigError(
+                f"{args.pred}: a sharded evaluate (torchrun) needs a trustseg prediction folder; convert saved "
+                "probabilities first (trustseg import-predictions)"
+            )
+        with session("cpu") as info:
+            sharded = evaluate_sharded(
+                args.pred,
+                args.data,
+                args.out,
+                info,
+                split=args.split,
+                predictor=predictor,
+                ood=ood,
+                noise=noise,
+                progress=info.is_main,
+                partial=args.partial,
+            )
+        if sharded is None:
+            return 0  # one report, from rank 0
+        return _report_results(sharded, args)
     results = evaluate_predictions(
         prediction_folder_for(args.pred, args.data, args.out, args),
         args.data,
@@ -472,6 +541,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=True,
         partial=args.partial,
     )
+    return _report_results(results, args)
+
+
+def _report_results(results: dict, args: argparse.Namespace) -> int:
+    """Print where the results went and their headline numbers."""
     console = _console()
     if "partial" in results:
         part = results["partial"]

@@ -1,26 +1,45 @@
-"""Post-hoc temperature scaling of a trained run (``trustseg train --calibrate``, or ``trustseg calibrate RUN``).
+"""Post-hoc temperature scaling: of a trained run (``trustseg train --calibrate``, ``trustseg calibrate RUN``),
+or of any predictor whose scheme gives logits (``trustseg calibrate --model SPEC --data DATA --out temp.json``).
 
-The fitted temperature is stored in the run's ``run.json`` and applied by
-:func:`trustseg.inference.run_predictor.load_run`.
+* :func:`calibrate_run`: the run's temperature, stored in its ``run.json`` and applied by
+  :func:`trustseg.inference.run_predictor.load_run`;
+* :func:`calibrate_predictor`: any predictor with the ``logits`` capability (``predict_logits(image, spacing)``
+  -> untempered sample logits ``(M, 1, K, *spatial)``; ``run:``, ``torchscript:``, ``state_dict:``); the fit is
+  the same (:class:`~trustseg.methods.temperature.LogitSubsample`: one T minimising the NLL of the raters' mean
+  label ȳ under ``mean_m softmax(z_m / T)``), written to a temperature file
+  ``{"temperature": T, "model", "data", "split", "cases", "max_voxels", "seed"}``;
+* :func:`apply_temperature`: ``trustseg predict --temperature temp.json``, or the file beside the model
+  (``model.pt`` -> ``model.temperature.json``, :func:`temperature_sidecar`), sets the predictor's temperature
+  (capability ``temperature``): its probabilities become ``softmax(z / T)``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from trustseg.core.atomic import atomic_write_json
-from trustseg.core.errors import ConfigError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.dataset import load_dataset
 from trustseg.data.normalization import NormStats
 from trustseg.engine.config import load_saved_run_config
 from trustseg.engine.loader import collate
 from trustseg.engine.setup import load_data, split_ids
 from trustseg.inference.device import resolve_device
+from trustseg.inference.predictor import PREDICTORS, Predictor, load_predictor, split_spec
 from trustseg.inference.run_folder import CONFIG, RUN_JSON, read_run_json, size_multiple
 from trustseg.inference.run_predictor import load_run
 from trustseg.methods.base import Batch
-from trustseg.methods.temperature import DEFAULT_MAX_VOXELS, fit_method_temperature
+from trustseg.methods.temperature import DEFAULT_MAX_VOXELS, LogitSubsample, fit_method_temperature
+
+#: Suffix of the temperature file beside a model file: ``model.pt`` -> ``model.temperature.json``.
+TEMPERATURE_SUFFIX = ".temperature.json"
 
 
 def case_batches(
@@ -97,4 +116,144 @@ def calibrate_run(
     record = read_run_json(run_dir)
     record["temperature"] = t
     atomic_write_json(run_dir / RUN_JSON, record)
+    return t
+
+
+def temperature_sidecar(spec: str | Path) -> Path | None:
+    """The temperature file beside the model file of ``spec`` (``torchscript:model.pt?classes=2`` ->
+    ``model.temperature.json``); ``None`` for a model that is a folder (a run keeps its temperature in
+    ``run.json``).
+
+    Example:
+        >>> str(temperature_sidecar("torchscript:models/net.pt?classes=2"))
+        'models/net.temperature.json'
+    """
+    _, location = split_spec(spec)
+    path = Path(location.split("?", 1)[0])
+    if not path.suffix or path.is_dir():
+        return None
+    return path.with_suffix(TEMPERATURE_SUFFIX)
+
+
+def read_temperature(path: str | Path) -> float:
+    """The temperature of a file written by :func:`calibrate_predictor`.
+
+    Raises:
+        DataError: unreadable, or not a finite number > 0 under ``"temperature"`` (naming the file).
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())["temperature"]
+        t = float(value)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f'not a temperature file ({{"temperature": T}} written by trustseg calibrate): {e}', path
+        ) from None
+    if not math.isfinite(t) or t <= 0:
+        raise DataError(f"temperature must be a finite number > 0, got {value!r}", path)
+    return t
+
+
+def apply_temperature(predictor: Predictor, temperature: str | Path | float | None, spec: str | Path | None) -> float:
+    """Set ``predictor.temperature`` from a number or a temperature file; with ``None`` from the file beside
+    the model of ``spec`` when there is one (else the predictor keeps its own). Returns the temperature in use.
+
+    Raises:
+        ConfigError: a temperature for a predictor without the ``temperature`` capability.
+        DataError: a bad temperature file (:func:`read_temperature`).
+    """
+    if temperature is None:
+        side = None if spec is None else temperature_sidecar(spec)
+        if side is None or not side.is_file():
+            return float(getattr(predictor, "temperature", 1.0))
+        temperature = side
+    t = float(temperature) if isinstance(temperature, (int, float)) else read_temperature(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ConfigError(f"--temperature must be a finite number > 0, got {t!r}")
+    if "temperature" not in predictor.info.capabilities:
+        takers = [e.name + ":" for e in PREDICTORS if "temperature" in e.meta.get("capabilities", ())]
+        raise ConfigError(
+            f"the model {predictor.info.source or predictor.info.method!r} takes no temperature (capability "
+            f"'temperature'){'; models that do: ' + ', '.join(takers) if takers else ''}"
+        )
+    predictor.temperature = t  # type: ignore[attr-defined]  # capability "temperature"
+    return t
+
+
+def soft_label(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """The raters' mean one-hot label ȳ ``(K, *spatial)`` float32 of rater maps ``(R, *spatial)``.
+
+    Example:
+        >>> soft_label(np.array([[0, 1]], dtype=np.int64).repeat(4, 0), 2).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    oh = torch.nn.functional.one_hot(torch.as_tensor(labels).long(), num_classes).float()
+    return oh.mean(0).movedim(-1, 0)
+
+
+def calibrate_predictor(
+    model: str | Path | Predictor,
+    data: str | Path,
+    out: str | Path | None = None,
+    *,
+    split: str | None = "val",
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    seed: int = 0,
+    device: str = "auto",
+) -> float:
+    """Fit one post-hoc temperature for any predictor with the ``logits`` capability and write it to ``out``.
+
+    Per case of ``split`` (all cases for ``None``): the predictor's untempered sample logits of the raw image
+    (``predict_logits``), the raters' mean label ȳ (:func:`soft_label`) and the field of view go into a
+    :class:`~trustseg.methods.temperature.LogitSubsample` (at most ``max_voxels`` voxels per case, seeded);
+    T minimises the NLL of ȳ under ``mean_m softmax(z_m / T)``.
+
+    Args:
+        model: A predictor, or a spec (``torchscript:model.pt?classes=...``, ``run:RUN``, ...).
+        data: A trustseg dataset with the same classes.
+        out: The temperature file (JSON); ``None`` writes nothing.
+        split: The dataset's split to fit on.
+        max_voxels: Voxels kept per case.
+        seed: Seed of the voxel subsample.
+        device: Where a spec is loaded.
+
+    Returns:
+        T.
+
+    Raises:
+        ConfigError: a predictor without the ``logits`` capability, no cases, or other classes than the model.
+    """
+    predictor = load_predictor(model, device) if isinstance(model, (str, Path)) else model
+    info = predictor.info
+    fn = getattr(predictor, "predict_logits", None)
+    if "logits" not in info.capabilities or fn is None:
+        takers = [e.name + ":" for e in PREDICTORS if "logits" in e.meta.get("capabilities", ())]
+        raise ConfigError(
+            f"the model {info.source or info.method!r} gives no logits (capability 'logits'), so no temperature can "
+            f"be fitted for it{'; models that do: ' + ', '.join(takers) if takers else ''}"
+        )
+    dataset = load_dataset(data)
+    ids = dataset.split(split) if split else dataset.ids
+    if not ids:
+        raise ConfigError(f"{dataset.root}: no {split or ''} cases to fit a temperature on (--split)")
+    if dataset.num_classes != info.num_classes:
+        raise ConfigError(f"{dataset.root}: {dataset.num_classes} classes, but the model predicts {info.num_classes}")
+    sub = LogitSubsample(max_voxels, seed)
+    for cid in ids:
+        case = dataset[cid]
+        z = fn(case.image, tuple(case.spacing))  # (M, 1, K, *spatial)
+        valid = None if case.mask is None else torch.from_numpy(np.asarray(case.mask, dtype=bool))
+        sub.add(z[:, 0], soft_label(case.labels, dataset.num_classes), valid)
+    t = sub.fit()
+    if out is not None:
+        record: dict[str, Any] = {
+            "temperature": t,
+            "model": str(model) if isinstance(model, (str, Path)) else info.source,
+            "data": str(data),
+            "split": split,
+            "cases": len(ids),
+            "max_voxels": max_voxels,
+            "seed": seed,
+        }
+        atomic_write_json(Path(out), record)
     return t

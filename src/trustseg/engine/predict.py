@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from trustseg.core.errors import DataError
 from trustseg.core.lock import exclusive
-from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import Predictive
+from trustseg.engine.calibrate import apply_temperature
+from trustseg.engine.case_prediction import predict_case
+from trustseg.engine.distributed import session
 from trustseg.engine.prediction_folder import (
     Annotator,
     FolderWriter,
@@ -31,8 +33,8 @@ from trustseg.engine.prediction_folder import (
     load_prediction,
     read_map,
 )
-from trustseg.inference.memory import MemoryNeededError, memory_message
-from trustseg.inference.predictor import Predictor, check_image, load_predictor
+from trustseg.engine.sharded_predict import predict_sharded
+from trustseg.inference.predictor import Predictor, load_predictor
 from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor
 from trustseg.methods.base import Method
@@ -94,6 +96,7 @@ def predict_folder(
     annotate: Annotator | None = None,
     annotation: str | None = None,
     dtype: str = "float32",
+    temperature: str | Path | float | None = None,
 ) -> Path:
     """Predict every input image and write probabilities, segmentations and uncertainty maps.
 
@@ -119,6 +122,13 @@ def predict_folder(
         annotation: What ``annotate`` is (recorded as ``"qc_model"`` in ``predictions.json``).
         dtype: Storage of the ``.npy`` probabilities, ``float32`` or ``float16`` (CLI ``--dtype``; NIfTI stays
             float32); recorded as ``"probs_dtype"`` in the index.
+        temperature: A post-hoc temperature for a predictor with the ``temperature`` capability: a number, or
+            a JSON file written by ``trustseg calibrate`` (CLI ``--temperature temp.json``); ``None`` uses the
+            file beside a model file if there is one (``model.pt`` -> ``model.temperature.json``,
+            :func:`trustseg.engine.calibrate.apply_temperature`). Recorded as ``"temperature"`` in the index.
+
+    Launched by ``torchrun`` (``WORLD_SIZE > 1``), the cases are shared among the ranks and rank 0 merges one
+    index (:mod:`trustseg.engine.sharded_predict`); the folder is the one a single process writes.
 
     Returns:
         ``out``, holding per-case files, ``predictions.json`` (``"complete": true``) and ``summary.csv``
@@ -131,8 +141,27 @@ def predict_folder(
         DataError: another process is predicting into ``out`` (its lock file ``.trustseg.lock``).
     """
     check_out_dir(inputs, out)
+    spec = model if isinstance(model, (str, Path)) else None
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
+    apply_temperature(predictor, temperature, spec)
     items = iter_inputs(inputs, split)
+    with session(getattr(predictor, "device", "cpu")) as dist_info:
+        if dist_info.enabled:
+            return predict_sharded(
+                predictor,
+                items,
+                Path(out),
+                dist_info,
+                _writer_info(predictor),
+                measures,
+                progress,
+                save_samples,
+                resume,
+                overwrite,
+                annotate,
+                annotation,
+                dtype,
+            )
     with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
         return _predict_into(
             predictor,
@@ -163,7 +192,6 @@ def _predict_into(
     dtype: str = "float32",
 ) -> Path:
     """The body of :func:`predict_folder`, under the folder's writer lock."""
-    info = predictor.info
     writer = FolderWriter(
         Path(out),
         _writer_info(predictor),
@@ -176,26 +204,7 @@ def _predict_into(
     done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
     items = [load for load in items if load.case_id not in done]
     for item in writer.track(items, progress):
-        check_image(info, item.image, item.source)
-        try:
-            consuming = getattr(predictor, "predict_consuming", None)
-            if consuming is not None and annotate is None:
-                # the raw image is not needed after predicting: the predictor may normalise it in place
-                image, item.image = item.image, None
-                pred = consuming(image, item.spacing)
-                del image
-            else:
-                pred = predictor.predict(item.image, item.spacing)
-            writer.write(item, pred)
-            del pred
-        except MemoryNeededError as e:
-            raise DataError(f"case {item.case_id!r}: {e.problem}", item.source) from None
-        except (RuntimeError, MemoryError) as e:  # an allocator failure in the predictor or the writer
-            if not is_allocation_failure(e):
-                raise
-            raise DataError(
-                f"case {item.case_id!r}: {memory_message(None, available_bytes(), 'predict')}", item.source
-            ) from None
+        predict_case(predictor, item, writer, annotate)
     return writer.finish()
 
 
@@ -203,6 +212,12 @@ def _writer_info(predictor: Predictor) -> dict:
     """The run description the folder writer records in ``predictions.json``."""
     run_info = getattr(predictor, "run_info", None)
     if run_info is not None:
-        return run_info
+        t = getattr(predictor, "temperature", None)
+        if t is None or float(t) == float(run_info.get("temperature") or 1.0):
+            return run_info
+        return {**run_info, "temperature": float(t)}  # set by --temperature
     info = predictor.info
-    return {"method": info.method, "classes": list(info.classes), "run_dir": info.source}
+    record: dict = {"method": info.method, "classes": list(info.classes), "run_dir": info.source}
+    if "temperature" in info.capabilities:
+        record["temperature"] = float(getattr(predictor, "temperature", 1.0))
+    return record

@@ -428,8 +428,13 @@ class FolderWriter:
         row.update({f"mean_{oriented_name(n)}": float(as_uncertainty(n, v)) for n, v in means.items()})
         row.update(qc or {})
         self.rows = [r for r in self.rows if r.get("case") != cid] + [row]
+        self._written()
+
+    def _written(self) -> None:
+        """Record the state after a case was written: the index and ``summary.csv`` (a rank of a sharded predict
+        writes its own part instead: :class:`trustseg.engine.sharded_predict.ShardWriter`)."""
         self._write_index()
-        atomic_write_csv(self.out / "summary.csv", self.rows)
+        atomic_write_csv(self.out / SUMMARY, self.rows)
 
     def _write_index(self) -> None:
         atomic_write_json(

@@ -57,6 +57,7 @@ def load_pairs(
     split: str | None = None,
     partial: bool = False,
     index: dict[str, Any] | None = None,
+    shard: tuple[int, int] | None = None,
 ):
     """Yield :class:`Pair` for every predicted case (of ``split`` if given) present in the dataset.
 
@@ -66,6 +67,10 @@ def load_pairs(
         split: Only the cases of this split.
         partial: Accept a folder whose ``predictions.json`` is marked incomplete (a killed or failed predict).
         index: The folder's ``predictions.json`` when the caller has read it already (else it is read here).
+        shard: ``(rank, world_size)``: only the rank's contiguous block of the cases to evaluate (positions
+            ``[r·n // W, (r+1)·n // W)`` of the n cases in index order), so the blocks in rank order are the
+            cases in the order one process evaluates them (a sharded evaluate under ``torchrun``). Every entry is
+            still checked.
 
     Raises:
         DataError: an incomplete folder without ``partial`` (:func:`trustseg.data.predictions.check_complete`), a
@@ -86,8 +91,12 @@ def load_pairs(
         seen.add(cid)
         if cid not in known:
             raise DataError(f"predicted case {cid!r} is not in the dataset {ds.root}", index_path(pred_dir))
-        if cid not in keep:
-            continue
+    chosen = [entry for entry in index["cases"] if entry["id"] in keep]
+    if shard is not None:
+        rank, world = shard
+        chosen = chosen[rank * len(chosen) // world : (rank + 1) * len(chosen) // world]
+    for entry in chosen:
+        cid = entry["id"]
         seg_path = pred_dir / entry["files"]["seg"]
         seg, _, _ = read_label(seg_path)
         case = ds[cid]
@@ -266,11 +275,30 @@ def _evaluate(
     cfg = suite or SuiteConfig()
     if empty is not None:
         cfg = replace(cfg, empty=empty)
+    ev, incomplete = score_cases(pred_dir, data_root, split, cfg, use_image, partial)
+    return write_results(ev, pred_dir, data_root, out_json, split, cfg, incomplete, predictor, ood, noise, progress)
+
+
+def score_cases(
+    pred_dir: str | Path,
+    data_root: str | Path,
+    split: str | None,
+    cfg: SuiteConfig,
+    use_image: bool = True,
+    partial: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> tuple[EvaluationSuite, dict[str, int] | None]:
+    """Run the suite over the predicted cases (of ``split``; of the ``shard``'s block, see :func:`load_pairs`).
+
+    Returns:
+        The suite holding the cases' states and rows, and the completeness record of an incomplete folder
+        (``None`` for a complete one).
+    """
     ds = load_dataset(data_root)
     ev = EvaluationSuite(ds.classes, ds.raters, cfg, names_from=ds.root / DATASET_JSON)
     index = read_index(pred_dir)  # read once: the completeness record and the pairs come from it
     incomplete = check_complete(pred_dir, index, partial)
-    for pair in load_pairs(pred_dir, ds, split, partial, index=index):
+    for pair in load_pairs(pred_dir, ds, split, partial, index=index, shard=shard):
         pred = load_prediction(pred_dir, pair.case_id, entry=pair.entry, seg=False)  # seg: read by load_pairs
         samples = None if pred["samples"] is None else torch.from_numpy(pred["samples"])
         if pred["probs"] is None:  # a segmentation-only folder: its probabilities are the one-hot masks
@@ -292,6 +320,29 @@ def _evaluate(
             )
         except CaseInputError as e:
             raise e.at(culprit(pred_dir, pair.entry, e)) from None
+    return ev, incomplete
+
+
+def write_results(
+    ev: EvaluationSuite,
+    pred_dir: str | Path,
+    data_root: str | Path,
+    out_json: Path,
+    split: str | None,
+    cfg: SuiteConfig,
+    incomplete: dict[str, int] | None,
+    predictor: Any = None,
+    ood: OODConfig | None = None,
+    noise: NoiseConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The results of a scored suite (plus the OOD and noise protocols when asked), written as ``out_json`` and
+    the per-case CSV beside it (the CSV first); returns them.
+
+    Raises:
+        DataError: no case was scored.
+    """
+    ds = load_dataset(data_root)
     rows = ev.rows()
     if not rows:
         raise DataError(f"no predicted case to evaluate{f' in split {split!r}' if split else ''}", Path(pred_dir))

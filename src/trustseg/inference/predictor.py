@@ -10,6 +10,9 @@ Predictors are registered in :data:`PREDICTORS` by scheme, and a model is named 
 ``doc`` and ``capabilities`` (what its predictions can carry: ``samples`` (M > 1), ``alpha``, ``extras``,
 ``temperature``) and, optionally, ``options``: the keyword options it accepts beyond ``device``
 (``trustseg predict`` refuses its ``--tta``/``--mc-dropout``/``--patch-size`` for schemes that do not list them).
+Two capabilities are contracts on the predictor object (:class:`LogitPredictor`): ``logits`` (it offers
+``predict_logits``: ``trustseg calibrate --model`` fits a temperature from them) and ``temperature`` (a settable
+float attribute ``temperature`` T dividing its logits: ``trustseg predict --temperature`` sets it).
 A predictor may also offer ``predict_consuming(image, spacing)``: the same prediction, allowed to normalise the
 caller's array in place (``trustseg predict`` uses it when it does not need the raw image).
 
@@ -88,6 +91,24 @@ class Predictor(Protocol):
 
     def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
         """Predict one image ``(C, *spatial)``; returns ``B = 1``, CPU, float32."""
+        ...
+
+
+@runtime_checkable
+class LogitPredictor(Predictor, Protocol):
+    """A predictor with the capabilities ``logits`` and ``temperature`` (what a new adapter, e.g. nnU-Net's,
+    implements to be calibrated by ``trustseg calibrate --model`` and tempered by ``trustseg predict
+    --temperature``).
+
+    Attributes:
+        temperature: T > 0; ``predict`` returns ``softmax(z / T)`` over the classes for each sample's logits z.
+    """
+
+    temperature: float
+
+    def predict_logits(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+        """Untempered sample logits ``(M, 1, K, *spatial)`` of one raw image, float32 on the CPU: the z of the
+        same samples ``predict`` returns (``predict(image).probs ≈ softmax(z / temperature, dim=2)``)."""
         ...
 
 

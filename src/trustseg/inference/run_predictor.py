@@ -7,6 +7,9 @@
   :func:`trustseg.inference.tensor.predict_tensor`, on the predictor's device. 2D images and volumes no larger
   than the training patch are predicted whole (zero-padded to the network's size multiple and cropped back);
   larger 3D volumes by sliding window.
+
+Capabilities ``temperature`` (:attr:`RunPredictor.temperature`, from ``run.json``, settable) and, for methods
+built on logits, ``logits`` (:meth:`RunPredictor.predict_logits`: the untempered sample logits of a whole image).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.core.config import from_dict
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import Predictive
 from trustseg.data.normalization import NormStats
 from trustseg.inference.device import resolve_device
 from trustseg.inference.memory import MemoryNeededError, check_fits, memory_message, predict_bytes
+from trustseg.inference.padding import pad_to_multiple
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 from trustseg.inference.run_folder import (
     RUN_JSON,
@@ -129,7 +133,7 @@ class RunPredictor:
             method=str(ri["method"]),
             primary_measure=self.method.primary_measure,
             samples_are_heads=self.method.samples_are_heads,
-            capabilities=frozenset({"temperature"}),
+            capabilities=frozenset({"temperature", *(["logits"] if hasattr(self.method, "sample_logits") else [])}),
             intensity_scale=None if self.normalization is None else tuple(self.normalization.scale),
             source=str(run_dir),
         )
@@ -138,6 +142,33 @@ class RunPredictor:
     def info(self) -> PredictorInfo:
         """What the run needs and offers."""
         return self._info
+
+    @property
+    def temperature(self) -> float:
+        """The post-hoc temperature dividing the method's logits (``run.json``'s, 1 without one)."""
+        return float(self.method.temperature)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.method.temperature = float(value)
+
+    @torch.no_grad()
+    def predict_logits(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+        """The ``logits`` capability: the method's untempered sample logits ``(M, 1, K, *spatial)`` of one raw
+        image, predicted whole (zero-padded to the size multiple, cropped back; no sliding window), float32 on
+        the CPU, seeded as :meth:`predict`.
+
+        Raises:
+            ConfigError: a method without logits (e.g. evidential).
+        """
+        fn = getattr(self.method, "sample_logits", None)
+        if fn is None:
+            raise ConfigError(f"method {self.method.name!r} predicts no logits; temperature scaling does not apply")
+        x, spatial = pad_to_multiple(self.prepare(image)[None].to(self.device), self.multiple)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            z = fn(self.models, x)
+        return z[(..., *(slice(0, s) for s in spatial))].float().cpu()
 
     @torch.no_grad()
     def predict_batch(self, x: Tensor) -> Predictive:
@@ -244,7 +275,11 @@ def _tensors(pred: Predictive) -> list[Tensor]:
     return [pred.probs, *([pred.alpha] if pred.alpha is not None else []), *pred.extras.values()]
 
 
-@PREDICTORS.register("run", doc="a run folder trained by trustseg (all members, temperature, padding)")
+@PREDICTORS.register(
+    "run",
+    doc="a run folder trained by trustseg (all members, temperature, padding)",
+    capabilities=frozenset({"samples", "temperature", "logits"}),
+)
 def _run_predictor(location: str, device: str | torch.device = "auto", **options: Any) -> RunPredictor:
     return RunPredictor(location, device=device, **options)
 

@@ -15,13 +15,21 @@ prediction of one image ``(C, *sp)``:
    (``mode="gaussian"``, σ = patch/8, the given ``overlap``) over step 2 for each window, blending the
    probabilities of each sample (a 1x1-convolution module gives exactly the whole-image result).
 
+**Logits and temperature** (capabilities ``logits`` and ``temperature``): :meth:`TorchModulePredictor.predict_logits`
+gives the untempered sample logits ``z`` ``(M, 1, K, *sp)`` of step 2 (views inverted on the logits; windows blend
+logits), and with ``temperature = T`` every prediction is ``softmax(z / T)`` per sample (without sliding windows
+exactly the softmax of :meth:`~TorchModulePredictor.predict_logits` over T). ``trustseg calibrate --model`` fits
+T from the logits (:func:`trustseg.engine.calibrate.calibrate_predictor`).
+
 Every :meth:`TorchModulePredictor.predict` reseeds a private copy of torch's generators with ``seed`` (dropout
 masks), so predictions are reproducible and torch's global random state is left as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -45,8 +53,10 @@ from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 
 #: Class names of dropout modules, as TorchScript records them (``original_name``).
 DROPOUT_NAMES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"})
+#: What predictions of these schemes can carry (``samples`` with ``tta``/``mc_dropout``).
+MODULE_CAPABILITIES = frozenset({"samples", "logits", "temperature"})
 #: The options ``trustseg predict`` may pass to these schemes.
-MODULE_OPTIONS = frozenset({"tta", "mc_dropout", "patch_size", "overlap", "seed"})
+MODULE_OPTIONS = frozenset({"tta", "mc_dropout", "patch_size", "overlap", "seed", "temperature"})
 
 
 def dropout_layers(module: nn.Module) -> list[nn.Module]:
@@ -70,6 +80,7 @@ class TorchModulePredictor:
         overlap: Sliding-window overlap in ``[0, 1)``.
         seed: Seed of the dropout masks of every prediction.
         scheme: The scheme it was loaded by (for ``info.method``).
+        temperature: Post-hoc temperature T > 0 dividing the logits (1: none); settable later as ``.temperature``.
 
     Raises:
         ConfigError: an unknown ``tta`` ("did you mean"), ``mc_dropout`` < 0 or on a module without dropout
@@ -87,6 +98,7 @@ class TorchModulePredictor:
         overlap: float = 0.5,
         seed: int = 0,
         scheme: str = "torchscript",
+        temperature: float = 1.0,
     ):
         self.device = resolve_device(device, "predict device")
         self.module = module.to(self.device).eval()
@@ -108,6 +120,9 @@ class TorchModulePredictor:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
         self.overlap = float(overlap)
         self.seed = int(seed)
+        self.temperature = float(temperature)
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.samples = len(self.views) * max(1, self.mc_dropout)
         extras = [f"tta={tta}"] if tta != "none" else []
         extras += [f"mc_dropout={self.mc_dropout}"] if self.mc_dropout else []
@@ -117,7 +132,7 @@ class TorchModulePredictor:
             spatial_dims=spec.spatial_dims,
             method="+".join([scheme, *extras]),
             num_samples=self.samples,
-            capabilities=frozenset({"samples"}) if self.samples > 1 else frozenset(),
+            capabilities=frozenset({"logits", "temperature", *(["samples"] if self.samples > 1 else [])}),
             source=f"{scheme}:{spec.path}",
         )
 
@@ -154,7 +169,17 @@ class TorchModulePredictor:
         out = []
         for view in self.views:
             for _ in range(max(1, self.mc_dropout)):
-                out.append(view.inverse(torch.softmax(self._logits(view.forward(x)).float(), 1)))
+                z = self._logits(view.forward(x)).float() / self.temperature
+                out.append(view.inverse(torch.softmax(z, 1)))
+        return torch.stack(out, 0)
+
+    def sample_logits(self, x: Tensor) -> Tensor:
+        """Untempered logits ``(V·S, B, K, *sp)`` of a batch ``x`` ``(B, C, *sp)``, view-major as
+        :meth:`sample_probs` (each view's inverse applied to its logits)."""
+        out = []
+        for view in self.views:
+            for _ in range(max(1, self.mc_dropout)):
+                out.append(view.inverse(self._logits(view.forward(x)).float()))
         return torch.stack(out, 0)
 
     def _windowed(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -173,20 +198,38 @@ class TorchModulePredictor:
     def predict_batch(self, x: Tensor) -> Predictive:
         """Predict a batch ``(B, C, *sp)`` of prepared images on the predictor's device (stays there)."""
         x = x.to(self.device)
+        with self._modes():
+            return Predictive(probs=self._run(self.sample_probs, x))
+
+    def _run(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``fn`` over ``x``, by sliding window when a patch size is set and ``x`` is larger."""
+        spatial = tuple(x.shape[2:])
+        if self.patch_size is not None and any(s > p for s, p in zip(spatial, self.patch_size)):
+            return self._windowed(fn, x)
+        return fn(x)
+
+    @contextlib.contextmanager
+    def _modes(self) -> Iterator[None]:
+        """Eval mode, dropout in train mode with ``mc_dropout``; the modules' modes restored afterwards."""
         modes = {m: m.training for m in self.module.modules()}
         try:
             self.module.eval()
             for m in self.dropout if self.mc_dropout else ():
                 m.train()
-            spatial = tuple(x.shape[2:])
-            if self.patch_size is not None and any(s > p for s, p in zip(spatial, self.patch_size)):
-                probs = self._windowed(self.sample_probs, x)
-            else:
-                probs = self.sample_probs(x)
+            yield
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        return Predictive(probs=probs)
+
+    @torch.no_grad()
+    def predict_logits(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+        """The ``logits`` capability: untempered sample logits ``(M, 1, K, *sp)`` of one raw image, float32 on
+        the CPU, with the same views, dropout masks (seeded as :meth:`predict`) and windows as :meth:`predict`;
+        ``predict(image).probs == softmax(predict_logits(image) / temperature, 2)`` without sliding windows."""
+        x = self.prepare(image)[None].to(self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self._modes():
+            torch.manual_seed(self.seed)
+            return self._run(self.sample_logits, x).float().cpu()
 
     def predict(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Predictive:
         """Predict one raw image ``(C, *sp)``: ``B = 1``, CPU, float32, ``M = views × max(1, mc_dropout)``."""
@@ -208,6 +251,7 @@ def _options(options: dict[str, Any], scheme: str) -> dict[str, Any]:
     "torchscript",
     doc="a TorchScript module (logits); PATH?classes=...; --tta flips, --mc-dropout N, --patch-size",
     options=MODULE_OPTIONS,
+    capabilities=MODULE_CAPABILITIES,
 )
 def _torchscript(location: str, device: str | torch.device = "auto", **options: Any) -> TorchModulePredictor:
     spec = parse_location(location, "torchscript")
@@ -221,6 +265,7 @@ def _torchscript(location: str, device: str | torch.device = "auto", **options: 
     "state_dict",
     doc="weights (weights_only) + a module factory: PATH?factory=pkg.mod:fn&classes=...; --tta, --mc-dropout",
     options=MODULE_OPTIONS,
+    capabilities=MODULE_CAPABILITIES,
 )
 def _state_dict(location: str, device: str | torch.device = "auto", **options: Any) -> TorchModulePredictor:
     spec = parse_location(location, "state_dict")
