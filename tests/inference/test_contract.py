@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from tests.engine.test_train import make_data, tiny_cfg
+from tests.inference.test_nnunet_adapter import make_model_folder, write_case
 from tests.inference.test_torch_module import TinyNet, make_tiny
 from trustseg.core.errors import DataError, UnknownNameError
 from trustseg.data.dataset import load_dataset
+from trustseg.data.io import read_image
 from trustseg.engine.run import train
 from trustseg.inference.predictor import PREDICTORS, Predictor, PredictorInfo, load_predictor, split_spec
 
@@ -42,8 +44,20 @@ def _state_dict_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
     return f"state_dict:{tmp / 'w.pt'}?factory={factory}&classes=3&multiple=2", np.ones((1, 8, 6), np.float32), (1.0,)
 
 
+def _nnunet_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (.ci/install-nnunet installs it, --no-deps)")
+    model = make_model_folder(tmp, folds=1)
+    image = read_image(write_case(tmp / "imagesTs"))
+    return f"nnunet:{model}", image.array, tuple(image.spacing)
+
+
 #: scheme -> function(tmp_path) -> (spec, an image it can predict, its spacing)
-EXAMPLES = {"run": _run_example, "torchscript": _torchscript_example, "state_dict": _state_dict_example}
+EXAMPLES = {
+    "run": _run_example,
+    "torchscript": _torchscript_example,
+    "state_dict": _state_dict_example,
+    "nnunet": _nnunet_example,
+}
 
 
 def test_every_scheme_has_an_example():

@@ -236,7 +236,7 @@ def build_compare_report(compare_dir: str | Path, out_html: str | Path, overwrit
     head = {
         "datasets": len(run.datasets),
         "methods": len({j.meta.get("method") for j in run.jobs}),
-        "seeds": ", ".join(map(str, seeds)),
+        "seed" if len(seeds) == 1 else "seeds": ", ".join(map(str, seeds)),
         "jobs": len(run.jobs),
         "baseline": run.table.get("baseline"),
     }

@@ -12,6 +12,8 @@ Example:
     ((1, 1, 8, 8), (5, 8))
     >>> float(x[0, 0, 5:].abs().sum())  # zeros at the end of each padded axis
     0.0
+    >>> tuple(pad_to_multiple(torch.ones(1, 1, 1, 3), 4)[0].shape)  # a tiny image: two voxels at the coarsest level
+    (1, 1, 8, 8)
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from trustseg.core.predictive import Predictive
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, ...]]:
-    """Zero-pad the spatial axes of ``x`` ``(B, C, *spatial)`` at their end to a multiple of ``multiple``.
+    """Zero-pad the spatial axes of ``x`` ``(B, C, *spatial)`` at their end to a multiple of ``multiple``, and an
+    axis of at most ``multiple`` voxels to twice it (the network's coarsest level then has two voxels along it:
+    instance normalisation cannot normalise a single voxel).
 
     Args:
         x: ``(B, C, *spatial)`` images.
@@ -38,7 +42,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, ...]]:
     if multiple < 1:
         raise ValueError(f"size multiple must be >= 1, got {multiple}")
     spatial = tuple(int(s) for s in x.shape[2:])
-    target = [math.ceil(s / multiple) * multiple for s in spatial]
+    target = [max(math.ceil(s / multiple), 2 if multiple > 1 else 1) * multiple for s in spatial]
     pad: list[int] = []
     for s, t in zip(reversed(spatial), reversed(target)):
         pad += [0, t - s]

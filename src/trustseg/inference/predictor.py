@@ -139,12 +139,14 @@ def load_predictor(spec: str | Path, device: str | torch.device = "auto", **opti
 def check_image(info: PredictorInfo, image: np.ndarray | Tensor, source: str | Path | None = None) -> None:
     """Raise a clear :class:`~trustseg.core.errors.DataError` when ``image`` does not fit the predictor.
 
-    Checks the number of spatial axes, the channels and that every value is finite.
+    Checks the number of spatial axes, that none is empty, the channels and that every value is finite.
     """
     from_path = Path(source) if source is not None else None
     shape = tuple(image.shape)
     if len(shape) - 1 != info.spatial_dims:
         raise DataError(f"image is {len(shape) - 1}D, the model was trained on {info.spatial_dims}D images", from_path)
+    if 0 in shape[1:]:
+        raise DataError(f"image of spatial shape {shape[1:]} has no voxels: nothing to predict", from_path)
     if shape[0] != info.in_channels:
         raise DataError(f"image has {shape[0]} channels, the model was trained on {info.in_channels}", from_path)
     if not _all_finite(image):

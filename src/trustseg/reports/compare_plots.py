@@ -62,6 +62,7 @@ def reliability_grid(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> Any
         ax.bar(conf[keep], (count[keep] / max(count.sum(), 1)), width=0.03, color="0.6", label="share of voxels")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)
         ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()  # titles of a row clear the axis labels of the row above
     return fig
 
 
