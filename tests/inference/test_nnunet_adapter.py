@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from trustseg.cli.main import main
 from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive, precomputed_measures
 from trustseg.data.io import read_image
+from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.inference.adapters.nnunet_members import STREAMED_MEASURES, MemberMoments
 from trustseg.inference.predictor import load_predictor
 from trustseg.measures.pixel import compute_measures
@@ -294,8 +296,6 @@ def test_bad_options_are_clear(tiny):
 
 
 def test_cli_predict_nnunet(tiny, tmp_path):
-    from trustseg.cli.main import main
-
     model, case, _ = tiny
     out = tmp_path / "pred"
     argv = ["predict", "--model", f"nnunet:{model}", "--folds", "0,1", "--tta", "mirror", "--input", str(case.parent)]
@@ -313,3 +313,29 @@ def test_cli_predict_nnunet(tiny, tmp_path):
         a = read_image(out / f"case_0000_{name}.nii.gz").array
         b = read_image(streamed / f"case_0000_{name}.nii.gz").array
         assert np.abs(a - b).max() < 2e-5, name
+
+
+def test_logits_and_temperature(tiny, tmp_path):
+    """Capabilities ``logits`` and ``temperature``: softmax of the logits is the members' probabilities, a
+    temperature tempers each member (softmax(z / T)), and ``trustseg calibrate --model nnunet:`` fits one that
+    ``predict --temperature`` applies."""
+    model, case, _ = tiny
+    image, spacing = _read(case)
+    pred = load_predictor(f"nnunet:{model}", "cpu", samples_policy="stack")
+    assert {"logits", "temperature"} <= pred.info.capabilities
+    z = pred.predict_logits(image, spacing)
+    probs = pred.predict(image, spacing).probs
+    assert z.shape == probs.shape
+    torch.testing.assert_close(torch.softmax(z, 2), probs, atol=1e-6, rtol=0)
+    pred.temperature = 2.0
+    torch.testing.assert_close(pred.predict(image, spacing).probs, torch.softmax(z / 2, 2), atol=1e-5, rtol=0)
+    data = make_synthetic_dataset(tmp_path / "data", SynthConfig(cases=6, raters=2, dims=3, size=16, seed=0))
+    out = tmp_path / "t.json"
+    argv = ["calibrate", "--model", f"nnunet:{model}", "--data", str(data), "--split", "test", "--out", str(out)]
+    assert main(argv) == 0
+    t = json.loads(out.read_text())["temperature"]
+    assert t > 0 and t != 1.0
+    folder = tmp_path / "pred"
+    argv = ["predict", "--model", f"nnunet:{model}", "--folds", "0", "--tta", "none", "--input", str(case.parent)]
+    assert main([*argv, "--out", str(folder), "--temperature", str(out), "--no-progress"]) == 0
+    assert json.loads((folder / "predictions.json").read_text())["temperature"] == pytest.approx(t)

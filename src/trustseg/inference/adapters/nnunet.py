@@ -56,6 +56,8 @@ from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 
 #: The options ``trustseg predict`` may pass to ``nnunet:``.
+#: Smallest probability whose log stands for a logit (float32 probabilities below it are rounded-off zeros).
+LOG_FLOOR = 1e-30
 NNUNET_OPTIONS = frozenset({"folds", "tta", "samples_policy", "measures", "checkpoint", "step_size", "max_stack_bytes"})
 #: numpy globals nnU-Net's checkpoints pickle (float64 scalars), allowed for ``weights_only=True``.
 CHECKPOINT_GLOBALS: list[Any] = [
@@ -243,7 +245,7 @@ class NnunetPredictor:
             spatial_dims=2 if self.flat else 3,
             method=f"nnunet+folds={len(self.folds)}+tta={tta}",
             num_samples=len(self.member_names),
-            capabilities=frozenset({"samples"}) if len(self.member_names) > 1 else frozenset(),
+            capabilities=frozenset({"logits", "temperature", *(["samples"] if len(self.member_names) > 1 else [])}),
             source=f"nnunet:{self.folder}",
         )
 
@@ -251,6 +253,10 @@ class NnunetPredictor:
     def info(self) -> PredictorInfo:
         """What the model needs and offers."""
         return self._info
+
+    #: Post-hoc temperature T (``trustseg calibrate --model nnunet:...``): every member's probabilities become
+    #: ``softmax(ln p / T)``, which equals ``softmax(z / T)`` of its exported logits z (ln p = z − logsumexp z).
+    temperature: float = 1.0
 
     @property
     def num_members(self) -> int:
@@ -301,17 +307,33 @@ class NnunetPredictor:
                 self._nn.view_axes = tuple(view)
                 z = self._nn.predict_sliding_window_return_logits(x).cpu()
                 logit_sum = z.float() if logit_sum is None else logit_sum.add_(z)
-                p = self._export(z, props)
+                p = self._tempered(self._export(z, props))
                 del z
                 moments.update(p)
                 if keep:
                     members.append(self._from_nnunet(p))
                 del p
         assert logit_sum is not None
-        nnunet = self._export(logit_sum.div_(self.num_members), props)
+        nnunet = self._tempered(self._export(logit_sum.div_(self.num_members), props))
         del logit_sum
         maps = {k: self._from_nnunet(v[None])[0] for k, v in moments.compute().items()}
         return MemberSummary(self._from_nnunet(moments.mean()), self._from_nnunet(nnunet), maps, members)
+
+    def _tempered(self, probs: Tensor) -> Tensor:
+        """``softmax(ln p / T)`` over the classes (axis 0); ``probs`` itself for T = 1."""
+        if self.temperature == 1.0:
+            return probs
+        return torch.softmax(torch.log(probs.clamp_min(LOG_FLOOR)) / self.temperature, 0)
+
+    def predict_logits(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+        """Untempered member logits ``(M, 1, K, *sp)`` (capability ``logits``): ``ln p`` of each member's exported
+        probabilities, logits up to a per-voxel constant, so ``softmax(ln p / T) = softmax(z / T)``."""
+        t, self.temperature = self.temperature, 1.0
+        try:
+            members = self.predict_members(image, spacing, keep=True).members
+        finally:
+            self.temperature = t
+        return torch.log(torch.stack(members, 0).clamp_min(LOG_FLOOR))[:, None]
 
     def stack_bytes(self, image: np.ndarray | Tensor) -> int:
         """Bytes of the member stack ``(M, K, *sp)`` float32 of ``image``."""
@@ -344,6 +366,7 @@ def _load_json(path: Path) -> dict:
     "nnunet",
     doc="an nnU-Net v2 model folder (TRAINER__PLANS__CONFIG): members = folds x mirror views; --folds, --tta mirror",
     options=NNUNET_OPTIONS,
+    capabilities=frozenset({"samples", "logits", "temperature"}),
 )
 def _nnunet(location: str, device: str | torch.device = "auto", **options: Any) -> NnunetPredictor:
     unknown = sorted(set(options) - NNUNET_OPTIONS)
