@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.engine.test_train import make_data, tiny_cfg
+from tests.inference.test_monai_bundle import make_bundle
 from tests.inference.test_nnunet_adapter import make_model_folder, write_case
 from tests.inference.test_torch_module import TinyNet, make_tiny
 from trustseg.core.errors import DataError, UnknownNameError
@@ -44,6 +45,11 @@ def _state_dict_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
     return f"state_dict:{tmp / 'w.pt'}?factory={factory}&classes=3&multiple=2", np.ones((1, 8, 6), np.float32), (1.0,)
 
 
+def _bundle_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    folder, _ = make_bundle(tmp)
+    return f"bundle:{folder}", np.ones((1, 12, 16), np.float32), (1.0, 1.0)
+
+
 def _nnunet_example(tmp: Path) -> tuple[str, np.ndarray, tuple[float, ...]]:
     pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (.ci/install-nnunet installs it, --no-deps)")
     model = make_model_folder(tmp, folds=1)
@@ -57,6 +63,7 @@ EXAMPLES = {
     "torchscript": _torchscript_example,
     "state_dict": _state_dict_example,
     "nnunet": _nnunet_example,
+    "bundle": _bundle_example,
 }
 
 

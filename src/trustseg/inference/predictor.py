@@ -18,7 +18,7 @@ caller's array in place (``trustseg predict`` uses it when it does not need the 
 
 Example:
     >>> sorted(PREDICTORS.names())
-    ['nnunet', 'run', 'state_dict', 'torchscript']
+    ['bundle', 'nnunet', 'run', 'state_dict', 'torchscript']
     >>> split_spec("run:runs/softmax")
     ('run', 'runs/softmax')
     >>> split_spec("runs/softmax")
