@@ -158,8 +158,36 @@ def import_factory(text: str) -> Any:
     return fn
 
 
+def load_weights(module: nn.Module, path: Path, what: str) -> nn.Module:
+    """Load the state dict of ``path`` (``torch.load(..., weights_only=True)``: tensors only, no code; the state
+    dict itself or a mapping with ``model`` or ``state_dict``) into ``module``; returns ``module``.
+
+    Args:
+        module: The module the weights belong to.
+        path: The weights file.
+        what: The module as the error names it (``the module pkg.mod:make builds``).
+
+    Raises:
+        DataError: an unreadable file, one that holds no state dict, or weights that do not fit ``module``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle/zip errors vary
+        raise DataError(f"not a readable weights file ({type(e).__name__}: {e})", path) from None
+    if isinstance(state, Mapping):
+        state = state.get("model", state.get("state_dict", state))
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError("not a state dict (a mapping of names to tensors, or one under 'model'/'state_dict')", path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = (str(e).splitlines()[1:2] or [str(e)])[0].strip()[:200]
+        raise DataError(f"the weights do not fit {what} ({first})", path) from None
+    return module
+
+
 def load_state_dict_module(spec: ModuleSpec, device: torch.device) -> nn.Module:
-    """The module ``spec.factory()`` with the weights of ``spec.path`` (``weights_only=True``), eval mode.
+    """The module ``spec.factory()`` with the weights of ``spec.path`` (:func:`load_weights`), eval mode.
 
     Raises:
         ConfigError: no factory, or the factory does not return an ``nn.Module``.
@@ -170,20 +198,7 @@ def load_state_dict_module(spec: ModuleSpec, device: torch.device) -> nn.Module:
     path = Path(spec.path)
     if not path.is_file():
         raise DataError("weights file not found", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors vary
-        raise DataError(f"not a readable weights file ({type(e).__name__}: {e})", path) from None
-    if isinstance(state, Mapping):
-        state = state.get("model", state.get("state_dict", state))
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError("not a state dict (a mapping of names to tensors, or one under 'model'/'state_dict')", path)
     module = import_factory(spec.factory)()
     if not isinstance(module, nn.Module):
         raise ConfigError(f"factory {spec.factory!r} returned {type(module).__name__}, not a torch.nn.Module")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        first = (str(e).splitlines()[1:2] or [str(e)])[0].strip()[:200]
-        raise DataError(f"the weights do not fit the module {spec.factory} builds ({first})", path) from None
-    return module.to(device).eval()
+    return load_weights(module, path, f"the module {spec.factory} builds").to(device).eval()

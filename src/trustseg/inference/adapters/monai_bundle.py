@@ -33,9 +33,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from trustseg.core.errors import ConfigError, DataError
-from trustseg.inference.adapters.module_spec import ModuleSpec, load_torchscript, parse_location
-from trustseg.inference.adapters.torch_module import MODULE_CAPABILITIES, MODULE_OPTIONS, TorchModulePredictor
+from trustseg.core.errors import DataError
+from trustseg.inference.adapters.module_spec import ModuleSpec, load_torchscript, load_weights, parse_location
+from trustseg.inference.adapters.torch_module import (
+    MODULE_CAPABILITIES,
+    MODULE_OPTIONS,
+    TorchModulePredictor,
+    check_module_options,
+)
 from trustseg.inference.device import resolve_device
 from trustseg.inference.predictor import PREDICTORS
 
@@ -113,18 +118,7 @@ def load_bundle_network(folder: Path, device: torch.device, spec: ModuleSpec) ->
         raise DataError(f"MONAI cannot build network_def ({type(e).__name__}: {str(e)[:200]})", config) from None
     if not isinstance(network, nn.Module):
         raise DataError(f"network_def builds a {type(network).__name__}, not a torch.nn.Module", config)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors vary
-        raise DataError(f"not a readable weights file ({type(e).__name__}: {e})", weights) from None
-    if isinstance(state, Mapping):
-        state = state.get("model", state.get("state_dict", state))
-    try:
-        network.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
-        first = (str(e).splitlines()[1:2] or [str(e)])[0].strip()[:200]
-        raise DataError(f"the weights do not fit the bundle's network_def ({first})", weights) from None
-    return network.to(device).eval()
+    return load_weights(network, weights, "the bundle's network_def").to(device).eval()
 
 
 @PREDICTORS.register(
@@ -141,11 +135,9 @@ def _bundle(location: str, device: str | torch.device = "auto", **options: Any) 
     keys = bundle_keys(folder)
     from_metadata = "&".join(f"{k}={','.join(v) if k == 'classes' else v}" for k, v in keys.items())
     spec = parse_location(f"{folder_text}?{from_metadata}&{query}", "bundle")  # the location's keys win
-    unknown = sorted(set(options) - MODULE_OPTIONS)
-    if unknown:
-        raise ConfigError(f"bundle: unknown option(s) {unknown}; known: {', '.join(sorted(MODULE_OPTIONS))}")
     dev = resolve_device(device, "predict device")
-    return TorchModulePredictor(load_bundle_network(folder, dev, spec), spec, dev, scheme="bundle", **options)
+    network = load_bundle_network(folder, dev, spec)
+    return TorchModulePredictor(network, spec, dev, scheme="bundle", **check_module_options(options, "bundle"))
 
 
 __all__ = ["bundle_keys", "load_bundle_network", "size_multiple"]

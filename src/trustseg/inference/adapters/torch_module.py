@@ -240,7 +240,8 @@ class TorchModulePredictor:
         return pred.map(lambda t: t.float().cpu())
 
 
-def _options(options: dict[str, Any], scheme: str) -> dict[str, Any]:
+def check_module_options(options: dict[str, Any], scheme: str) -> dict[str, Any]:
+    """``options`` when every key is one of :data:`MODULE_OPTIONS` (else a ConfigError naming the scheme)."""
     unknown = sorted(set(options) - MODULE_OPTIONS)
     if unknown:
         raise ConfigError(f"{scheme}: unknown option(s) {unknown}; known: {', '.join(sorted(MODULE_OPTIONS))}")
@@ -257,7 +258,7 @@ def _torchscript(location: str, device: str | torch.device = "auto", **options: 
     spec = parse_location(location, "torchscript")
     dev = resolve_device(device, "predict device")
     return TorchModulePredictor(
-        load_torchscript(spec, dev), spec, dev, scheme="torchscript", **_options(options, "torchscript")
+        load_torchscript(spec, dev), spec, dev, scheme="torchscript", **check_module_options(options, "torchscript")
     )
 
 
@@ -271,7 +272,7 @@ def _state_dict(location: str, device: str | torch.device = "auto", **options: A
     spec = parse_location(location, "state_dict")
     dev = resolve_device(device, "predict device")
     module = load_state_dict_module(spec, dev)
-    return TorchModulePredictor(module, spec, dev, scheme="state_dict", **_options(options, "state_dict"))
+    return TorchModulePredictor(module, spec, dev, scheme="state_dict", **check_module_options(options, "state_dict"))
 
 
 __all__ = ["DROPOUT_NAMES", "MODULE_OPTIONS", "TorchModulePredictor", "dropout_layers"]
