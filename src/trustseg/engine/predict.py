@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,37 +146,21 @@ def predict_folder(
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
     apply_temperature(predictor, temperature, spec)
     items = iter_inputs(inputs, split)
+    job: dict[str, Any] = {  # the writer settings both paths take
+        "measures": measures,
+        "progress": progress,
+        "save_samples": save_samples,
+        "resume": resume,
+        "overwrite": overwrite,
+        "annotate": annotate,
+        "annotation": annotation,
+        "dtype": dtype,
+    }
     with session(getattr(predictor, "device", "cpu")) as dist_info:
         if dist_info.enabled:
-            return predict_sharded(
-                predictor,
-                items,
-                Path(out),
-                dist_info,
-                _writer_info(predictor),
-                measures,
-                progress,
-                save_samples,
-                resume,
-                overwrite,
-                annotate,
-                annotation,
-                dtype,
-            )
+            return predict_sharded(predictor, items, Path(out), dist_info, _writer_info(predictor), **job)
     with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
-        return _predict_into(
-            predictor,
-            items,
-            Path(out),
-            measures,
-            progress,
-            save_samples,
-            resume,
-            overwrite,
-            annotate,
-            annotation,
-            dtype,
-        )
+        return _predict_into(predictor, items, Path(out), **job)
 
 
 def _predict_into(
