@@ -39,7 +39,7 @@ import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from monai.networks.nets import AttentionUnet, DynUNet, SegResNet, SwinUNETR
 from monai.networks.nets import UNet as MonaiUNet
@@ -78,8 +78,30 @@ def _norm(norm: str) -> str | tuple:
     return {"group": ("group", {"num_groups": 8}), "none": ()}.get(norm, norm)
 
 
+class _Strided:
+    """Params of a network downsampling by ``strides``: its size multiple is their product."""
+
+    strides: tuple[int, ...]
+
+    @property
+    def size_multiple(self) -> int:
+        """``∏ strides``."""
+        return math.prod(self.strides)
+
+
+def _check_levels(params: Any, widths: str, first_strided: bool = False) -> None:
+    """Normalise ``params.<widths>`` and ``params.strides`` to integer tuples and check that there is one stride
+    per downsampling: ``len(widths) − 1``, or ``len(widths)`` when the first level has a stride too (DynUNet)."""
+    object.__setattr__(params, widths, _ints(widths, getattr(params, widths), min_len=2))
+    object.__setattr__(params, "strides", _ints("strides", params.strides, min_len=2 if first_strided else 1))
+    n = len(getattr(params, widths))
+    want, text = (n, f"len({widths}) = {n}") if first_strided else (n - 1, f"len({widths}) - 1 = {n - 1}")
+    if len(params.strides) != want:
+        raise ConfigError(f"net.params.strides must hold {text} strides")
+
+
 @dataclass(frozen=True)
-class MonaiUNetParams:
+class MonaiUNetParams(_Strided):
     """``monai.UNet`` (:class:`monai.networks.nets.UNet`): residual units, strided down/up convolutions.
 
     Attributes:
@@ -99,21 +121,13 @@ class MonaiUNetParams:
     dropout_where: str = "monai"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", _ints("channels", self.channels, min_len=2))
-        object.__setattr__(self, "strides", _ints("strides", self.strides))
-        if len(self.strides) != len(self.channels) - 1:
-            raise ConfigError(f"net.params.strides must hold len(channels) - 1 = {len(self.channels) - 1} strides")
+        _check_levels(self, "channels")
         _norm(self.norm)
         _check_dropout(self.dropout, self.dropout_where)
 
-    @property
-    def size_multiple(self) -> int:
-        """``∏ strides``."""
-        return math.prod(self.strides)
-
 
 @dataclass(frozen=True)
-class AttentionUnetParams:
+class AttentionUnetParams(_Strided):
     """``monai.AttentionUnet`` (:class:`monai.networks.nets.AttentionUnet`): U-Net with attention gates.
 
     Attributes:
@@ -129,20 +143,12 @@ class AttentionUnetParams:
     dropout_where: str = "monai"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", _ints("channels", self.channels, min_len=2))
-        object.__setattr__(self, "strides", _ints("strides", self.strides))
-        if len(self.strides) != len(self.channels) - 1:
-            raise ConfigError(f"net.params.strides must hold len(channels) - 1 = {len(self.channels) - 1} strides")
+        _check_levels(self, "channels")
         _check_dropout(self.dropout, self.dropout_where)
-
-    @property
-    def size_multiple(self) -> int:
-        """``∏ strides``."""
-        return math.prod(self.strides)
 
 
 @dataclass(frozen=True)
-class DynUNetParams:
+class DynUNetParams(_Strided):
     """``monai.DynUNet`` (:class:`monai.networks.nets.DynUNet`, nnU-Net's architecture), isotropic strides.
 
     Attributes:
@@ -164,21 +170,13 @@ class DynUNetParams:
     dropout_where: str = "monai"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", _ints("filters", self.filters, min_len=2))
-        object.__setattr__(self, "strides", _ints("strides", self.strides, min_len=2))
-        if len(self.strides) != len(self.filters):
-            raise ConfigError(f"net.params.strides must hold len(filters) = {len(self.filters)} strides")
+        _check_levels(self, "filters", first_strided=True)
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"net.params.kernel_size must be an odd integer >= 1, got {self.kernel_size}")
         if self.norm == "none":
             raise ConfigError("net.params.norm must be instance, batch or group for monai.DynUNet, got 'none'")
         _norm(self.norm)
         _check_dropout(self.dropout, self.dropout_where)
-
-    @property
-    def size_multiple(self) -> int:
-        """``∏ strides``."""
-        return math.prod(self.strides)
 
 
 @dataclass(frozen=True)
