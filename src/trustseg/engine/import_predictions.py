@@ -23,7 +23,7 @@ from trustseg.core.predictive import Predictive
 from trustseg.data.dataset import load_dataset
 from trustseg.data.predictions import INDEX
 from trustseg.data.saved_predictions import SpatialOrder, read_saved, scan_saved
-from trustseg.engine.prediction_folder import FolderWriter, InputItem
+from trustseg.engine.prediction_folder import FolderWriter, InputItem, check_out_dir
 
 #: Largest deviation of Σ_k p_k from 1 accepted as probabilities (float16 storage rounds to ~1e-3).
 SUM_TOLERANCE = 1e-2
@@ -91,9 +91,8 @@ def import_predictions(
             ``out`` without ``overwrite``.
         DataError: no saved case, a case of ``split`` missing, or an array that is not this case's probabilities.
     """
-    src, out = Path(src).resolve(), Path(out)
-    if out.resolve() == src or src in out.resolve().parents:
-        raise ConfigError(f"--out {out} is (inside) the folder of saved probabilities {src}: choose another folder")
+    src, out = Path(src), Path(out)
+    check_out_dir(src, out)
     if (src / INDEX).is_file():
         raise ConfigError(f"{src} is already a trustseg prediction folder ({INDEX}): evaluate it as it is")
     ds = load_dataset(data)
