@@ -41,17 +41,17 @@ def to_probabilities(members: np.ndarray, kind: Literal["probs", "logits"], wher
         raise DataError(f"saved {kind} contain NaN or infinite values", where)
     if kind == "logits":
         return torch.softmax(torch.from_numpy(members), 1).numpy()
-    sums = members.sum(1)
-    if members.min() < -1e-6 or members.max() > 1 + 1e-6 or np.abs(sums - 1).max() > SUM_TOLERANCE:
+    low, high, off = float(members.min()), float(members.max()), float(np.abs(members.sum(1) - 1).max())
+    if low < -1e-6 or high > 1 + 1e-6 or off > SUM_TOLERANCE:
         raise DataError(
             f"the arrays are not probabilities over the K={members.shape[1]} classes (values in "
-            f"[{members.min():.3g}, {members.max():.3g}], class sums up to {np.abs(sums - 1).max():.3g} from 1); "
-            "if they are logits, pass --logits",
+            f"[{low:.3g}, {high:.3g}], class sums up to {off:.3g} from 1); if they are logits, pass --logits",
             where,
         )
-    if np.abs(sums - 1).max() <= 1e-5:  # probabilities to float32 rounding: kept exactly as saved
+    if off <= 1e-5:  # probabilities to float32 rounding: kept exactly as saved
         return members
-    return np.clip(members, 0, 1) / np.clip(members, 0, 1).sum(1, keepdims=True)
+    clipped = np.clip(members, 0, 1)
+    return clipped / clipped.sum(1, keepdims=True)
 
 
 def import_predictions(
