@@ -28,6 +28,7 @@ from trustseg.core.atomic import atomic_write_json
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.data.dataset import load_dataset
 from trustseg.data.normalization import NormStats
+from trustseg.data.targets import soft_label
 from trustseg.engine.config import load_saved_run_config
 from trustseg.engine.loader import collate
 from trustseg.engine.setup import load_data, split_ids
@@ -180,17 +181,6 @@ def apply_temperature(predictor: Predictor, temperature: str | Path | float | No
     return t
 
 
-def soft_label(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """The raters' mean one-hot label ȳ ``(K, *spatial)`` float32 of rater maps ``(R, *spatial)``.
-
-    Example:
-        >>> soft_label(np.array([[0, 1]], dtype=np.int64).repeat(4, 0), 2).tolist()
-        [[1.0, 0.0], [0.0, 1.0]]
-    """
-    oh = torch.nn.functional.one_hot(torch.as_tensor(labels).long(), num_classes).float()
-    return oh.mean(0).movedim(-1, 0)
-
-
 def calibrate_predictor(
     model: str | Path | Predictor,
     data: str | Path,
@@ -204,9 +194,9 @@ def calibrate_predictor(
     """Fit one post-hoc temperature for any predictor with the ``logits`` capability and write it to ``out``.
 
     Per case of ``split`` (all cases for ``None``): the predictor's untempered sample logits of the raw image
-    (``predict_logits``), the raters' mean label ȳ (:func:`soft_label`) and the field of view go into a
-    :class:`~trustseg.methods.temperature.LogitSubsample` (at most ``max_voxels`` voxels per case, seeded);
-    T minimises the NLL of ȳ under ``mean_m softmax(z_m / T)``.
+    (``predict_logits``), the raters' mean label ȳ (:func:`trustseg.data.targets.soft_label`) and the field of
+    view go into a :class:`~trustseg.methods.temperature.LogitSubsample` (at most ``max_voxels`` voxels per case,
+    seeded); T minimises the NLL of ȳ under ``mean_m softmax(z_m / T)``.
 
     Args:
         model: A predictor, or a spec (``torchscript:model.pt?classes=...``, ``run:RUN``, ...).
