@@ -101,6 +101,9 @@ class SuiteConfig:
         qc_failure_threshold: A case fails when its QC Dice is below this (failure AUROC, catch rate of the
             predicted quality, ``quality_prediction``).
         components: Names of the registered components to run (``None``: all of them).
+        exact: Use the exact sort-based voxel statistics (rank correlations, error AUROC/AUPRC, UEO) instead of
+            the one-pass streaming ones computed from fine joint histograms (``docs/evaluation.md`` gives the
+            documented error bounds of the streaming path; ``False``, the default, streams).
     """
 
     bins: int = 15
@@ -112,6 +115,7 @@ class SuiteConfig:
     gradient_band: float = 1.0
     qc_failure_threshold: float = 0.7
     components: tuple[str, ...] | None = None
+    exact: bool = False
 
 
 class CaseContext:
