@@ -1,4 +1,10 @@
-"""Evidential deep learning (EDL) losses for segmentation, as in SURE's public code.
+"""Evidential deep learning (EDL) losses for segmentation, after SURE's public code (``training/criterions.py``).
+
+Two deliberate differences from that code: the ``mse`` form is Sensoy et al.'s L_err + Σ_k L_var,k (the official
+``edl_loss_a`` broadcasts an ``(N, 1)`` L_err against the ``(N, K)`` L_var and so computes K·L_err + Σ_k L_var,k, a
+broadcasting bug; the authors' older ``mse_loss`` has the Sensoy form), and the Tversky Dice uses the target as
+given (the official code adds ε = 1e-3 to it, ``class_mask = y_true + epsilon``). ``digamma`` and ``log``, the KL
+term and the weights are the official ones.
 
 A network's raw outputs ``z`` ``(B, K, *spatial)`` are turned into Dirichlet concentrations
 
