@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
-from trustseg.methods.edl_losses import evidence_to_alpha, vacuity
+from trustseg.methods.edl_losses import vacuity
 from trustseg.methods.evidential import Evidential, EvidentialParams
 from trustseg.methods.sure_losses import (
     FarCentres,
@@ -158,7 +158,7 @@ class Sure(Evidential):
         if p.gamma > 0:
             with torch.no_grad():
                 probe = x + p.probe_mu + p.noise_sigma * torch.randn(x.shape, generator=generator).to(x)
-                active = vacuity(evidence_to_alpha(model(probe))) <= u0.detach()
+                active = vacuity(self.alpha(model(probe))) <= u0.detach()
             centres = select_patch_centres(
                 d,
                 active,
@@ -176,7 +176,7 @@ class Sure(Evidential):
             noised = []
             for mu in (mu1, mu2):
                 xn = add_patch_noise(x, centres, p.patch_size, mu, p.noise_sigma, generator)
-                noised.append(vacuity(evidence_to_alpha(model(xn))))
+                noised.append(vacuity(self.alpha(model(xn))))
             u1, u2 = noised
             # The clean uncertainty is a fixed reference for the noise terms: they shape the response to noise,
             # while the clean map is governed by L_EDL and L_far (as in the authors' code).
@@ -205,9 +205,7 @@ class Sure(Evidential):
         a_t = sure_ramp(ctx.epoch, ctx.max_epochs, p.warmup_frac, p.ramp_start, end=p.ramp_end)
         logs["sure_weight"] = a_t
         if a_t > 0 and (p.beta > 0 or p.gamma > 0):
-            l_gu, l_nu, sup_logs = self.supervision_terms(
-                model, batch.image, evidence_to_alpha(logits), y, ctx.generator
-            )
+            l_gu, l_nu, sup_logs = self.supervision_terms(model, batch.image, self.alpha(logits), y, ctx.generator)
             loss = loss + a_t * (p.beta * l_gu + p.gamma * l_nu)
             logs.update(sup_logs)
         logs["loss"] = float(loss.detach())
