@@ -148,6 +148,7 @@ class RankHistogram:
     sums: Tensor = field(default_factory=lambda: torch.zeros(6, dtype=torch.float64))
 
     def __post_init__(self) -> None:
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if self.counts.numel() == 0:
             self.counts = torch.zeros(self.nbins * self.levels * 2, dtype=torch.long)
             self.kmin = torch.full((self.nbins,), _EMPTY_MIN, dtype=torch.long)
@@ -187,6 +188,7 @@ class RankHistogram:
     def update(self, u: Tensor, codes: Tensor, d: Tensor | None = None) -> None:
         """Add a chunk: values ``u`` (float32, flat), target codes ``2 · level + error`` (int64, same length) and
         the target values ``d`` for the Pearson sums (optional)."""
+        self._cache = None
         keys = monotone_key(u)
         b = self.bins_of(keys)
         self.kmin.scatter_reduce_(0, b, keys, "amin")
@@ -217,12 +219,19 @@ class RankHistogram:
         )
 
     # -- the statistics -------------------------------------------------------------------------------------
-    def _table(self) -> np.ndarray:
-        return self.counts.view(self.nbins, self.levels, 2).numpy().astype(np.float64)
+    def _compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indices of the non-empty bins, their counts (bins', L, 2) float64, multi-valued flags)``: every
+        statistic reads only the non-empty bins, in order (cached until the next :meth:`update`)."""
+        if self._cache is not None:
+            return self._cache
+        n_b = self.counts.view(self.nbins, -1).sum(1)
+        nz = torch.nonzero(n_b).flatten()
+        t = self.counts.view(self.nbins, self.levels, 2)[nz].numpy().astype(np.float64)
+        self._cache = (nz.numpy(), t, (self.kmax[nz] > self.kmin[nz]).numpy())
+        return self._cache
 
-    def _multi(self) -> np.ndarray:
-        """Bins holding more than one distinct value."""
-        return (self.kmax > self.kmin).numpy()
+    def _table(self) -> np.ndarray:
+        return self._compact()[1]
 
     def raw_sums(self) -> Tensor:
         """``(Σu, Σd, Σu², Σd², Σud, n)`` float64 (the pooled Pearson sums of the suite)."""
@@ -266,7 +275,7 @@ class RankHistogram:
         num = float(r_b @ t @ rho)
         dy = float(n_l @ (rho * rho))
         d_lo = float(n_b @ (r_b * r_b))
-        multi = self._multi() & (n_b > 1)
+        multi = self._compact()[2] & (n_b > 1)
         v = np.where(multi, n_b * (n_b * n_b - 1) / 12, 0.0)
         mean_l = np.divide(t @ rho, n_b, out=np.zeros_like(n_b), where=n_b > 0)
         w = np.maximum(t @ (rho * rho) - n_b * mean_l * mean_l, 0.0)
@@ -278,24 +287,26 @@ class RankHistogram:
         ]
         return value, max(abs(c - value) for c in corners)
 
-    def _classes(self) -> tuple[np.ndarray, np.ndarray]:
-        t = self._table().sum(1)  # (bins, 2)
-        return t[:, 1], t[:, 0]
+    def _classes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(error counts, correct counts, multi flags, bin indices)`` of the non-empty bins."""
+        nz, t, multi = self._compact()
+        pos_neg = t.sum(1)
+        return pos_neg[:, 1], pos_neg[:, 0], multi, nz
 
     def auroc(self) -> tuple[float, float]:
         """``(AUROC of u detecting the error voxels, bound)``; NaN without error or without correct voxels."""
-        pos, neg = self._classes()
+        pos, neg, multi, _ = self._classes()
         p, q = float(pos.sum()), float(neg.sum())
         if p == 0 or q == 0:
             return math.nan, 0.0
         below = np.cumsum(neg) - neg
         value = float(pos @ (below + neg / 2)) / (p * q)
-        return value, float((pos * neg)[self._multi()].sum()) / (2 * p * q)
+        return value, float((pos * neg)[multi].sum()) / (2 * p * q)
 
     def average_precision(self) -> tuple[float, float]:
         """``(average precision of u detecting the error voxels, bound)`` (scikit-learn's, a bin = one
         threshold); NaN without error voxels."""
-        pos, neg = self._classes()
+        pos, neg, multi, _ = self._classes()
         p = float(pos.sum())
         if p == 0:
             return math.nan, 0.0
@@ -307,27 +318,28 @@ class RankHistogram:
         value = float((pos * s).sum() / p)
         hi = np.divide(p_above + pos, a_above + pos, out=np.zeros_like(pos), where=has)
         lo = np.divide(p_above + 1, a_above + 1 + neg, out=np.zeros_like(pos), where=has)
-        dev = np.where(has & self._multi(), np.maximum(hi - s, s - lo), 0.0)
+        dev = np.where(has & multi, np.maximum(hi - s, s - lo), 0.0)
         return value, float((pos * dev).sum() / p)
 
     def ueo(self, thresholds: int = 100) -> tuple[float, float]:
         """``(max_t Dice(error, u > t), bound)``, thresholds evenly spaced over ``[min u, max u]`` (float64, as
         :func:`~trustseg.metrics.voxel_stats.split_ueo`); NaN without error voxels."""
-        pos, neg = self._classes()
+        pos, neg, _, nz = self._classes()
         e = float(pos.sum())
         if e == 0:
             return math.nan, 0.0
         t = torch.linspace(self.umin, self.umax, thresholds, dtype=torch.float64).numpy()
         keys = monotone_key(torch.from_numpy(float32_floor(t)))
         b = self.bins_of(keys.clone()).numpy()
-        kmin, kmax, k = self.kmin.numpy()[b], self.kmax.numpy()[b], keys.numpy()
-        pos_above = np.concatenate([pos[::-1].cumsum()[::-1], [0.0]])  # from bin j up
+        j = np.minimum(np.searchsorted(nz, b), nz.size - 1)  # the threshold's bin, or the next non-empty one
+        kmin, kmax, k = self.kmin.numpy()[nz[j]], self.kmax.numpy()[nz[j]], keys.numpy()
+        pos_above = np.concatenate([pos[::-1].cumsum()[::-1], [0.0]])  # from non-empty bin j up
         neg_above = np.concatenate([neg[::-1].cumsum()[::-1], [0.0]])
-        whole = kmin > k  # the threshold's bin lies above it (empty bins too: kmin is huge)
-        inside = ~whole & (kmax > k)  # straddles: part of the bin above
-        tp_lo = pos_above[b + 1] + np.where(whole, pos[b], 0.0)
-        fp_lo = neg_above[b + 1] + np.where(whole, neg[b], 0.0)
-        dp, dq = np.where(inside, pos[b], 0.0), np.where(inside, neg[b], 0.0)
+        whole = kmin > k  # bin j lies above the threshold
+        inside = ~whole & (kmax > k)  # straddles: part of bin j above
+        tp_lo = pos_above[j + 1] + np.where(whole, pos[j], 0.0)
+        fp_lo = neg_above[j + 1] + np.where(whole, neg[j], 0.0)
+        dp, dq = np.where(inside, pos[j], 0.0), np.where(inside, neg[j], 0.0)
 
         def dice(tp: np.ndarray, fp: np.ndarray) -> np.ndarray:
             return 2 * tp / (tp + fp + e)
