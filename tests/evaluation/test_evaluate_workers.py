@@ -196,3 +196,13 @@ def test_ctrl_c_terminates_the_workers(tmp_path):
             time.sleep(0.1)
         else:
             pytest.fail(f"worker {pid} still runs after Ctrl-C")
+
+
+def test_workers_under_torchrun_are_refused(folder, tmp_path, monkeypatch, capsys):
+    data, pred = folder
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "r.json"
+    code = main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(out), "--workers", "2"])
+    assert code == 2 and "under torchrun the ranks already share the cases" in capsys.readouterr().err
+    assert not out.exists()
