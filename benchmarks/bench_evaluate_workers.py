@@ -38,7 +38,7 @@ from trustseg.evaluation import evaluate_predictions  # noqa: E402
 from trustseg.evaluation.results import flatten  # noqa: E402
 
 
-def max_relative_difference(a: dict, b: dict) -> float:
+def max_relative_difference(a: dict, b: dict) -> tuple[float, str]:
     """The largest ``|x - y| / max(|x|, |y|, 1e-12)`` over the numbers of two results files (rows, summary and
     sections; differing keys or non-numbers raise)."""
     fa, fb = (flatten({k: v for k, v in r.items() if k not in ("csv", "pred_dir", "per_case")}) for r in (a, b))
@@ -46,16 +46,18 @@ def max_relative_difference(a: dict, b: dict) -> float:
         fa.update({f"per_case/{i}/{k}": v for k, v in flatten(ra).items()})
         fb.update({f"per_case/{i}/{k}": v for k, v in flatten(rb).items()})
     assert fa.keys() == fb.keys()
-    worst = 0.0
+    worst, where = 0.0, ""
     for key, x in fa.items():
         y = fb[key]
         if isinstance(x, float) and isinstance(y, float):
-            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-12))
+            rel = abs(x - y) / max(abs(x), abs(y), 1e-12)
+            worst, where = (rel, key) if rel > worst else (worst, where)
         elif x != y and not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
             raise AssertionError(f"{key}: {x!r} vs {y!r}")
         elif x != y:
-            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-12))
-    return worst
+            rel = abs(x - y) / max(abs(x), abs(y), 1e-12)
+            worst, where = (rel, key) if rel > worst else (worst, where)
+    return worst, where
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         one = json.loads((tmp / "res1" / "results.json").read_text())
         two = json.loads((tmp / "res2" / "results.json").read_text())
         same = one["per_case"] == two["per_case"] and one["cases"] == two["cases"]
-        diff = max_relative_difference(one, two)
+        diff, where = max_relative_difference(one, two)
     load_after = os.getloadavg()
     best = {w: min(t) for w, t in times.items()}
     ratio = best[1] / best[2]
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_2_vs_1": ratio,
         "same_rows": same,
         "max_relative_difference": diff,
+        "max_relative_difference_at": where,
     }
     results = HERE / "results"
     results.mkdir(exist_ok=True)
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Speed-up 2 vs 1 workers: **{ratio:.2f}×**; per-case rows of the two results files "
         f"{'identical' if same else 'not bit-identical'}, largest relative difference of any number {diff:.1e} "
+        f"(at `{where}`) "
         "(torch reductions depend on the thread count: a worker runs with fewer threads). Each worker runs with "
         "half the torch threads, so on a free 2-core "
         "machine the gain is what process parallelism adds over torch's own intra-op threads (the numpy parts of "
