@@ -72,4 +72,4 @@ def test_defaults_of_the_declarations():
     assert Method.required_capabilities == frozenset() and dict(Method.param_aliases) == {}
     declared = {n: METHODS.get(n).primary_measure for n in ("edue", "evidential", "sure", "softmax")}
     assert declared == {"edue": "predicted_variance", "evidential": "vacuity", "sure": "vacuity", "softmax": "entropy"}
-    assert [n for n in METHODS.names() if METHODS.get(n).samples_are_heads] == ["layer-ensemble"]
+    assert [n for n in METHODS.names() if METHODS.get(n).samples_are_heads] == ["edue-heads", "layer-ensemble"]

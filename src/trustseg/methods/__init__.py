@@ -8,6 +8,7 @@ Every module of the package is imported here, explicitly, so every method is reg
 from trustseg.methods.base import METHODS, Batch, Method, TrainContext, build_method, cosine_decay, param_error
 from trustseg.methods.edl_losses import edl_loss, evidence_to_alpha, vacuity
 from trustseg.methods.edue import Edue
+from trustseg.methods.edue_heads import EdueHeads
 from trustseg.methods.ensemble import Ensemble
 from trustseg.methods.evidential import Evidential
 from trustseg.methods.layer_ensemble import LayerEnsemble, layer_agreement
@@ -24,6 +25,7 @@ __all__ = [
     "TTA",
     "Batch",
     "Edue",
+    "EdueHeads",
     "Ensemble",
     "Evidential",
     "LayerEnsemble",

@@ -1,5 +1,8 @@
 """EDUE: expert-disagreement-guided, one-pass uncertainty (our design; the paper's details are not public).
 
+This is the regression-head variant (the ``edue`` method); the heads-variance variant, whose uncertainty is the
+variance over the decoder heads of one network, is ``edue-heads`` (:mod:`trustseg.methods.edue_heads`).
+
 Network: our U-Net with one extra 1x1 output head, the *disagreement guidance module*, on the final decoder
 features (shared with the segmentation head). Its raw output v becomes the predicted rater variance
 
