@@ -141,6 +141,21 @@ def test_qubiq_from_counts_equals_qubiq_soft_dice(r):
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("thresholds", [(0.25, 0.5, 0.75), (0.05, 0.3, 0.3000001, 0.65), (0.1, 0.2, 0.3, 0.4)])
+def test_qubiq_other_thresholds_and_dtypes(dtype, thresholds):
+    # the grid i / T (first) takes the ⌈T p⌉ shortcut for float32; the others (and float64) compare
+    g = torch.Generator().manual_seed(2)
+    probs = torch.softmax(2 * torch.randn(2, 40, 50, generator=g), 0).to(dtype)
+    probs[1, 0, : len(thresholds)] = torch.tensor(thresholds, dtype=dtype)  # exactly at the thresholds
+    probs[0] = 1 - probs[1]
+    labels = torch.randint(0, 2, (4, 40, 50), generator=g)
+    soft = soft_label(labels, 2)
+    ref = qubiq_soft_dice(probs[1], soft[1], thresholds=thresholds)
+    got = qubiq_from_counts(case_counts(probs, labels, thresholds=thresholds))
+    assert float(got[0]) == pytest.approx(float(ref), abs=1e-15)
+
+
 def test_qubiq_empty_everywhere_is_one():
     probs = torch.zeros(2, 3, 4)
     probs[0] = 1

@@ -111,6 +111,21 @@ def _above(x: Tensor, bounds: Tensor) -> Tensor:
     return out
 
 
+def _grid(t: Sequence[float]) -> int | None:
+    """``T`` when the thresholds are the grid ``1/T, 2/T, …, (T − 1)/T`` (as float64 values), else ``None``."""
+    n = len(t) + 1
+    return n if n > 1 and all(float(v) == i / n for i, v in enumerate(t, start=1)) else None
+
+
+def _beta(pc: Tensor, pcd: Tensor, bounds: Tensor, grid: int | None) -> Tensor:
+    """``β = #{i : p_c > t_i}`` of a chunk, int64. For float32 ``p`` and the grid ``t_i = i / T`` this is
+    ``clamp(⌈T p⌉ − 1, 0, T − 1)`` from the float64 copy ``pcd`` (``T p`` is exact in float64, and no float32
+    lies between i / T and its float64 rounding, so ``p > float64(i / T) ⟺ T p > i``); else comparisons."""
+    if grid is not None and pc.dtype == torch.float32 and grid < 1 << 20:
+        return (pcd * grid).ceil_().sub_(1).clamp_(0, grid - 1).long()
+    return _above(pc, bounds)
+
+
 def _bounds(t: Sequence[float], dtype: torch.dtype) -> Tensor:
     """Thresholds as values of ``dtype`` with ``x > bound ⟺ x > t`` for every x of that dtype."""
     t64 = torch.tensor(list(t), dtype=torch.float64)
@@ -203,6 +218,7 @@ class _Coded:
     def __init__(self, k: int, r: int, bins: int, thresholds: Sequence[float], dtype: torch.dtype):
         self.k, self.r, self.s, self.t1 = k, r, bins + 1, len(thresholds) + 1
         self.bins, self.thresholds, self.bounds = bins, thresholds, _bounds(thresholds, dtype)
+        self.grid = _grid(thresholds)
         self.n = k**r
         u = torch.arange(self.n)
         self.rater_label = torch.stack([(u // k**i) % k for i in range(r)])  # (R, K^R): y^(r) of code u
@@ -224,25 +240,30 @@ class _Coded:
         self.slot_conf += torch.bincount(slot if outside is None else slot + s * outside, cd, minlength=2 * s)
         uh = u * k + hard
         key = (uh if outside is None else uh + self.n * k * outside) * s + slot
+        ut = u * self.t1
         self.main += torch.bincount(key, minlength=self.main.numel())
         for c in range(1, k):
             pc = p[c]
-            self.qubiq[c - 1] += torch.bincount(u * self.t1 + _above(pc, self.bounds), minlength=self.n * self.t1)
-            self.prob_sum[c - 1] += torch.bincount(uo, pc.double(), minlength=2 * self.n)
+            pcd = pc.double()
+            beta = _beta(pc, pcd, self.bounds, self.grid).add_(ut)
+            self.qubiq[c - 1] += torch.bincount(beta, minlength=self.n * self.t1)
+            self.prob_sum[c - 1] += torch.bincount(uo, pcd, minlength=2 * self.n)
         return uh
 
     def rows(self, uh: Tensor, row_base: Tensor, n_local: int) -> Tensor:
         """``(O, n_local, R + 1, 2)`` counts by row of one chunk from its codes ``u · K + argmax``."""
         per_row = self.n * self.k
-        h = torch.bincount(row_base + uh, minlength=n_local * per_row).view(n_local, per_row)
-        return torch.einsum("ru,oum->orm", h, self._row_map()).view(self.k - 1, n_local, self.r + 1, 2)
+        h = torch.bincount(row_base + uh, minlength=n_local * per_row).view(n_local, per_row).double()
+        out = (h @ self._row_map()).round_().long()  # float64 products of counts < 2^53: exact
+        return out.view(n_local, self.k - 1, self.r + 1, 2).transpose(0, 1)
 
     def _row_map(self) -> Tensor:
-        """``(O, K^R · K, 2(R + 1))`` int64 one-hot map of the code ``u · K + argmax`` to ``(v_c, π_c)``."""
+        """``(K^R · K, O · 2(R + 1))`` float64 one-hot map of the code ``u · K + argmax`` to ``(c, v_c, π_c)``."""
         if not hasattr(self, "_map"):
             v = self.votes.repeat_interleave(self.k, 1)  # (O, K^R·K)
             pi = (torch.arange(self.n * self.k) % self.k)[None] == torch.arange(1, self.k)[:, None]
-            self._map = torch.nn.functional.one_hot(v * 2 + pi, 2 * (self.r + 1)).long()
+            one_hot = torch.nn.functional.one_hot(v * 2 + pi, 2 * (self.r + 1))  # (O, K^R·K, 2(R + 1))
+            self._map = one_hot.transpose(0, 1).reshape(self.n * self.k, -1).double()
         return self._map
 
     def result(self, row_hist: Tensor | None, sp: tuple[int, ...]) -> CaseCounts:
@@ -288,6 +309,7 @@ class _PerOrgan:
     def __init__(self, k: int, r: int, bins: int, thresholds: Sequence[float], dtype: torch.dtype):
         self.k, self.r, self.s, self.t1 = k, r, bins + 1, len(thresholds) + 1
         self.bins, self.thresholds, self.bounds = bins, thresholds, _bounds(thresholds, dtype)
+        self.grid = _grid(thresholds)
         self.organ = torch.zeros(k - 1, 2 * (r + 1) * 2, dtype=torch.int64)
         self.qubiq = torch.zeros(k - 1, (r + 1) * self.t1, dtype=torch.int64)
         self.prob_sum = torch.zeros(k - 1, 2 * (r + 1), dtype=torch.float64)
@@ -314,11 +336,13 @@ class _PerOrgan:
             vp = v * 2 + (hard == c)
             codes.append(vp)
             pc = p[c]
+            pcd = pc.double()
             vo = v if outside is None else v + (r + 1) * outside
-            self.prob_sum[c - 1] += torch.bincount(vo, pc.double(), minlength=2 * (r + 1))
+            self.prob_sum[c - 1] += torch.bincount(vo, pcd, minlength=2 * (r + 1))
             vpo = vp if outside is None else vp + 2 * (r + 1) * outside
             self.organ[c - 1] += torch.bincount(vpo, minlength=self.organ.shape[1])
-            self.qubiq[c - 1] += torch.bincount(v * self.t1 + _above(pc, self.bounds), minlength=self.qubiq.shape[1])
+            beta = _beta(pc, pcd, self.bounds, self.grid).add_(v * self.t1)
+            self.qubiq[c - 1] += torch.bincount(beta, minlength=self.qubiq.shape[1])
         return torch.stack(codes)
 
     def rows(self, vp: Tensor, row_base: Tensor, n_local: int) -> Tensor:
