@@ -8,8 +8,20 @@ included), on the same tiny nnU-Net model folder (nnU-Net's PlainConvUNet, rando
 * ``nnunet``: nnU-Net's own averaged prediction (``run_case_npy`` + ``predict_logits_from_preprocessed_data`` +
   ``convert_predicted_logits_to_segmentation_with_correct_shape`` with probabilities), mirroring on.
 
-Usage: ``PYTHONPATH=src python benchmarks/bench_nnunet_members.py [--shape 160,160,96] [--folds 2]``; results go
-to ``benchmarks/results/nnunet_members.{md,json}``. Needs nnunetv2 (``.ci/install-nnunet``).
+Usage (results go to ``benchmarks/results/nnunet_members.{md,json}``; needs nnunetv2, ``.ci/install-nnunet``)::
+
+    PYTHONPATH=src python benchmarks/bench_nnunet_members.py                      # CT size, 300 x 512 x 512
+    PYTHONPATH=src python benchmarks/bench_nnunet_members.py --shape 64,96,96 --patch 32,48,48   # quick
+
+At CT size on a CPU, 5 folds x 8 views (40 sliding-window passes) take far too long to run every approach, so
+the default measures what does not depend on M, and extrapolates what does, saying so:
+
+* peak memory of the streamed members is independent of M (running sums, one member at a time): it is measured
+  with ``--folds`` x 2 views and x 4 views (``--mirror-axes`` 0 and 0,1), to show it does not grow;
+* nnU-Net's own averaged prediction accumulates too, so its peak is independent of folds and views;
+* time is linear in M: seconds per member, times 40, is the 5 x 8 estimate;
+* the naive stack's need is ``M x K x voxels x 4`` bytes (40 members of a K = 3 CT volume: 37.7 GB), computed
+  and, with ``--stack``, measured at the smaller M.
 """
 
 from __future__ import annotations
@@ -30,87 +42,139 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "inference"))
 
 
-def _child(mode: str, model: str, shape: tuple[int, ...], folds: int) -> dict:
+def _child(mode: str, model: str, shape: tuple[int, ...], folds: int, step: float) -> dict:
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     image = (rng.normal(size=(1, *shape)) * 100).astype(np.float32)
     spacing = (1.0, 1.0, 1.0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
     from trustseg.inference.predictor import load_predictor
 
-    p = load_predictor(f"nnunet:{model}", "cpu", folds=list(range(folds)), tta="mirror", samples_policy="stream")
+    opts = {"folds": list(range(folds)), "tta": "mirror", "samples_policy": "stream", "step_size": step}
+    p = load_predictor(f"nnunet:{model}", "cpu", **opts)
+    nn = None
     if mode == "nnunet":
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-        nn = nnUNetPredictor(use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
+        nn = nnUNetPredictor(tile_step_size=step, use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
         nn.initialize_from_trained_model_folder(model, tuple(range(folds)), "checkpoint_final.pth")
-        img, sp = p._to_nnunet(image, spacing)
+
+    def run(x: np.ndarray) -> None:
+        if nn is None:
+            p.samples_policy = mode
+            p.predict(x, spacing)
+            return
+        img, sp = p._to_nnunet(x, spacing)
         pre = nn.configuration_manager.preprocessor_class(verbose=False)
         data, _, props = pre.run_case_npy(img, None, {"spacing": sp}, nn.plans_manager, nn.configuration_manager,
                                           nn.dataset_json)  # fmt: skip
         logits = nn.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         del data
-        seg, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+        convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, nn.plans_manager, nn.configuration_manager, nn.label_manager, props, True
         )
-        members = 1
-    else:
-        p.samples_policy = mode
-        p.predict(image, spacing)
-        members = p.num_members
+
+    run(image[:, : min(shape[0], 24), : min(shape[1], 32), : min(shape[2], 32)].copy())  # first-call set-up
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    run(image)
+    members = p.num_members  # nnU-Net averages the same folds x views
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"mode": mode, "seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
             "peak_above_start_mib": round(peak - base, 1), "members": members}  # fmt: skip
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in text.split(",") if s.strip())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="160,160,96")
-    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--shape", default="300,512,512", help="D,H,W of the synthetic volume")
+    ap.add_argument("--patch", default="64,128,128", help="the plans' patch size")
+    ap.add_argument("--step", type=float, default=1.0, help="nnU-Net's tile step size (0.5 = its default overlap)")
+    ap.add_argument("--folds", type=int, default=1)
+    ap.add_argument("--mirror-axes", default="0", help="allowed mirroring axes of the measured model (2^n views)")
+    ap.add_argument("--more-axes", default="0,1", help="a second model with more views (memory must not grow)")
+    ap.add_argument("--stack", action="store_true", help="also measure the naive stack (M x K x voxels in memory)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    shape = tuple(int(s) for s in args.shape.split(","))
+    shape = _ints(args.shape)
     if args.child:
-        print(json.dumps(_child(args.child, args.model, shape, args.folds)))
+        print(json.dumps(_child(args.child, args.model, shape, args.folds, args.step)))
         return
+    sys.path.insert(0, str(HERE))
     from test_nnunet_adapter import make_model_folder
 
+    from machine import markdown
+
     root = Path(tempfile.mkdtemp(prefix="bench_nnunet_"))
-    model = make_model_folder(root, folds=args.folds)
+    patch = list(_ints(args.patch))
+    models = {}
+    for label, axes in (("few", _ints(args.mirror_axes)), ("more", _ints(args.more_axes))):
+        models[label] = make_model_folder(root / label, folds=args.folds, patch=patch, mirror_axes=axes)
+    plan = [("nnunet", "few"), ("stream", "few"), ("stream", "more")] + ([("stack", "few")] if args.stack else [])
     rows = []
-    for mode in ("nnunet", "stream", "stack"):
-        cmd = [sys.executable, __file__, "--child", mode, "--model", str(model), "--shape", args.shape,
-               "--folds", str(args.folds)]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows.append(json.loads(out))
+    for mode, label in plan:
+        cmd = [sys.executable, __file__, "--child", mode, "--model", str(models[label]), "--shape", args.shape,
+               "--folds", str(args.folds), "--step", str(args.step)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            rows.append({"mode": mode, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     voxels = int(np.prod(shape))
-    ref = rows[0]["peak_above_start_mib"]
+    k = 3
+    ref = rows[0].get("peak_above_start_mib")
     for r in rows:
-        r["peak_vs_nnunet"] = round(r["peak_above_start_mib"] / ref, 2)
-    result = {"shape": list(shape), "voxels": voxels, "classes": 3, "folds": args.folds, "views": 8,
-              "patch": [16, 16, 16], "threads": 2, "rows": rows}  # fmt: skip
+        if ref and "peak_above_start_mib" in r:
+            r["peak_vs_nnunet"] = round(r["peak_above_start_mib"] / ref, 2)
+        if "seconds" in r:
+            r["seconds_per_member"] = round(r["seconds"] / r["members"], 2)
+    streamed = [r for r in rows if r["mode"] == "stream" and "seconds" in r]
+    per_member = max(r["seconds_per_member"] for r in streamed) if streamed else None
+    result = {
+        "shape": list(shape), "voxels": voxels, "classes": k, "folds": args.folds, "patch": patch,
+        "step_size": args.step, "threads": 2, "rows": rows, "machine": markdown(),
+        "float32_probabilities_mib": round(k * voxels * 4 / 2**20, 1),
+        "naive_stack_40_members_gib": round(40 * k * voxels * 4 / 2**30, 1),
+        "estimated_seconds_5x8_streamed": round(per_member * 40, 1) if per_member else None,
+    }  # fmt: skip
     res = HERE / "results"
     res.mkdir(exist_ok=True)
     (res / "nnunet_members.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "# nnunet: members (folds x mirror views): peak memory and time",
+        "## nnU-Net folds x mirror views as members: peak memory and time (benchmarks/bench_nnunet_members.py)",
         "",
-        f"Synthetic volume {shape} (1 channel, K = 3), tiny PlainConvUNet (patch 16^3), {args.folds} folds x 8 "
-        "mirror views, CPU, 2 threads. Peak = ru_maxrss of a fresh process above its start (imports excluded).",
+        result["machine"],
         "",
-        "| approach | members kept | seconds | peak above start (MiB) | x nnU-Net |",
-        "|---|---|---|---|---|",
+        f"Synthetic volume {'x'.join(map(str, shape))} (1 channel, K = {k}; float32 probabilities "
+        f"{result['float32_probabilities_mib']} MiB), tiny nnU-Net PlainConvUNet (random weights), patch "
+        f"{'x'.join(map(str, patch))}, tile step {args.step}, {args.folds} fold(s), CPU, 2 threads. Peak = ru_maxrss "
+        "of a fresh process above its level after loading the model (imports and model excluded).",
+        "",
+        "| approach | members | seconds | s / member | peak above start (MiB) | x nnU-Net |",
+        "|---|---|---|---|---|---|",
     ]
     names = {"nnunet": "nnU-Net's own averaged prediction", "stream": "trustseg streamed members",
              "stack": "naive stack of all members"}  # fmt: skip
     for r in rows:
-        lines.append(f"| {names[r['mode']]} | {r['members']} | {r['seconds']} | {r['peak_above_start_mib']} | "
-                     f"{r['peak_vs_nnunet']} |")  # fmt: skip
+        if "error" in r:
+            lines.append(f"| {names[r['mode']]} | – | failed: {r['error']} | – | – | – |")
+            continue
+        lines.append(f"| {names[r['mode']]} | {r['members']} | {r['seconds']} | {r['seconds_per_member']} | "
+                     f"{r['peak_above_start_mib']} | {r.get('peak_vs_nnunet', '–')} |")  # fmt: skip
+    lines += [
+        "",
+        f"Target: peak ≤ 1.5x nnU-Net's averaged prediction while keeping every member's information. The streamed "
+        "peak does not depend on M (compare the two streamed rows); for 5 folds x 8 views the streamed prediction "
+        f"would take about {result['estimated_seconds_5x8_streamed']} s here (s / member x 40, extrapolated, not "
+        f"run), and the naive stack of 40 members would need {result['naive_stack_40_members_gib']} GiB for the "
+        "stack alone" + (" (more than this machine's memory)." if result["naive_stack_40_members_gib"] > 23 else "."),
+    ]
     (res / "nnunet_members.md").write_text("\n".join(lines) + "\n")
 
 

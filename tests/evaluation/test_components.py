@@ -106,10 +106,11 @@ def test_per_case_streaming_and_merged_halves_agree(name):
     _same(whole.result(), first.merge(second).result())
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
 @pytest.mark.parametrize("name", CASE)
-def test_case_components_agree_with_the_known_answers(name):
+def test_case_components_agree_with_the_known_answers(name, exact):
     labels, maj, probs, hard, samples, maps, image = inputs = build_case()
-    suite = EvaluationSuite(CLASSES, RATERS, SuiteConfig(components=(name,)))
+    suite = EvaluationSuite(CLASSES, RATERS, SuiteConfig(components=(name,), exact=exact))
     row = suite.add_case(
         "c",
         torch.from_numpy(probs),

@@ -16,7 +16,7 @@ from tests.evaluation.test_evaluate import pred_folder
 from trustseg.data.case import Case
 from trustseg.data.dataset import write_dataset
 from trustseg.evaluation import evaluate_predictions
-from trustseg.evaluation.context import CaseInputError
+from trustseg.evaluation.context import CaseInputError, SuiteConfig
 from trustseg.evaluation.results import flatten
 from trustseg.evaluation.suite import EvaluationSuite
 
@@ -48,19 +48,19 @@ def _crop(t):
     return t[(..., *INSIDE)]
 
 
-def _rows(cases):
-    suite = EvaluationSuite(["bg", "a", "b"], [f"r{i}" for i in range(R)])
+def _rows(cases, exact=False):
+    suite = EvaluationSuite(["bg", "a", "b"], [f"r{i}" for i in range(R)], SuiteConfig(exact=exact))
     for cid, (probs, labels, samples, maps, image, valid) in cases.items():
         suite.add_case(cid, probs, labels, maps=maps, samples=samples, image=image, valid=valid)
     return suite
 
 
-def test_a_rectangular_field_of_view_scores_as_the_cropped_case():
+@pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
+def test_a_rectangular_field_of_view_scores_as_the_cropped_case(exact):
     probs, labels, samples, maps, image, inside = _case()
-    masked = _rows({"c": (probs, labels, samples, maps, image, inside)})
-    cropped = _rows(
-        {"c": (_crop(probs), _crop(labels), _crop(samples), {k: _crop(v) for k, v in maps.items()}, _crop(image), None)}
-    )
+    masked = _rows({"c": (probs, labels, samples, maps, image, inside)}, exact)
+    crop_maps = {k: _crop(v) for k, v in maps.items()}
+    cropped = _rows({"c": (_crop(probs), _crop(labels), _crop(samples), crop_maps, _crop(image), None)}, exact)
     a, b = flatten(masked.rows()[0]), flatten(cropped.rows()[0])
     assert a.keys() == b.keys()
     differ = {k: (a[k], b[k]) for k in a if k != "case" and not _same(a[k], b[k])}

@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from tests.metrics.test_curvas import _challenge_by_quadrature
-from trustseg.evaluation import EvaluationSuite, flatten
+from trustseg.evaluation import EvaluationSuite, SuiteConfig, flatten
 
 SPACING = (2.5, 1.0, 0.5)
 SHAPE = (4, 8, 8)
@@ -81,10 +81,10 @@ def ranks_spearman(x, y):
     return stats.spearmanr(x, y).statistic
 
 
-@pytest.fixture(scope="module")
-def evaluated():
+@pytest.fixture(scope="module", params=[False, True], ids=["streaming", "exact"])
+def evaluated(request):
     labels, maj, probs, hard, samples, maps, image = build_case()
-    suite = EvaluationSuite(CLASSES, RATERS)
+    suite = EvaluationSuite(CLASSES, RATERS, SuiteConfig(exact=request.param))
     row = suite.add_case(
         "c",
         torch.from_numpy(probs),

@@ -44,13 +44,13 @@ ARCH = {
 }
 
 
-def _plans(spacing: list[float]) -> dict:
+def _plans(spacing: list[float], patch: list[int] | None = None) -> dict:
     resample = "resample_data_or_seg_to_shape"
     config = {
         "data_identifier": "nnUNetPlans_3d_fullres",
         "preprocessor_name": "DefaultPreprocessor",
         "batch_size": 2,
-        "patch_size": PATCH,
+        "patch_size": patch or PATCH,
         "median_image_size_in_voxels": [20, 18, 24],
         "spacing": spacing,
         "normalization_schemes": ["ZScoreNormalization"],
@@ -93,14 +93,22 @@ DATASET = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1
            "file_ending": ".nii.gz"}  # fmt: skip
 
 
-def make_model_folder(root: Path, folds: int = 2, spacing: list[float] | None = None) -> Path:
+def make_model_folder(
+    root: Path,
+    folds: int = 2,
+    spacing: list[float] | None = None,
+    patch: list[int] | None = None,
+    mirror_axes: tuple[int, ...] = (0, 1, 2),
+) -> Path:
     """An nnU-Net training output folder as nnU-Net writes it: plans, dataset.json, fingerprint, fold_N checkpoints
-    (nnU-Net's checkpoint keys, numpy float64 in the logging as nnU-Net's trainer leaves them)."""
+    (nnU-Net's checkpoint keys, numpy float64 in the logging as nnU-Net's trainer leaves them). ``patch``: the
+    plans' patch size (default :data:`PATCH`); ``mirror_axes``: the checkpoints' allowed mirroring axes (views =
+    2 ** len(mirror_axes))."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     folder = root / "Dataset999_Tiny" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     folder.mkdir(parents=True)
-    plans = _plans(spacing or [1.0, 1.0, 1.0])
+    plans = _plans(spacing or [1.0, 1.0, 1.0], patch)
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
     (folder / "dataset.json").write_text(json.dumps(DATASET, indent=2))
     fingerprint = {
@@ -137,7 +145,7 @@ def make_model_folder(root: Path, folds: int = 2, spacing: list[float] | None = 
                 "device": torch.device("cpu"),
             },  # fmt: skip
             "trainer_name": "nnUNetTrainer",
-            "inference_allowed_mirroring_axes": (0, 1, 2),
+            "inference_allowed_mirroring_axes": tuple(mirror_axes),
         }
         torch.save(ckpt, folder / f"fold_{f}" / "checkpoint_final.pth")
     return folder

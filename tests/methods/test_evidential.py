@@ -79,9 +79,17 @@ def test_target_modes_and_params():
         build_method("evidential", NET, 2, 1, 3, {"w_kl": -1})
 
 
-def test_temperature_scaling_refuses_evidential_outputs():
+def test_temperature_scaling_refused_with_the_old_setting():
     from trustseg.methods.temperature import collect_logits
 
-    m = build_method("evidential", NET, 2, 1, 3)
+    m = build_method("evidential", NET, 2, 1, 3, {"temperature_scaling": "none"})
     with pytest.raises(ConfigError, match="temperature scaling does not apply"):
         collect_logits(m, [m.build_model()], [_batch(2)])
+    # and a temperature set anyway changes nothing: the old behaviour, p = α / S
+    model = m.build_model().eval()
+    x = _batch(2).image
+    with torch.no_grad():
+        before = m.predict([model], x).probs
+        m.temperature = 0.3
+        after = m.predict([model], x).probs
+    torch.testing.assert_close(before, after, rtol=0, atol=0)

@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from trustseg.methods.sure_losses import (
-    add_patch_noise,
     boundary_distance,
     far_loss,
-    gather_centres,
     gradient_uncertainty_loss,
     image_gradient,
     noise_distance_loss,
     noise_mu_loss,
-    select_patch_centres,
     sure_ramp,
 )
+from trustseg.methods.sure_patches import add_patch_noise, gather_centres, select_patch_centres
 
 
 def _row(*v):

@@ -38,6 +38,8 @@ from trustseg.engine.predict import predict_folder
 from trustseg.engine.run import train
 from trustseg.engine.sharded_evaluate import evaluate_sharded
 from trustseg.evaluation import SUITE, evaluate_predictions, flatten
+from trustseg.evaluation.context import SuiteConfig
+from trustseg.evaluation.parallel import check_workers
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig
 from trustseg.inference.predictor import PREDICTORS, load_predictor, split_spec
 from trustseg.measures import MEASURES
@@ -226,6 +228,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-robustness", action="store_true", help="SURE's protocol: x + N(mu, 0.3^2), mu in 0.1..0.9")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     p.add_argument("--partial", action="store_true", help="evaluate a prediction folder marked incomplete")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score the cases in N processes (contiguous blocks, merged in order: the one-process results)",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="exact sort-based voxel statistics instead of the streaming histograms (SuiteConfig.exact)",
+    )
     p.add_argument(
         "--allow-outside",
         action="store_true",
@@ -507,8 +521,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ood = OODConfig(distortions, tuple(parse_severities(args.severity)), args.seed)  # checked before any work
     if args.noise_robustness:
         noise = NoiseConfig(seed=args.seed)
+    check_workers(args.workers, "--workers")
+    suite = SuiteConfig(exact=args.exact)
     predictor = load_predictor(args.run) if args.run is not None else None
     if env_info().enabled:
+        if args.workers > 1:
+            raise ConfigError("--workers: under torchrun the ranks already share the cases; use one or the other")
         if not (args.pred / INDEX).is_file():
             raise ConfigError(
                 f"{args.pred}: a sharded evaluate (torchrun) needs a trustseg prediction folder; convert saved "
@@ -521,6 +539,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 args.out,
                 info,
                 split=args.split,
+                suite=suite,
                 predictor=predictor,
                 ood=ood,
                 noise=noise,
@@ -535,11 +554,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         split=args.split,
+        suite=suite,
         predictor=predictor,
         ood=ood,
         noise=noise,
         progress=True,
         partial=args.partial,
+        workers=args.workers,
     )
     return _report_results(results, args)
 

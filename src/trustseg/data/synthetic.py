@@ -21,6 +21,13 @@ Generation of one case (``docs/synthetic.md`` has the full description and every
    field). Rater 0 over-segments (``b_0 = +rater_bias``), rater 1 under-segments (``b_1 = −rater_bias``), the
    others are unbiased (with R = 1 the single rater is unbiased). Where the edge is sharp (f ≈ 0) the raters
    agree exactly; where it is faint they disagree by a few voxels.
+5. **Per-case disagreement level** (``disagreement_spread`` s > 0; off by default). Each case draws a level
+   ``ℓ ~ U(1 − s, 1 + s)`` from its own stream ``SeedSequence([seed, index, 1])`` (so the shapes, faintness field
+   and noise are those of the case without it) and scales what makes the edge hard to place: the blur
+   (``faint_blur·ℓ``), the contrast drop (``min(1, contrast_drop·ℓ)``) and the rater shifts
+   (``ℓ·(b_r + rater_noise·z_r)``). A case with a high level has blurrier, fainter edges *and* raters who
+   disagree more; at ℓ = 0 the image is sharp everywhere and the raters agree. The level is stored in
+   ``case.meta["disagreement_level"]``.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "organ_radius": (0.1, 0.45),
     "lesion_radius": (0.03, 0.3),
     "contrast_jitter": (0.0, 0.5),
+    "disagreement_spread": (0.0, 1.0),
 }
 
 
@@ -79,6 +87,9 @@ class SynthConfig:
         organ_radius: Mean semi-axis of the organ, as a fraction of ``size``.
         lesion_radius: Mean semi-axis of the other structures, as a fraction of ``size``.
         contrast_jitter: Relative per-case jitter of the class intensities.
+        disagreement_spread: s in [0, 1]: each case draws a disagreement level ℓ ~ U(1 − s, 1 + s) that scales
+            its blur, contrast drop and rater shifts (module docstring, step 5); 0 (default) = off, every case
+            at level 1, bit-identical to the generator without this option.
     """
 
     cases: int = 40
@@ -98,6 +109,7 @@ class SynthConfig:
     organ_radius: float = 0.3
     lesion_radius: float = 0.12
     contrast_jitter: float = 0.15
+    disagreement_spread: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -143,13 +155,15 @@ class SynthTruth:
         faintness: ``(*spatial)`` float32 f in [0, 1] (1 = faint boundary: blurred and low contrast).
         distance: ``(K − 1, *spatial)`` float32 signed distance d_k (voxels, > 0 inside) to the boundary of
             structure k = 1..K−1; the boundary lies at 0, the first voxel on each side at ±0.5.
-        rater_offsets: ``(R, *spatial)`` float32 boundary shift f·(b_r + rater_noise·z_r) of each rater.
+        rater_offsets: ``(R, *spatial)`` float32 boundary shift ℓ·f·(b_r + rater_noise·z_r) of each rater.
+        level: The case's disagreement level ℓ (1 unless ``disagreement_spread`` > 0).
     """
 
     labels: np.ndarray
     faintness: np.ndarray
     distance: np.ndarray
     rater_offsets: np.ndarray
+    level: float = 1.0
 
     @property
     def boundary_distance(self) -> np.ndarray:
@@ -243,6 +257,23 @@ def _place(
     return _blob(rng, grid, center, radii, irregularity) & (inner if inner.any() else region)
 
 
+def disagreement_level(index: int, cfg: SynthConfig) -> float:
+    """The per-case disagreement level ℓ of case ``index``: 1 when ``cfg.disagreement_spread`` is 0, else
+    ``U(1 − s, 1 + s)`` drawn from ``SeedSequence([seed, index, 1])`` (independent of the case's other draws).
+
+    Example:
+        >>> disagreement_level(3, SynthConfig())
+        1.0
+        >>> 0.0 <= disagreement_level(3, SynthConfig(disagreement_spread=1.0)) <= 2.0
+        True
+    """
+    s = float(cfg.disagreement_spread)
+    if s == 0:
+        return 1.0
+    rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), 1]))
+    return float(rng.uniform(1.0 - s, 1.0 + s))
+
+
 def _class_means(rng: np.random.Generator, num_classes: int, jitter: float) -> np.ndarray:
     """Mean intensity per class: 0 (background), 1 (organ), 1 + k/2 for inner classes, −(k−1)/2 for outer ones."""
     means = np.zeros(num_classes)
@@ -275,6 +306,10 @@ def generate_case(index: int, cfg: SynthConfig, return_truth: bool = False) -> C
     size, dims, K = cfg.size, cfg.dims, cfg.num_classes
     shape = (size,) * dims
     grid = np.indices(shape, dtype=np.float32)
+    level = disagreement_level(int(index), cfg)
+    blur, drop = cfg.faint_blur, cfg.contrast_drop
+    if level != 1.0:
+        blur, drop = blur * level, min(1.0, drop * level)
 
     # 1. shapes
     center = size / 2 - 0.5 + rng.uniform(-0.1, 0.1, dims) * size
@@ -312,10 +347,10 @@ def generate_case(index: int, cfg: SynthConfig, return_truth: bool = False) -> C
     gain = np.where(np.arange(K) == 0, 0.5, 1.0)
     tex = _smooth_field(rng, shape, max(1.0, size / 48))
     img = means[truth_labels] + cfg.texture * gain[truth_labels] * tex
-    if cfg.faint_blur > 0 or cfg.contrast_drop > 0:
-        blurred = ndimage.gaussian_filter(img, cfg.faint_blur) if cfg.faint_blur > 0 else img
-        local_mean = ndimage.gaussian_filter(img, 3.0 * cfg.faint_blur + 2.0)
-        faint_img = local_mean + (1.0 - cfg.contrast_drop) * (blurred - local_mean)
+    if blur > 0 or drop > 0:
+        blurred = ndimage.gaussian_filter(img, blur) if blur > 0 else img
+        local_mean = ndimage.gaussian_filter(img, 3.0 * blur + 2.0)
+        faint_img = local_mean + (1.0 - drop) * (blurred - local_mean)
         img = (1.0 - faint) * img + faint * faint_img
     img = img + cfg.noise * rng.standard_normal(shape)
     std = img.std()
@@ -331,19 +366,18 @@ def generate_case(index: int, cfg: SynthConfig, return_truth: bool = False) -> C
     for r in range(R):
         zr = _smooth_field(rng, shape, max(1.5, 0.06 * size))
         offsets[r] = faint * (biases[r] + cfg.rater_noise * zr)
+        if level != 1.0:
+            offsets[r] *= level
         for k in range(1, K):
             labels[r][distance[k - 1] + offsets[r] > 0] = k
 
     case_id = f"synth_{int(index):04d}"
-    case = Case(
-        case_id=case_id,
-        image=img[None],
-        labels=labels,
-        group=case_id,
-        meta={"source": "synthetic", "seed": int(cfg.seed), "index": int(index)},
-    )
+    meta: dict[str, object] = {"source": "synthetic", "seed": int(cfg.seed), "index": int(index)}
+    if cfg.disagreement_spread > 0:
+        meta["disagreement_level"] = level
+    case = Case(case_id=case_id, image=img[None], labels=labels, group=case_id, meta=meta)
     if return_truth:
-        return case, SynthTruth(truth_labels, faint, distance, offsets)
+        return case, SynthTruth(truth_labels, faint, distance, offsets, level)
     return case
 
 

@@ -29,6 +29,7 @@ from trustseg.data.dataset import DATASET_JSON, Dataset, load_dataset
 from trustseg.data.io import read_label
 from trustseg.data.predictions import case_files, check_complete, index_path, load_prediction, read_index
 from trustseg.evaluation.context import CaseInputError, SuiteConfig
+from trustseg.evaluation.parallel import check_workers, run_blocks
 from trustseg.evaluation.results import flatten
 from trustseg.evaluation.robustness import NoiseConfig, OODConfig, noise_protocol, ood_detection
 from trustseg.evaluation.suite import EvaluationSuite
@@ -209,6 +210,7 @@ def evaluate_predictions(
     noise: NoiseConfig | None = None,
     progress: bool = False,
     partial: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a prediction folder with the full suite and write ``out_json`` plus a per-case CSV next to it.
 
@@ -234,6 +236,12 @@ def evaluate_predictions(
         progress: Show progress bars for the protocols.
         partial: Evaluate a prediction folder marked incomplete (CLI ``--partial``); the result then records
             ``"partial": {"scored": k, "expected": n}``. Without it such a folder is refused.
+        workers: Score the cases in this many ``spawn`` processes (CLI ``--workers``): worker i scores the
+            contiguous block i of the cases (:func:`load_pairs` ``shard``) with its own suite and
+            ``max(1, torch.get_num_threads() // workers)`` threads; the suites merge in block order
+            (:meth:`EvaluationSuite.merge <trustseg.evaluation.suite.EvaluationSuite.merge>`), so the per-case
+            rows and the CSV are those of one process, byte for byte, and the pooled sums agree to float
+            round-off (``docs/evaluation.md``). More workers than cases: one per case.
 
     Returns:
         ``{"pred_dir", "data", "split", "empty", "classes", "raters", "cases" (ids), "num_cases", "config",
@@ -250,10 +258,23 @@ def evaluate_predictions(
     """
     if (ood is not None or noise is not None) and predictor is None:
         raise ConfigError("the OOD and noise protocols predict again: pass the model (predictor=..., CLI --run RUN)")
+    workers = check_workers(workers)
     out_json = check_results_out(out_json, pred_dir, data_root)
     with exclusive(out_json.parent, "results folder"):
         return _evaluate(
-            pred_dir, data_root, out_json, split, empty, suite, use_image, predictor, ood, noise, progress, partial
+            pred_dir,
+            data_root,
+            out_json,
+            split,
+            empty,
+            suite,
+            use_image,
+            predictor,
+            ood,
+            noise,
+            progress,
+            partial,
+            workers,
         )
 
 
@@ -270,12 +291,13 @@ def _evaluate(
     noise: NoiseConfig | None,
     progress: bool,
     partial: bool,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """The body of :func:`evaluate_predictions` (under the writer lock of the results folder)."""
     cfg = suite or SuiteConfig()
     if empty is not None:
         cfg = replace(cfg, empty=empty)
-    ev, incomplete = score_cases(pred_dir, data_root, split, cfg, use_image, partial)
+    ev, incomplete = score_parallel(pred_dir, data_root, split, cfg, use_image, partial, workers)
     return write_results(ev, pred_dir, data_root, out_json, split, cfg, incomplete, predictor, ood, noise, progress)
 
 
@@ -320,6 +342,32 @@ def score_cases(
             )
         except CaseInputError as e:
             raise e.at(culprit(pred_dir, pair.entry, e)) from None
+    return ev, incomplete
+
+
+def score_parallel(
+    pred_dir: str | Path,
+    data_root: str | Path,
+    split: str | None,
+    cfg: SuiteConfig,
+    use_image: bool,
+    partial: bool,
+    workers: int,
+) -> tuple[EvaluationSuite, dict[str, int] | None]:
+    """:func:`score_cases` over the whole folder, its contiguous blocks scored in ``workers`` processes
+    (:func:`trustseg.evaluation.parallel.run_blocks`; at most one per listed case) and merged in block order.
+
+    Raises:
+        DataError: as :func:`score_cases` (the first failing block's error, naming the file).
+    """
+    if check_workers(workers) > 1:
+        workers = min(workers, max(1, len(read_index(pred_dir)["cases"])))
+    if workers == 1:
+        return score_cases(pred_dir, data_root, split, cfg, use_image, partial)
+    blocks = run_blocks(score_cases, (pred_dir, data_root, split, cfg, use_image, partial), workers)
+    ev, incomplete = blocks[0]
+    for other, _ in blocks[1:]:
+        ev.merge(other)
     return ev, incomplete
 
 

@@ -1,8 +1,18 @@
-"""Evidential deep learning (EDL) losses for segmentation, as in SURE's public code.
+"""Evidential deep learning (EDL) losses for segmentation, after SURE's public code (``training/criterions.py``).
+
+Two deliberate differences from that code: the ``mse`` form is Sensoy et al.'s L_err + Σ_k L_var,k (the official
+``edl_loss_a`` broadcasts an ``(N, 1)`` L_err against the ``(N, K)`` L_var and so computes K·L_err + Σ_k L_var,k, a
+broadcasting bug; the authors' older ``mse_loss`` has the Sensoy form), and the Tversky Dice uses the target as
+given (the official code adds ε = 1e-3 to it, ``class_mask = y_true + epsilon``). ``digamma`` and ``log``, the KL
+term and the weights are the official ones.
 
 A network's raw outputs ``z`` ``(B, K, *spatial)`` are turned into Dirichlet concentrations
 
-    α = softplus(z) + 1,    S = Σ_k α_k,    p = α / S,    u = K / S (vacuity).
+    α = g(z) + 1,    S = Σ_k α_k,    p = α / S,    u = K / S (vacuity),
+
+with the evidence activation g = softplus (the default, SURE's code) or g(z) = exp(clamp(z, −10, 10))
+(``activation="exp"``: ln α ≈ z for large evidence, so the network's outputs grow like softmax logits instead of
+having to reach the evidence itself; see ``docs/methods_evidential.md``, Calibration).
 
 The training loss (all terms per pixel, then averaged) is
 
@@ -42,19 +52,51 @@ from torch import Tensor
 from trustseg.methods.losses import voxel_weight, weighted_mean
 
 AceVariant = Literal["digamma", "log", "mse"]
+EvidenceActivation = Literal["softplus", "exp"]
 
 #: Smoothing constant of the Tversky-style Dice (denominator and the A ratio).
 DICE_EPS = 1e-5
+#: The ``exp`` activation clamps z to [−EXP_CLAMP, EXP_CLAMP] (evidence at most e¹⁰ ≈ 2.2·10⁴, no overflow).
+EXP_CLAMP = 10.0
 
 
-def evidence_to_alpha(logits: Tensor) -> Tensor:
-    """Dirichlet concentration α = softplus(z) + 1 from raw outputs ``z`` ``(B, K, *spatial)`` (same shape).
+def evidence_to_alpha(logits: Tensor, activation: EvidenceActivation = "softplus") -> Tensor:
+    """Dirichlet concentration α = g(z) + 1 from raw outputs ``z`` ``(B, K, *spatial)`` (same shape).
+
+    Args:
+        logits: Raw outputs z.
+        activation: ``softplus`` (g = softplus) or ``exp`` (g(z) = exp(clamp(z, −10, 10))).
 
     Half-precision inputs are computed in float32; float64 stays float64.
+
+    Example:
+        >>> z = torch.tensor([0.0, 2.0])
+        >>> evidence_to_alpha(z).tolist(), evidence_to_alpha(z, "exp").tolist()  # softplus(0) = ln 2
+        ([1.6931471824645996, 3.1269280910491943], [2.0, 8.389056205749512])
     """
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
-    return F.softplus(logits) + 1.0
+    if activation == "softplus":
+        return F.softplus(logits) + 1.0
+    if activation == "exp":
+        return torch.exp(torch.clamp(logits, -EXP_CLAMP, EXP_CLAMP)) + 1.0
+    raise ValueError(f"unknown evidence activation {activation!r}; use 'softplus' or 'exp'")
+
+
+def tempered_mean(alpha: Tensor, temperature: float = 1.0) -> Tensor:
+    """Temperature-scaled Dirichlet mean ``p_T = softmax(ln α / T) = α^(1/T) / Σ_k α_k^(1/T)`` ``(B, K, *sp)``.
+
+    ``ln α`` plays the role of the logits: at ``T = 1`` this is the Dirichlet mean α / S exactly (returned as
+    :func:`dirichlet_mean`, bit-identical); ``T < 1`` sharpens an under-confident mean, ``T > 1`` flattens it.
+
+    Example:
+        >>> a = torch.tensor([[[3.0], [1.0]]])  # B = 1, K = 2, one pixel: mean (0.75, 0.25)
+        >>> [round(v, 6) for v in tempered_mean(a, 0.5)[0, :, 0].tolist()]  # (9, 1) / 10
+        [0.9, 0.1]
+    """
+    if temperature == 1.0:
+        return dirichlet_mean(alpha)
+    return torch.softmax(torch.log(alpha) / temperature, 1)
 
 
 def dirichlet_mean(alpha: Tensor) -> Tensor:
@@ -146,11 +188,12 @@ def edl_loss(
     w_kl: float = 1.0,
     w_dice: float = 10.0,
     weight: Tensor | None = None,
+    activation: EvidenceActivation = "softplus",
 ) -> tuple[Tensor, dict[str, float]]:
     """The full EDL loss: mean[w_ace·L_ACE + λ_t·w_kl·L_KL] + w_dice·mean_k L_Dice.
 
     Args:
-        logits: ``(B, K, *spatial)`` raw network outputs z (α = softplus(z) + 1).
+        logits: ``(B, K, *spatial)`` raw network outputs z (α = g(z) + 1, g the ``activation``).
         y: ``(B, K, *spatial)`` one-hot or soft target.
         epoch: Current epoch (0-based), for the KL annealing λ_t = min(1, epoch / anneal_epochs).
         variant: ``digamma``, ``log`` or ``mse`` form of L_ACE.
@@ -160,13 +203,14 @@ def edl_loss(
         w_dice: Weight of L_Dice.
         weight: ``(B, *spatial)`` voxel weight (a field of view): the means over voxels become weighted means
             and the Dice sums are weighted; ``None``: all voxels.
+        activation: Evidence activation of :func:`evidence_to_alpha`.
 
     Returns:
         The scalar loss and logs ``{"edl_ace", "edl_kl", "edl_dice", "kl_weight"}`` (unweighted term means).
     """
     if logits.shape != y.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(y.shape)} must have the same shape")
-    alpha = evidence_to_alpha(logits)
+    alpha = evidence_to_alpha(logits, activation)
     y = y.to(alpha.dtype)
     lam = kl_annealing(epoch, anneal_epochs)
     w = voxel_weight(weight, alpha)

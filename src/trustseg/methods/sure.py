@@ -5,12 +5,18 @@ Total loss (see :mod:`trustseg.methods.sure_losses` for the terms and ``docs/met
     L = L_EDL + a_t · (β·L_gu + γ·L_nu),    L_nu = c_μ·L_μ + c_d·L_d + c_far·L_far,
 
 with a_t = 0 during the warm-up (the first ``warmup_frac`` of the epochs), then a_t = ramp_start^(1 − s) rising
-exponentially to 1 at the last epoch (:func:`~trustseg.methods.sure_losses.sure_ramp`).
+exponentially to 1 at the last epoch (:func:`~trustseg.methods.sure_losses.sure_ramp`; ``ramp_end: official``: to
+1 one epoch after the last, as the official code).
+
+Where the official code (github.com/suiannaius/SURE) differs, a parameter selects its behaviour (defaults: ours):
+``ramp_end``, ``gu_reduction``, ``mu_form``, ``sort_mu``, ``fill_up``, ``d_far_centres``, ``d_reduction``;
+``docs/methods.md`` ("SURE: trustseg vs the official code") lists them with the reasons.
 
 One supervised step (a_t > 0, γ > 0) runs the network four times: the clean image (with gradient), a whole-image
 noised probe x + N(probe_mu, σ²) (no gradient; its vacuity marks the "active hard samples", pixels whose
-uncertainty did not rise), and two patch-noised copies x + n(μ1), x + n(μ2), μ1 < μ2 ~ U(0, 1) sorted, noise only
-in k^ndim patches centred on active hard samples (with gradient). Prediction is the evidential one.
+uncertainty did not rise), and two patch-noised copies x + n(μ1), x + n(μ2), μ1, μ2 ~ U(0, 1) (sorted, μ1 < μ2,
+unless ``sort_mu`` is off), noise only in k^ndim patches centred on active hard samples (with gradient).
+Prediction is the evidential one.
 """
 
 from __future__ import annotations
@@ -22,19 +28,23 @@ import torch
 from torch import Tensor, nn
 
 from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
-from trustseg.methods.edl_losses import evidence_to_alpha, vacuity
+from trustseg.methods.edl_losses import vacuity
 from trustseg.methods.evidential import Evidential, EvidentialParams
 from trustseg.methods.sure_losses import (
-    add_patch_noise,
+    FarCentres,
+    GuReduction,
+    MuForm,
+    PairReduction,
+    RampEnd,
     boundary_distance,
     far_loss,
     gradient_uncertainty_loss,
     image_gradient,
     noise_distance_loss,
     noise_mu_loss,
-    select_patch_centres,
     sure_ramp,
 )
+from trustseg.methods.sure_patches import FillUp, add_patch_noise, select_patch_centres
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,18 @@ class SureParams(EvidentialParams):
         patches_per_class: Non-overlapping patches per class and image.
         noise_sigma: Standard deviation σ of the noise N(μ, σ²) (patches and probe).
         probe_mu: Mean of the whole-image probe noise that finds the active hard samples.
+        ramp_end: ``last`` (a_t = 1 at the last epoch) or ``official`` (1 one epoch later, as the official code:
+            the last epoch gets ramp_start^(1/(T − e0)), 0.936 for 100 epochs).
+        gu_reduction: L_gu's normalisation: ``mean`` (over all pairs), ``violating`` (over violating pairs), or
+            ``official`` (violating-pair means summed over chunks of 20000 pairs, ÷ batch size; set
+            ``gu_pairs: 10000000`` for the official run's scale).
+        mu_form: L_μ: ``chain`` (clean → μ1 → μ2), ``chain_direct`` (plus clean → μ2) or ``official`` (three
+            μ-weighted terms, each averaged over its violating centres).
+        sort_mu: Sort the two noise means so that μ1 < μ2 (the official code does not).
+        fill_up: Where too few active samples fit: ``near`` (near-boundary pixels of the class) or ``anywhere``
+            (random patches anywhere in the image, as the official sampler).
+        d_far_centres: L_d's centres beyond ``near``: ``drop`` or ``zero`` (kept with Δu = 0, as the official).
+        d_reduction: L_d's normalisation: ``mean`` (all pairs) or ``official`` (violating pairs, ÷ batch size).
     """
 
     beta: float = 1.0
@@ -75,6 +97,13 @@ class SureParams(EvidentialParams):
     patches_per_class: int = 3
     noise_sigma: float = 0.3
     probe_mu: float = 0.5
+    ramp_end: RampEnd = "last"
+    gu_reduction: GuReduction = "mean"
+    mu_form: MuForm = "chain"
+    sort_mu: bool = True
+    fill_up: FillUp = "near"
+    d_far_centres: FarCentres = "drop"
+    d_reduction: PairReduction = "mean"
 
     METHOD: ClassVar[str] = "sure"
 
@@ -122,25 +151,39 @@ class Sure(Evidential):
         zero = u0.sum() * 0.0
         l_gu, l_nu, logs = zero, zero, {}
         if p.beta > 0:
-            l_gu = gradient_uncertainty_loss(u0, image_gradient(x), d, p.band, p.gu_pairs or None, generator)
+            l_gu = gradient_uncertainty_loss(
+                u0, image_gradient(x), d, p.band, p.gu_pairs or None, generator, reduction=p.gu_reduction
+            )
             logs["sure_gu"] = float(l_gu.detach())
         if p.gamma > 0:
             with torch.no_grad():
                 probe = x + p.probe_mu + p.noise_sigma * torch.randn(x.shape, generator=generator).to(x)
-                active = vacuity(evidence_to_alpha(model(probe))) <= u0.detach()
+                active = vacuity(self.alpha(model(probe))) <= u0.detach()
             centres = select_patch_centres(
-                d, active, y.argmax(1), self.num_classes, p.patch_size, p.patches_per_class, p.near, generator
+                d,
+                active,
+                y.argmax(1),
+                self.num_classes,
+                p.patch_size,
+                p.patches_per_class,
+                p.near,
+                generator,
+                fill_up=p.fill_up,
             )
-            mu1, mu2 = sorted(torch.rand(2, generator=generator).tolist())
+            mu1, mu2 = torch.rand(2, generator=generator).tolist()
+            if p.sort_mu:
+                mu1, mu2 = sorted((mu1, mu2))
             noised = []
             for mu in (mu1, mu2):
                 xn = add_patch_noise(x, centres, p.patch_size, mu, p.noise_sigma, generator)
-                noised.append(vacuity(evidence_to_alpha(model(xn))))
+                noised.append(vacuity(self.alpha(model(xn))))
             u1, u2 = noised
             # The clean uncertainty is a fixed reference for the noise terms: they shape the response to noise,
             # while the clean map is governed by L_EDL and L_far (as in the authors' code).
-            l_mu = noise_mu_loss(u0.detach(), u1, u2, centres)
-            l_d = noise_distance_loss(u0.detach(), u1, u2, d, centres, p.near)
+            l_mu = noise_mu_loss(u0.detach(), u1, u2, centres, form=p.mu_form, mu=(mu1, mu2), d=d, near=p.near)
+            l_d = noise_distance_loss(
+                u0.detach(), u1, u2, d, centres, p.near, far_centres=p.d_far_centres, reduction=p.d_reduction
+            )
             l_far = far_loss(u0, d, p.near)
             l_nu = p.c_mu * l_mu + p.c_d * l_d + p.c_far * l_far
             logs.update(
@@ -159,12 +202,10 @@ class Sure(Evidential):
         y = batch.target(self.target, ctx.generator)
         logits = model(batch.image)
         loss, logs = self.edl_loss(logits, y, ctx, batch.valid)
-        a_t = sure_ramp(ctx.epoch, ctx.max_epochs, p.warmup_frac, p.ramp_start)
+        a_t = sure_ramp(ctx.epoch, ctx.max_epochs, p.warmup_frac, p.ramp_start, end=p.ramp_end)
         logs["sure_weight"] = a_t
         if a_t > 0 and (p.beta > 0 or p.gamma > 0):
-            l_gu, l_nu, sup_logs = self.supervision_terms(
-                model, batch.image, evidence_to_alpha(logits), y, ctx.generator
-            )
+            l_gu, l_nu, sup_logs = self.supervision_terms(model, batch.image, self.alpha(logits), y, ctx.generator)
             loss = loss + a_t * (p.beta * l_gu + p.gamma * l_nu)
             logs.update(sup_logs)
         logs["loss"] = float(loss.detach())

@@ -15,7 +15,11 @@ Conventions (all documented choices):
   - ``ur_gradient`` / ``ur_distance``: the fraction of pixel pairs ordered as the principle predicts, i.e.
     ``sign(ref_i − ref_j) = −sign(u_i − u_j)``; pairs with equal reference are skipped, pairs with equal ``u``
     count ``tie`` (default 0: a flat map does not follow the principle). All pairs when there are at most
-    ``max_pairs`` of them, otherwise ``max_pairs`` pairs drawn uniformly (``i ≠ j``) with a seeded generator;
+    ``max_pairs`` of them, otherwise ``max_pairs`` pairs drawn uniformly (``i ≠ j``) with a seeded generator.
+    ``ref_ties="official"`` uses the official code's rule instead (``count_pixels_d``/``_grad``: every pair
+    counts, one with equal reference is a success iff ``u`` is equal too), ``chunk=100`` in ``ur_distance`` its
+    ``count_pixels_d_chunk`` (pairs only inside consecutive chunks); ``ranks="ordinal"`` in the UCCs its
+    ordinal ranks (``argsort().argsort()``: ties broken by position) instead of average ranks;
   - ``ur_mu``: the fraction of near-boundary pixels (``d ≤ max_distance``) with ``u_high > u_low``;
   - ``ucc_mu``: the official SURE code's ``count_corr_sigma``, the mean over near-boundary pixels of the 2-point
     Spearman correlation between the noise levels ``(μ_low, μ_high)`` and ``(u_low, u_high)``, which is
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -70,11 +75,41 @@ def pearson(x: Tensor, y: Tensor) -> Tensor:
     return r.clamp(-1, 1)
 
 
-def spearman(x: Tensor, y: Tensor) -> Tensor:
-    """Spearman rank correlation (Pearson of average ranks); NaN when either input is constant."""
+RankRule = Literal["average", "ordinal"]
+RefTies = Literal["skip", "official"]
+
+
+def ordinal_ranks(x: Tensor) -> Tensor:
+    """Ranks 0 … n−1 of a 1-D tensor, ties broken by position (a stable sort), as float64.
+
+    The official SURE code's ``x.argsort().argsort()`` (numpy's default sort, which is stable on small or
+    tie-free inputs; ours always is). Example: ``[3, 1, 3, 2]`` → ``[2, 0, 3, 1]``.
+
+    Example:
+        >>> ordinal_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0]))
+        tensor([2., 0., 3., 1.], dtype=torch.float64)
+    """
+    x = x.flatten()
+    order = torch.argsort(x, stable=True)
+    ranks = torch.empty(x.numel(), dtype=torch.float64)
+    ranks[order] = torch.arange(x.numel(), dtype=torch.float64)
+    return ranks
+
+
+def spearman(x: Tensor, y: Tensor, ranks: RankRule = "average") -> Tensor:
+    """Spearman rank correlation: Pearson of the ranks of ``x`` and ``y``.
+
+    ``ranks="average"`` (default): ties share their mean rank (as ``scipy.stats.spearmanr``), NaN when either input
+    is constant. ``"ordinal"``: :func:`ordinal_ranks` (the official SURE code); ties are then ordered by position,
+    so even a constant input gets a (position-driven) value.
+    """
     x, y = x.flatten(), y.flatten()
     if x.numel() < 2:
         return _NAN.clone()
+    if ranks == "ordinal":
+        return pearson(ordinal_ranks(x), ordinal_ranks(y))
+    if ranks != "average":
+        raise ConfigError(f"unknown rank rule {ranks!r}; use 'average' or 'ordinal'")
     return pearson(average_ranks(x), average_ranks(y))
 
 
@@ -131,19 +166,50 @@ def image_disagreement(labels: Tensor, num_classes: int, spatial_dims: int | Non
 
 
 # -- SURE: UCC, UR, UR_mu, UCC_mu ----------------------------------------------------------------------------
-def pair_order_rate(reference: Tensor, u: Tensor, max_pairs: int = 200_000, seed: int = 0, tie: float = 0.0) -> Tensor:
+def pair_order_rate(
+    reference: Tensor,
+    u: Tensor,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    tie: float = 0.0,
+    ref_ties: RefTies = "skip",
+    chunk: int = 0,
+) -> Tensor:
     """Fraction of pixel pairs with ``sign(ref_i − ref_j) = −sign(u_i − u_j)`` (opposite order).
 
-    Pairs with ``ref_i = ref_j`` are skipped; pairs with ``u_i = u_j`` count ``tie``. All ``n(n−1)/2`` pairs
-    when that is at most ``max_pairs``, else ``max_pairs`` pairs drawn uniformly with ``i ≠ j`` (seeded).
+    ``ref_ties="skip"`` (default): pairs with ``ref_i = ref_j`` are skipped; pairs with ``u_i = u_j`` count ``tie``.
+    ``ref_ties="official"`` (the official ``count_pixels_d`` / ``count_pixels_grad``): every pair counts, and a pair
+    with ``ref_i = ref_j`` is a success iff ``u_i = u_j`` too (else a failure); a pair with distinct references
+    and equal ``u`` still counts ``tie`` (0 in the official code). All ``n(n−1)/2`` pairs when that is at most
+    ``max_pairs``, else ``max_pairs`` pairs drawn uniformly with ``i ≠ j`` (seeded).
+
+    ``chunk > 0`` (the official ``count_pixels_d_chunk``, ``chunk = 100``): only the pairs inside consecutive
+    chunks of ``chunk`` values (in the given order) count; the result is the sum of the per-chunk rates divided
+    by the number of chunks ``⌈n / chunk⌉`` (a chunk without a usable pair, e.g. a last chunk of one value,
+    adds 0).
 
     Returns:
-        float64 scalar in ``[0, 1]``; NaN when no pair has distinct references.
+        float64 scalar in ``[0, 1]``; NaN when no pair has distinct references (``skip``) or ``n < 2``.
+
+    Example:
+        >>> ref, u = torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.5, 0.5, 0.1])
+        >>> pair_order_rate(ref, u), pair_order_rate(ref, u, ref_ties="official")
+        (tensor(1., dtype=torch.float64), tensor(1., dtype=torch.float64))
+        >>> pair_order_rate(ref, torch.tensor([0.5, 0.4, 0.1]), ref_ties="official")  # (0, 1): equal d, u differs
+        tensor(0.6667, dtype=torch.float64)
     """
+    if ref_ties not in ("skip", "official"):
+        raise ConfigError(f"unknown reference-tie rule {ref_ties!r}; use 'skip' or 'official'")
     r, v = reference.flatten().to(torch.float64), u.flatten().to(torch.float64)
     n = r.numel()
     if n < 2:
         return _NAN.clone()
+    if chunk > 0:
+        rates = [
+            pair_order_rate(r[s : s + chunk], v[s : s + chunk], max_pairs, seed, tie, ref_ties)
+            for s in range(0, n, chunk)
+        ]
+        return torch.nan_to_num(torch.stack(rates), nan=0.0).sum() / len(rates)
     if n * (n - 1) // 2 <= max_pairs:
         i, j = torch.triu_indices(n, n, 1)
     else:
@@ -152,11 +218,13 @@ def pair_order_rate(reference: Tensor, u: Tensor, max_pairs: int = 200_000, seed
         j = torch.randint(0, n - 1, (max_pairs,), generator=gen)
         j = j + (j >= i).long()
     s = -torch.sign(r[i] - r[j]) * torch.sign(v[i] - v[j])
-    valid = r[i] != r[j]
-    if not valid.any():
-        return _NAN.clone()
     score = (s > 0).to(torch.float64) + tie * (s == 0).to(torch.float64)
-    return score[valid].mean()
+    same_ref = r[i] == r[j]
+    if ref_ties == "official":
+        return torch.where(same_ref, (v[i] == v[j]).to(torch.float64), score).mean()
+    if same_ref.all():
+        return _NAN.clone()
+    return score[~same_ref].mean()
 
 
 def _sure_inputs(umap: Tensor, labels: Tensor, spacing, connectivity: str) -> tuple[Tensor, Tensor]:
@@ -184,6 +252,7 @@ def ucc_gradient(
     band: float = 1.0,
     spacing: Sequence[float] | None = None,
     connectivity: str = "full",
+    ranks: RankRule = "average",
 ) -> Tensor:
     """Spearman correlation between gradient magnitude and uncertainty inside the band ``d ≤ band``.
 
@@ -194,12 +263,14 @@ def ucc_gradient(
         band: Band half-width around the boundary.
         spacing: Pixel size (for ``d`` and the gradient).
         connectivity: Boundary-pixel neighbourhood, ``"full"`` (3^ndim cube) or ``"face"``.
+        ranks: ``average`` (ties share their mean rank, as scipy) or ``ordinal`` (ties by position, as the
+            official code; it also keeps only one band pixel per 0.04 step of |∇x|, which is not done here).
 
     Returns:
         float64 scalar; SURE's principle 1 predicts a negative value.
     """
     u, g = _gradient_inputs(umap, image, labels, band, spacing, connectivity)
-    return spearman(g, u)
+    return spearman(g, u, ranks)
 
 
 def gradient_band(
@@ -216,17 +287,23 @@ def gradient_band(
     return near, gradient_magnitude(image, spacing)[near].to(torch.float64)
 
 
-def band_ucc_gradient(umap: Tensor, near: Tensor, g_near: Tensor) -> Tensor:
+def band_ucc_gradient(umap: Tensor, near: Tensor, g_near: Tensor, ranks: RankRule = "average") -> Tensor:
     """:func:`ucc_gradient` from :func:`gradient_band`'s ``(near, g_near)``: Spearman(g, u) on the band."""
-    return spearman(g_near, _finite(umap[near], "uncertainty map"))
+    return spearman(g_near, _finite(umap[near], "uncertainty map"), ranks)
 
 
 def band_ur_gradient(
-    umap: Tensor, near: Tensor, g_near: Tensor, max_pairs: int = 200_000, seed: int = 0, tie: float = 0.0
+    umap: Tensor,
+    near: Tensor,
+    g_near: Tensor,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    tie: float = 0.0,
+    ref_ties: RefTies = "skip",
 ) -> Tensor:
     """:func:`ur_gradient` from :func:`gradient_band`'s ``(near, g_near)``."""
     u = _finite(umap[near], "uncertainty map")
-    return pair_order_rate(g_near, u, max_pairs=max_pairs, seed=seed, tie=tie)
+    return pair_order_rate(g_near, u, max_pairs=max_pairs, seed=seed, tie=tie, ref_ties=ref_ties)
 
 
 def _gradient_inputs(
@@ -248,6 +325,7 @@ def ucc_distance(
     max_distance: float | None = 4.0,
     spacing: Sequence[float] | None = None,
     connectivity: str = "full",
+    ranks: RankRule = "average",
 ) -> Tensor:
     """Spearman correlation between boundary distance ``d`` and the uncertainty increase ``u_high − u_low``.
 
@@ -256,12 +334,15 @@ def ucc_distance(
         u_high: ``(*spatial)`` uncertainty at the high noise level (e.g. μ = 0.9).
         labels: ``(*spatial)`` ground truth.
         max_distance: Only pixels with ``d ≤ max_distance`` (SURE's near-boundary zone, 4); ``None`` = all.
+        ranks: ``average`` (ties share their mean rank, as scipy) or ``ordinal`` (ties, frequent in ``d``, ordered by
+            position, as the official ``spearman_correlation``). The official evaluation passes
+            ``u_low = u(clean)``, ``u_high = u(μ = 0.1)`` (run_count_fold.py).
 
     Returns:
         float64 scalar; principle 2 predicts a negative value.
     """
     lo, hi, d, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
-    return spearman(d[near], (hi - lo)[near])
+    return spearman(d[near], (hi - lo)[near], ranks)
 
 
 @METRICS.register("ur_gradient", doc="SURE UR: fraction of band pixel pairs with sharper edge -> lower u")
@@ -275,13 +356,16 @@ def ur_gradient(
     tie: float = 0.0,
     spacing: Sequence[float] | None = None,
     connectivity: str = "full",
+    ref_ties: RefTies = "skip",
 ) -> Tensor:
     """UR, gradient variant: among pixel pairs in the band, the fraction where the higher gradient has lower ``u``.
 
-    See :func:`pair_order_rate` for ties and pair sampling. Returns a float64 scalar in ``[0, 1]``.
+    See :func:`pair_order_rate` for ties (``ref_ties="official"``: the official rule) and pair sampling. The
+    official ``count_pixels_grad`` also keeps only one band pixel per 0.04 step of |∇x| (not done here).
+    Returns a float64 scalar in ``[0, 1]``.
     """
     u, g = _gradient_inputs(umap, image, labels, band, spacing, connectivity)
-    return pair_order_rate(g, u, max_pairs=max_pairs, seed=seed, tie=tie)
+    return pair_order_rate(g, u, max_pairs=max_pairs, seed=seed, tie=tie, ref_ties=ref_ties)
 
 
 @METRICS.register("ur_distance", doc="SURE UR: fraction of near-boundary pairs where nearer -> larger Δu")
@@ -295,11 +379,20 @@ def ur_distance(
     tie: float = 0.0,
     spacing: Sequence[float] | None = None,
     connectivity: str = "full",
+    ref_ties: RefTies = "skip",
+    chunk: int = 0,
 ) -> Tensor:
     """UR, distance variant: among pixel pairs with ``d ≤ max_distance``, the fraction where the pixel nearer the
-    boundary gained more uncertainty from ``u_low`` to ``u_high``. Returns a float64 scalar in ``[0, 1]``."""
+    boundary gained more uncertainty from ``u_low`` to ``u_high``. Returns a float64 scalar in ``[0, 1]``.
+
+    ``ref_ties="official"``: the official tie rule (pairs with equal ``d`` count, a success iff Δu is equal too);
+    ``chunk=100`` with it: the official ``count_pixels_d_chunk`` (pairs only inside consecutive chunks of the
+    near-boundary pixels in raster order), the version the official evaluation script uses. See
+    :func:`pair_order_rate`."""
     lo, hi, d, near = _noise_inputs(u_low, u_high, labels, max_distance, spacing, connectivity)
-    return pair_order_rate(d[near], (hi - lo)[near], max_pairs=max_pairs, seed=seed, tie=tie)
+    return pair_order_rate(
+        d[near], (hi - lo)[near], max_pairs=max_pairs, seed=seed, tie=tie, ref_ties=ref_ties, chunk=chunk
+    )
 
 
 @METRICS.register("ur_mu", doc="SURE UR_μ: fraction of near-boundary pixels whose u rises from noise 0.1 to 0.9")

@@ -20,6 +20,7 @@ from trustseg.evaluation.results import finite
 from trustseg.measures.image import image_score
 from trustseg.measures.registry import AGGREGATORS
 from trustseg.metrics.multirater import variance_ncc
+from trustseg.metrics.rank_histogram import DisagreementCodes, RankHistogram
 from trustseg.metrics.voxel_stats import (
     CHUNK,
     chunked_pearson,
@@ -30,6 +31,9 @@ from trustseg.metrics.voxel_stats import (
     split_average_precision,
     split_ueo,
 )
+
+#: Voxels per chunk of the streaming pass (int64 temporaries of 8 MB).
+STREAM_CHUNK = 1 << 20
 
 #: Measures whose map is a variance, compared with the rater disagreement by normalised cross-correlation.
 VARIANCE_MEASURES = frozenset({"variance", "predicted_variance"})
@@ -79,6 +83,10 @@ class MapQuality(SuiteComponent):
     }
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
+        return self._exact(ctx) if self.cfg.exact else self._streaming(ctx)
+
+    def _exact(self, ctx: CaseContext) -> dict[str, Any]:
+        """The sort-based values (:mod:`~trustseg.metrics.voxel_stats`)."""
         target, error = ctx.voxels(ctx.disagreement), ctx.voxels(ctx.error_mask)  # the field of view only
         out: dict[str, Any] = {}
         for name, full in ctx.maps.items():
@@ -97,10 +105,38 @@ class MapQuality(SuiteComponent):
                 out.setdefault("variance_ncc", {})[name] = {"disagreement": finite(variance_ncc(u, target))}
         return out
 
+    def _streaming(self, ctx: CaseContext) -> dict[str, Any]:
+        """The same values from one :class:`~trustseg.metrics.rank_histogram.RankHistogram` per map (two chunked
+        passes: the range, then the histograms), within the bounds of ``docs/evaluation.md``."""
+        hists = self.histograms(ctx)
+        out: dict[str, Any] = {}
+        for name, h in hists.items():
+            n_err, n_ok = (int(c) for c in h.counts.view(h.nbins, h.levels, 2).sum((0, 1)).flip(0))
+            out.setdefault("pixel_pearson", {})[name] = {"disagreement": finite(h.pearson())}
+            out.setdefault("pixel_spearman", {})[name] = {"disagreement": finite(h.spearman()[0])}
+            if n_err:
+                out.setdefault("ueo", {})[name] = {"error": finite(h.ueo()[0])}
+                if n_ok:
+                    out.setdefault("error_auroc", {})[name] = {"error": finite(h.auroc()[0])}
+                    out.setdefault("error_auprc", {})[name] = {"error": finite(h.average_precision()[0])}
+            if ctx.measure_of[name] in VARIANCE_MEASURES:
+                out.setdefault("variance_ncc", {})[name] = {"disagreement": finite(h.pearson())}
+        return out
+
+    def histograms(self, ctx: CaseContext) -> dict[str, RankHistogram]:
+        """Each map's :class:`~trustseg.metrics.rank_histogram.RankHistogram` against the rater disagreement
+        (levels) and the error mask, over the field of view, chunk by chunk (kept in ``ctx.cache``)."""
+        key = ("map_quality", "histograms")
+        if key not in ctx.cache:
+            ctx.cache[key] = _histograms(ctx)
+        return cast(dict[str, RankHistogram], ctx.cache[key])
+
     def init_state(self) -> dict[str, Tensor]:
         return {}
 
     def update(self, state: dict[str, Tensor], ctx: CaseContext) -> dict[str, Tensor]:
+        if not self.cfg.exact:  # the streaming pass has the sums
+            return self.merge(state, {name: h.raw_sums() for name, h in self.histograms(ctx).items()})
         d = ctx.voxels(ctx.disagreement)
         return self.merge(state, {name: pooled_sums(ctx.voxels(u), d) for name, u in ctx.maps.items()})
 
@@ -110,6 +146,44 @@ class MapQuality(SuiteComponent):
 
     def finalize(self, state: dict[str, Tensor]) -> dict[str, Any]:
         return {"uncertainty": {name: {"pixel_pearson_pooled": pooled_pearson(s)} for name, s in state.items()}}
+
+
+def _chunks(ctx: CaseContext, full: Tensor) -> Any:
+    """The field-of-view voxels of a ``(*spatial)`` tensor, flat, one chunk at a time (views without a mask)."""
+    flat = full.reshape(-1)
+    valid = None if ctx.valid is None else ctx.valid.reshape(-1)
+    for a, b in spans(flat.numel(), STREAM_CHUNK):
+        yield flat[a:b] if valid is None else flat[a:b][valid[a:b]]
+
+
+def _histograms(ctx: CaseContext) -> dict[str, RankHistogram]:
+    """Pass 1: each map's range, smallest positive value and mean, and the disagreement's mean; pass 2: the
+    histograms and sums of every map, the target codes of a chunk computed once for all maps."""
+    codes = DisagreementCodes(len(ctx.raters), ctx.num_classes)
+    d_sum, n = 0.0, 0
+    for d in _chunks(ctx, ctx.disagreement):
+        d_sum, n = d_sum + float(d.sum(dtype=torch.float64)), n + d.numel()
+    hists: dict[str, RankHistogram] = {}
+    for name, full in ctx.maps.items():
+        lo, hi, lo_pos, total = math.inf, -math.inf, math.inf, 0.0
+        for u in _chunks(ctx, full):
+            a, b = torch.aminmax(u)
+            lo, hi, total = min(lo, float(a)), max(hi, float(b)), total + float(u.sum(dtype=torch.float64))
+            if float(a) <= 0 < float(b):
+                lo_pos = min(lo_pos, float(u.masked_fill(u <= 0, math.inf).min()))
+        hists[name] = RankHistogram.for_map(
+            levels=codes.levels,
+            umin=lo,
+            umax=hi,
+            umin_positive=None if math.isinf(lo_pos) else lo_pos,
+            centre=(total / n, d_sum / n),
+        )
+    chunks = {name: _chunks(ctx, full) for name, full in ctx.maps.items()}
+    for d, e in zip(_chunks(ctx, ctx.disagreement), _chunks(ctx, ctx.error_mask), strict=True):
+        c = codes(d, e)
+        for name, h in hists.items():
+            h.update(next(chunks[name]), c, d)
+    return hists
 
 
 @register
