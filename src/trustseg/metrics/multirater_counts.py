@@ -8,15 +8,15 @@ Per voxel, for organ c (every foreground class), the code is
 * ``v_c = Σ_r 1[y^(r) = c] ∈ {0..R}`` (the vote count: consensus foreground ⟺ v_c = R, consensus background
   ⟺ v_c = 0, dissensus otherwise; the QUBIQ soft label is ``ȳ_c = v_c / R``),
 * ``π_c = 1[argmax_k p_k = c]`` (the predicted organ, first maximum on ties),
-* ``β_c = #{t ∈ thresholds : p_c > t}`` (one ``bucketize`` of ``p_c`` against the thresholds rounded down to the
-  probability dtype, so ``p_c > t`` is decided exactly as in float64),
+* ``β_c = #{t ∈ thresholds : p_c > t}`` (decided exactly as in float64: ``clamp(⌈T p_c⌉ − 1, 0, T − 1)`` for
+  float32 ``p_c`` and the grid ``t = i / T``, else comparisons with the thresholds rounded down to the dtype),
 * the field-of-view bit, and for the challenge-mode Dice the row ``(d, h)`` of a ``(D, H, W)`` volume;
 
-``torch.bincount`` of the combined code gives :attr:`CaseCounts.organ` (and the per-row counts), a weighted
-``bincount`` of ``v_c`` with weights ``p_c`` the sums behind the consensus confidence and the predicted volume.
+``torch.bincount`` of the combined codes gives :attr:`CaseCounts.organ`, :attr:`CaseCounts.qubiq` and the
+per-row counts, a weighted ``bincount`` with weights ``p_c`` the sums behind the consensus confidence and the
+predicted volume (:func:`case_counts` has a coded path, all rater labels in one code, and a per-organ path).
 The per-rater top-label ECE reads, per confidence slot ``s = ⌊50 c⌋`` (``c = max_k p_k``, exact in float64 for
-float32 c; slot 50 holds c = 1), the count of voxels whose prediction each rater agrees with (the rater bits
-packed into one code) and Σ c.
+float32 c; slot 50 holds c = 1), the count of voxels whose top label each rater agrees with and Σ c.
 
 Samples vs raters: the Gram matrix of the ``M + R`` foreground masks (samples ``argmax_k > 0``, raters
 ``y > 0``), ``G_ij = |m_i ∩ m_j|`` (float32 products of one chunk, exact below 2²⁴ voxels, summed in float64),
