@@ -66,6 +66,16 @@ def test_curvas_from_counts_equals_curvas_metrics(coded, fov, k, r):
         _assert_curvas_equal(ref, curvas_from_counts(counts, mode=mode, spacing=(0.5, 1.0, 2.0)), range(1, k))
 
 
+def test_many_classes_and_raters_take_the_per_organ_path():
+    # K^R · K · 51 · 2 bins = 3.3 M > MAX_CODED_BINS: the automatic choice counts organ by organ, same numbers
+    probs, labels, valid = _case(9, 8, 4, shape=(3, 5, 6), fov=True)
+    counts = case_counts(probs, labels, valid=valid, rows=True)
+    for mode in ("volumetric", "challenge"):
+        _assert_curvas_equal(
+            curvas_metrics(probs, labels, mode=mode, valid=valid), curvas_from_counts(counts, mode=mode), range(1, 8)
+        )
+
+
 def test_chunked_counts_equal_whole_and_paths_agree():
     probs, labels, valid = _case(7, 4, 3, shape=(4, 9, 11), fov=True)
     whole = case_counts(probs, labels, valid=valid, rows=True, chunk=10**6)
