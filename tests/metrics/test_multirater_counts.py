@@ -78,9 +78,9 @@ def test_many_classes_and_raters_take_the_per_organ_path():
 
 def test_chunked_counts_equal_whole_and_paths_agree():
     probs, labels, valid = _case(7, 4, 3, shape=(4, 9, 11), fov=True)
-    whole = case_counts(probs, labels, valid=valid, rows=True, chunk=10**6)
-    for chunk, coded in ((11, True), (11 * 3, False), (1, True), (10**6, False)):
-        part = case_counts(probs, labels, valid=valid, rows=True, chunk=chunk, coded=coded)
+    whole = case_counts(probs, labels, valid=valid, rows=True, chunk=10**6, workers=1)
+    for chunk, coded, workers in ((11, True, 3), (11 * 3, False, 2), (1, True, 1), (10**6, False, 2), (22, False, 5)):
+        part = case_counts(probs, labels, valid=valid, rows=True, chunk=chunk, coded=coded, workers=workers)
         for name in ("organ", "qubiq", "rater_volume", "rows", "agree", "slot_count"):
             assert torch.equal(getattr(whole, name), getattr(part, name)), (name, chunk, coded)
         torch.testing.assert_close(whole.prob_sum, part.prob_sum, rtol=1e-13, atol=1e-12)
@@ -183,6 +183,7 @@ def test_sample_gram_ged_and_hungarian_equal_the_exact_functions(m, r):
     labels = torch.randint(0, k, (r, 4, 5, 6), generator=g)
     labels[-1] = 0  # an empty rater mask
     gram = sample_gram(samples, labels, chunk=13)
+    assert torch.equal(gram, sample_gram(samples, labels, workers=1))
     s_hard = samples.argmax(1)
     masks = torch.cat([(s_hard > 0).reshape(m, -1), (labels > 0).reshape(r, -1)])
     inter, _, _ = pairwise_overlap(masks, masks)

@@ -25,8 +25,10 @@ holds every pairwise intersection and size GED and the Hungarian IoU need (:func
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +147,7 @@ def case_counts(
     chunk: int = CHUNK,
     sum_tol: float = 1e-4,
     coded: bool | None = None,
+    workers: int | None = None,
 ) -> CaseCounts:
     """The histograms of :class:`CaseCounts` in one pass over the voxels.
 
@@ -164,6 +167,8 @@ def case_counts(
         sum_tol: Tolerance of the check Σ_k p_k = 1.
         coded: Force the coded (``True``) or per-organ (``False``) path; ``None``: coded when its histogram
             has at most :data:`MAX_CODED_BINS` bins.
+        workers: Threads, each taking every W-th chunk into its own histograms, summed at the end (default
+            ``torch.get_num_threads()``); torch runs single-threaded meanwhile (:func:`single_threaded`).
 
     Returns:
         The filled :class:`CaseCounts`.
@@ -192,24 +197,55 @@ def case_counts(
     width = sp[-1] if rows else 1
     per_row = n_codes * k if coded else 2 * (r + 1)
     chunk = max(1, min(chunk, _MAX_ROW_BINS // per_row * width if rows else chunk) // width) * width
-    acc = _Coded(k, r, bins, thresholds, probs.dtype) if coded else _PerOrgan(k, r, bins, thresholds, probs.dtype)
+    kind = _Coded if coded else _PerOrgan
     n_rows = sp[0] * sp[1] if rows else 0
     row_hist = torch.zeros(k - 1, n_rows, r + 1, 2, dtype=torch.int64) if rows else None
     pf, yf = probs.reshape(k, -1), labels.reshape(r, -1)
-    row_base: Tensor | None = None
-    for a, b in spans(yf.shape[1], chunk):
-        y, p = yf[:, a:b], pf[:, a:b]
-        _check_chunk(y, p, k, a, sum_tol)
-        conf, hard = _top(p)
-        outside = None if vf is None else ~vf[a:b]
-        local = acc.add(y, p, conf, hard, outside)
-        if row_hist is not None:
-            n_local = (b - a) // width
-            if row_base is None or row_base.numel() != b - a:
-                row_base = torch.arange(n_local, dtype=torch.long).repeat_interleave(width) * per_row
-            first = a // width
-            row_hist[:, first : first + n_local] = acc.rows(local, row_base, n_local)
-    return acc.result(row_hist, sp)
+    pieces = spans(yf.shape[1], chunk)
+    n_workers = max(1, min(torch.get_num_threads() if workers is None else workers, len(pieces)))
+
+    def work(i: int) -> _Coded | _PerOrgan:  # chunks i, i + W, ... into the worker's own accumulator
+        acc = kind(k, r, bins, thresholds, probs.dtype)
+        row_base: Tensor | None = None
+        for a, b in pieces[i::n_workers]:
+            y, p = yf[:, a:b], pf[:, a:b]
+            _check_chunk(y, p, k, a, sum_tol)
+            conf, hard = _top(p)
+            outside = None if vf is None else ~vf[a:b]
+            local = acc.add(y, p, conf, hard, outside)
+            if row_hist is not None:  # rows of different chunks are disjoint: no race
+                n_local = (b - a) // width
+                if row_base is None or row_base.numel() != b - a:
+                    row_base = torch.arange(n_local, dtype=torch.long).repeat_interleave(width) * per_row
+                first = a // width
+                row_hist[:, first : first + n_local] = acc.rows(local, row_base, n_local)
+        return acc
+
+    with single_threaded(), ThreadPoolExecutor(n_workers) as pool:
+        accs = list(pool.map(work, range(n_workers)))
+    for other in accs[1:]:
+        accs[0].merge(other)
+    return accs[0].result(row_hist, sp)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Torch ops single-threaded inside (the chunks run on a thread pool instead); the setting is restored.
+
+    Many short intra-op parallel regions (one per op and chunk) are slow, and on a busy machine very slow: a
+    region waits for its last thread (measured here on the shared 2-core machine: 60× the CPU time of one thread).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _merge(a: object, b: object, names: Sequence[str]) -> None:
+    for name in names:
+        getattr(a, name).add_(getattr(b, name))
 
 
 class _Coded:
@@ -249,6 +285,9 @@ class _Coded:
             self.qubiq[c - 1] += torch.bincount(beta, minlength=self.n * self.t1)
             self.prob_sum[c - 1] += torch.bincount(uo, pcd, minlength=2 * self.n)
         return uh
+
+    def merge(self, other: _Coded | _PerOrgan) -> None:
+        _merge(self, other, ("main", "qubiq", "prob_sum", "slot_conf"))
 
     def rows(self, uh: Tensor, row_base: Tensor, n_local: int) -> Tensor:
         """``(O, n_local, R + 1, 2)`` counts by row of one chunk from its codes ``u · K + argmax``."""
@@ -345,6 +384,10 @@ class _PerOrgan:
             self.qubiq[c - 1] += torch.bincount(beta, minlength=self.qubiq.shape[1])
         return torch.stack(codes)
 
+    def merge(self, other: _Coded | _PerOrgan) -> None:
+        names = ("organ", "qubiq", "prob_sum", "rater_volume", "agree", "slot_count", "slot_conf")
+        _merge(self, other, names)
+
     def rows(self, vp: Tensor, row_base: Tensor, n_local: int) -> Tensor:
         per_row = 2 * (self.r + 1)
         h = [torch.bincount(row_base + vp[o], minlength=n_local * per_row) for o in range(self.k - 1)]
@@ -383,7 +426,7 @@ def qubiq_from_counts(counts: CaseCounts) -> Tensor:
     return dice.mean(-1)
 
 
-def sample_gram(samples: Tensor, labels: Tensor, *, chunk: int = CHUNK) -> Tensor:
+def sample_gram(samples: Tensor, labels: Tensor, *, chunk: int = CHUNK, workers: int | None = None) -> Tensor:
     """``(M + R, M + R)`` float64 Gram matrix ``G_ij = |m_i ∩ m_j|`` of the foreground masks of the samples
     (``argmax_k s_k > 0``, i.e. ``max_{k ≥ 1} s_k > s_0``) followed by those of the raters (``y > 0``).
 
@@ -391,6 +434,7 @@ def sample_gram(samples: Tensor, labels: Tensor, *, chunk: int = CHUNK) -> Tenso
         samples: ``(M, K, *sp)`` sample probabilities.
         labels: ``(R, *sp)`` rater maps.
         chunk: Voxels per matrix product (float32, exact for chunks below 2²⁴ voxels).
+        workers: Threads (every W-th chunk each), as in :func:`case_counts`.
 
     Example:
         >>> s = torch.tensor([[[0.9, 0.2, 0.4]], [[0.1, 0.8, 0.6]]]).view(1, 2, 3)  # sample fg {1, 2}
@@ -402,15 +446,22 @@ def sample_gram(samples: Tensor, labels: Tensor, *, chunk: int = CHUNK) -> Tenso
         raise DataError(f"samples {tuple(samples.shape)} and labels {tuple(labels.shape)} differ in spatial shape")
     m, k, r = samples.shape[0], samples.shape[1], labels.shape[0]
     sf, yf = samples.reshape(m, k, -1), labels.reshape(r, -1)
-    gram = torch.zeros(m + r, m + r, dtype=torch.float64)
-    masks = torch.empty(m + r, min(chunk, yf.shape[1]), dtype=torch.float32)
-    for a, b in spans(yf.shape[1], chunk):
-        f = masks[:, : b - a]
-        for i in range(m):
-            fg = sf[i, 1, a:b].clone()
-            for j in range(2, k):
-                torch.maximum(fg, sf[i, j, a:b], out=fg)
-            torch.gt(fg, sf[i, 0, a:b], out=f[i])
-        torch.gt(yf[:, a:b], 0, out=f[m:])
-        gram += (f @ f.T).double()
-    return gram
+    pieces = spans(yf.shape[1], chunk)
+    n_workers = max(1, min(torch.get_num_threads() if workers is None else workers, len(pieces)))
+
+    def work(w: int) -> Tensor:
+        gram = torch.zeros(m + r, m + r, dtype=torch.float64)
+        masks = torch.empty(m + r, min(chunk, yf.shape[1]), dtype=torch.float32)
+        for a, b in pieces[w::n_workers]:
+            f = masks[:, : b - a]
+            for i in range(m):
+                fg = sf[i, 1, a:b].clone()
+                for j in range(2, k):
+                    torch.maximum(fg, sf[i, j, a:b], out=fg)
+                torch.gt(fg, sf[i, 0, a:b], out=f[i])
+            torch.gt(yf[:, a:b], 0, out=f[m:])
+            gram += (f @ f.T).double()
+        return gram
+
+    with single_threaded(), ThreadPoolExecutor(n_workers) as pool:
+        return torch.stack(list(pool.map(work, range(n_workers)))).sum(0)
