@@ -38,6 +38,7 @@ from torch import Tensor
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.metrics import overlap
 from trustseg.metrics.calibration import calibration_metrics
+from trustseg.metrics.multirater_counts import CaseCounts
 from trustseg.metrics.registry import METRICS
 from trustseg.metrics.voxel_stats import chunked_argmax, chunked_sum, masked_mean
 
@@ -215,8 +216,12 @@ def volume_crps(
     """
     voxel_volume = float(math.prod(spacing))
     vols = rater_volumes(labels, cls, voxel_volume)
+    return _volume_terms(vols, chunked_sum(torch.as_tensor(prob)) * voxel_volume, mode)
+
+
+def _volume_terms(vols: Tensor, v_hat: float, mode: str) -> dict[str, float]:
+    """:func:`volume_crps` from the ``(R,)`` float64 rater volumes and the predicted volume V̂."""
     mu, sigma = float(vols.mean()), float(vols.std(unbiased=False)) if len(vols) > 1 else 0.0
-    v_hat = chunked_sum(torch.as_tensor(prob)) * voxel_volume
     fn = crps_gaussian if _mode(mode) == "volumetric" else crps_challenge
     return {"crps": fn(v_hat, mu, sigma), "predicted_volume": v_hat, "mu": mu, "sigma": sigma}
 
@@ -285,6 +290,77 @@ def curvas_metrics(
     out["ece"] = [calibration_metrics(p_in, y_in[r], **kw)["ece_toplabel"] for r in range(labels.shape[0])]
     out["ece_mean"] = sum(out["ece"]) / len(out["ece"])
     return out
+
+
+def curvas_from_counts(
+    counts: CaseCounts, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), mode: Mode = "volumetric"
+) -> dict[str, Any]:
+    """:func:`curvas_metrics` (``bins=50``, every organ) from the one-pass histograms of
+    :func:`trustseg.metrics.multirater_counts.case_counts` (with ``rows=True`` for the challenge mode): the same
+    numbers up to the float64 summation order of Σ p and Σ confidence.
+
+    With R raters, per organ c and vote count v_c: consensus foreground ⟺ v_c = R, background ⟺ v_c = 0. Dice
+    (volumetric) ``2|π ∧ fg| / (|π ∧ fg| + |π ∧ bg| + |fg|)``, NaN when 0 / 0; challenge: the same per row of the
+    counts by row, as :func:`consensus_dice`. Confidence from Σ p_c and the voxel counts of fg / bg inside the
+    field of view; volumes from the rater voxel counts and Σ p_c; ECE per rater from the confidence slots (slot
+    50, c = 1, joins bin 49 in volumetric mode, is torchmetrics' extra bin in challenge mode).
+
+    Example:
+        >>> from trustseg.metrics.multirater_counts import case_counts
+        >>> probs = torch.tensor([[0.9, 0.2, 0.4, 0.1], [0.1, 0.8, 0.6, 0.9]]).view(2, 1, 1, 4)
+        >>> labels = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 1]]).view(2, 1, 1, 4)
+        >>> out = curvas_from_counts(case_counts(probs, labels))  # fg {1, 3}, bg {0}, dissensus {2}
+        >>> round(out["1"]["dice"], 6), round(out["1"]["confidence"], 6)  # 2·2 / (2 + 2); ½(0.9 + 0.85)
+        (1.0, 0.875)
+    """
+    _mode(mode)
+    r = counts.num_raters
+    voxel_volume = float(math.prod(spacing))
+    out: dict[str, Any] = {}
+    for o in range(counts.organ.shape[0]):
+        h = counts.organ[o]  # (2, R + 1, 2): outside, v_c, π_c
+        both = h.sum(0)
+        inter, pred_bg, fg = int(both[r, 1]), int(both[0, 1]), int(both[r].sum())
+        if mode == "volumetric":
+            den = inter + pred_bg + fg
+            dice = 2 * inter / den if den else math.nan
+        else:
+            dice = _row_dice(counts, o)
+        n_fg, n_bg = int(h[0, r].sum()), int(h[0, 0].sum())
+        s_fg, s_bg = float(counts.prob_sum[o, 0, r]), float(counts.prob_sum[o, 0, 0])
+        conf = 0.5 * ((1 - s_bg / n_bg) + s_fg / n_fg) if n_fg and n_bg else math.nan
+        vols = counts.rater_volume[o].double() * voxel_volume
+        v_hat = float(counts.prob_sum[o].sum()) * voxel_volume
+        out[str(o + 1)] = {"dice": dice, "confidence": conf, **_volume_terms(vols, v_hat, mode)}
+    count, sconf, sacc = counts.slot_count.double(), counts.slot_conf, counts.agree.double()
+    if mode == "volumetric":  # c = 1 closes the last bin
+        count, sconf = _merge_last(count), _merge_last(sconf)
+        sacc = torch.stack([_merge_last(a) for a in sacc])
+    n = float(count.sum())
+    out["ece"] = [float((a - sconf).abs().sum()) / n for a in sacc]
+    out["ece_mean"] = sum(out["ece"]) / len(out["ece"])
+    return out
+
+
+def _merge_last(x: Tensor) -> Tensor:
+    return torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)])
+
+
+def _row_dice(counts: CaseCounts, o: int) -> float:
+    """The challenge-mode Dice of organ ``o + 1`` from the counts by row (as :func:`consensus_dice`)."""
+    if counts.rows is None:
+        raise DataError("the challenge-mode Dice needs the counts by row (case_counts(..., rows=True))")
+    r = counts.num_raters
+    rows = counts.rows[o, :, 1:].double()  # (D, H − 1, R + 1, 2); rows h = 0 are the dropped "background"
+    inter, size_g = rows[..., r, 1], rows[..., r, :].sum(-1)
+    size_p = inter + rows[..., 0, 1]
+    has = size_g > 0
+    dice = torch.where(has, 2 * inter / (size_g + size_p).clamp_min(1), torch.zeros_like(inter))
+    n_rows = has.sum(-1)
+    slices = n_rows > 0
+    if not bool(slices.any()):
+        return 0.0
+    return float((dice.sum(-1)[slices] / n_rows[slices]).mean())
 
 
 def _inside(t: Tensor, valid: Tensor | None) -> Tensor:

@@ -97,7 +97,17 @@ def pairwise_distance(
     Returns:
         float64 ``(N, M)``.
     """
-    inter, sa, sb = pairwise_overlap(a, b)
+    return distance_from_overlap(*pairwise_overlap(a, b), distance, empty)
+
+
+def distance_from_overlap(
+    inter: torch.Tensor,
+    sa: torch.Tensor,
+    sb: torch.Tensor,
+    distance: Distance = "iou",
+    empty: Literal["zero", "nan"] = "zero",
+) -> torch.Tensor:
+    """:func:`pairwise_distance` from the intersections ``inter (N, M)`` and sizes ``sa (N,)``, ``sb (M,)``."""
     total = sa[:, None] + sb[None, :]
     if distance == "iou":
         den, num = total - inter, inter
@@ -127,6 +137,15 @@ def _ged_terms(d_sy: torch.Tensor, d_ss: torch.Tensor, d_yy: torch.Tensor, self_
     e_ss, e_yy = _expectation(d_ss, self_pairs), _expectation(d_yy, self_pairs)
     ged2 = 2 * e_sy - e_ss - e_yy
     return {"ged": ged2.clamp_min(0).sqrt(), "ged2": ged2, "e_d_sy": e_sy, "e_d_ss": e_ss, "e_d_yy": e_yy}
+
+
+def ged_from_gram(gram: torch.Tensor, n_samples: int, self_pairs: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`ged` (d = 1 − IoU, d(∅, ∅) = 0) from the Gram matrix ``G_ij = |m_i ∩ m_j|`` of the ``N`` sample
+    masks followed by the ``R`` rater masks (:func:`trustseg.metrics.multirater_counts.sample_gram`)."""
+    size = gram.diagonal()
+    s, y = slice(0, n_samples), slice(n_samples, gram.shape[0])
+    d = [distance_from_overlap(gram[u, v], size[u], size[v]) for u, v in ((s, y), (s, s), (y, y))]
+    return _ged_terms(d[0], d[1], d[2], self_pairs)
 
 
 @METRICS.register("ged", doc="generalised energy distance of samples vs raters, d = 1 - IoU or 1 - Dice")
@@ -207,7 +226,26 @@ def hungarian_iou(
     big, small = (sb, yb) if sb.shape[0] >= yb.shape[0] else (yb, sb)
     if tile:
         small = small.repeat(-(-big.shape[0] // small.shape[0]), 1)
-    iou_m = 1 - pairwise_distance(big, small, "iou", "zero" if empty == "one" else "nan").nan_to_num(1.0)
+    return _matched_mean(pairwise_distance(big, small, "iou", "zero" if empty == "one" else "nan"))
+
+
+def hungarian_from_gram(gram: torch.Tensor, n_samples: int, empty: Literal["one", "zero"] = "one") -> torch.Tensor:
+    """:func:`hungarian_iou` (raters tiled) from the Gram matrix of :func:`ged_from_gram`: the same matching of
+    the larger set against the smaller one repeated ``ceil(L / S)`` times."""
+    if empty not in ("one", "zero"):
+        raise ValueError(f"empty must be 'one' or 'zero', got {empty!r}")
+    size = gram.diagonal()
+    n, m = n_samples, gram.shape[0] - n_samples
+    big, small = (slice(0, n), slice(n, n + m)) if n >= m else (slice(n, n + m), slice(0, n))
+    reps = -(-max(n, m) // min(n, m))
+    d = distance_from_overlap(gram[big, small], size[big], size[small], "iou", "zero" if empty == "one" else "nan")
+    return _matched_mean(d.repeat(1, reps))
+
+
+def _matched_mean(d: torch.Tensor) -> torch.Tensor:
+    """Mean IoU ``1 − d`` (d = NaN counts as IoU 0) over the assignment maximising the total IoU (every row
+    matched)."""
+    iou_m = 1 - d.nan_to_num(1.0)
     rows, cols = linear_sum_assignment(iou_m.numpy(), maximize=True)
     return iou_m[torch.as_tensor(rows), torch.as_tensor(cols)].mean()
 

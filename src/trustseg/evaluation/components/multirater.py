@@ -1,5 +1,12 @@
 """Multi-rater components: CURVAS (consensus Dice, confidence, volume CRPS, ECE per rater), QUBIQ soft Dice and,
-with samples, GED² and Hungarian IoU."""
+with samples, GED² and Hungarian IoU.
+
+Streaming path (``SuiteConfig.exact=False``, the default): CURVAS (both modes) and QUBIQ read one set of
+histograms, :func:`~trustseg.metrics.multirater_counts.case_counts`, computed in one pass over the voxels and
+shared through ``ctx.cache`` (:func:`shared_counts`); GED² and the Hungarian IoU read the Gram matrix of the
+sample and rater foreground masks (:func:`~trustseg.metrics.multirater_counts.sample_gram`). The numbers are
+those of the exact path (the per-metric functions) up to float64 summation order.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.components.segmentation import per_class
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
-from trustseg.metrics.curvas import Mode, curvas_metrics
-from trustseg.metrics.multirater import ged, hungarian_iou, qubiq_soft_dice
+from trustseg.metrics.curvas import Mode, curvas_from_counts, curvas_metrics
+from trustseg.metrics.multirater import ged, ged_from_gram, hungarian_from_gram, hungarian_iou, qubiq_soft_dice
+from trustseg.metrics.multirater_counts import CaseCounts, case_counts, qubiq_from_counts, sample_gram
 
 #: CURVAS per-organ value -> results metric name.
 CURVAS_VALUES = {
@@ -21,6 +29,24 @@ CURVAS_VALUES = {
     "mu": "curvas_rater_volume_mu",
     "sigma": "curvas_rater_volume_sigma",
 }
+
+#: ``ctx.cache`` key of the shared one-pass histograms.
+COUNTS_KEY = ("multirater", "case_counts")
+
+
+def shared_counts(ctx: CaseContext, rows: bool) -> CaseCounts:
+    """The case's :class:`~trustseg.metrics.multirater_counts.CaseCounts` (50 confidence slots, the QUBIQ
+    thresholds), computed once per case and kept in ``ctx.cache`` (with the counts by row when ``rows``: the
+    CURVAS component asks for them first when it reports the challenge mode of a 3D case)."""
+    cached = ctx.cache.get(COUNTS_KEY)
+    if cached is None or (rows and cached.rows is None):
+        cached = case_counts(ctx.probs, ctx.labels, valid=ctx.valid, rows=rows)
+        ctx.cache[COUNTS_KEY] = cached
+    return cached
+
+
+def _challenge(cfg_modes: tuple[str, ...], ctx: CaseContext) -> bool:
+    return "challenge" in cfg_modes and ctx.spatial_dims == 3
 
 
 @register
@@ -51,9 +77,13 @@ class Curvas(SuiteComponent):
         for mode in self.cfg.curvas_modes:
             if mode == "challenge" and ctx.spatial_dims != 3:
                 continue
-            cm = curvas_metrics(  # it checks the mode
-                ctx.probs, ctx.labels, spacing=ctx.spacing, mode=cast(Mode, mode), valid=ctx.valid
-            )
+            if self.cfg.exact:
+                cm = curvas_metrics(  # it checks the mode
+                    ctx.probs, ctx.labels, spacing=ctx.spacing, mode=cast(Mode, mode), valid=ctx.valid
+                )
+            else:
+                counts = shared_counts(ctx, _challenge(self.cfg.curvas_modes, ctx))
+                cm = curvas_from_counts(counts, spacing=ctx.spacing, mode=cast(Mode, mode))
             out.setdefault("curvas_ece", {})[mode] = {"all": finite(cm["ece_mean"])}
             for c in range(1, ctx.num_classes):
                 for key, value in cm.get(str(c), {}).items():
@@ -71,7 +101,10 @@ class QubiqSoftDice(SuiteComponent):
     higher_is_better = {"qubiq_soft_dice": True}
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
-        vals = [float(qubiq_soft_dice(ctx.probs[k], ctx.soft_class(k))) for k in range(1, ctx.num_classes)]
+        if self.cfg.exact:
+            vals = [float(qubiq_soft_dice(ctx.probs[k], ctx.soft_class(k))) for k in range(1, ctx.num_classes)]
+        else:  # the counts of the CURVAS component when it runs too (it runs first, by order)
+            vals = qubiq_from_counts(shared_counts(ctx, rows=False)).tolist()
         return {"qubiq_soft_dice": {"soft": per_class(ctx.foreground, vals)}}
 
 
@@ -88,10 +121,16 @@ class SampleAgreement(SuiteComponent):
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
         assert ctx.samples is not None  # "samples" is in requires
-        s_hard = ctx.samples.argmax(1)
-        g = ged(s_hard, ctx.labels, num_classes=ctx.num_classes)
+        if self.cfg.exact:
+            s_hard = ctx.samples.argmax(1)
+            g = ged(s_hard, ctx.labels, num_classes=ctx.num_classes)
+            hungarian = hungarian_iou(s_hard > 0, ctx.labels > 0)
+        else:
+            gram = sample_gram(ctx.samples, ctx.labels)
+            m = ctx.samples.shape[0]
+            g, hungarian = ged_from_gram(gram, m), hungarian_from_gram(gram, m)
         return {
             "ged2_iou": {"raters": {"all": finite(g["ged2"])}},
             "sqrt_ged2_iou": {"raters": {"all": finite(g["ged"])}},
-            "hungarian_iou": {"raters": {"all": finite(hungarian_iou(s_hard > 0, ctx.labels > 0))}},
+            "hungarian_iou": {"raters": {"all": finite(hungarian)}},
         }
