@@ -136,7 +136,7 @@ def _rows(folder: Path) -> list[dict[str, str]]:
 def test_two_ranks_of_members_write_the_one_process_folder(runs, tmp_path):
     ens, _, root = runs
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--model", str(ens), "--input", str(root), "--split", "test", "--no-progress"]
+    common = ["--model", str(ens), "--input", str(root), "--no-progress"]
     assert main(["predict", *common, "--out", str(one)]) == 0
     _torchrun2(["predict", *common, "--out", str(two), "--shard", "members"])
     ia, ib = (json.loads((f / "predictions.json").read_text()) for f in (one, two))
@@ -164,3 +164,26 @@ def test_two_ranks_of_members_write_the_one_process_folder(runs, tmp_path):
                 assert float(y[key]) == pytest.approx(float(x[key]), abs=TOL), key
     print(f"largest |2 ranks - 1 process| over the arrays: {worst:.3g}")
     assert worst > 0  # the member sums ran (--shard cases writes the one-process bytes exactly)
+
+
+@pytest.mark.slow
+def test_members_over_ranks_resume_a_killed_run(runs, tmp_path):
+    """A run killed after its first case (index incomplete, the second case's files absent) is resumed: the kept
+    case is not predicted again (its file stays as it was), the missing one is written, the index completes."""
+    ens, _, root = runs
+    out = tmp_path / "pred"
+    common = ["--model", str(ens), "--input", str(root), "--no-progress", "--out", str(out)]
+    _torchrun2(["predict", *common, "--shard", "members"])
+    index = json.loads((out / "predictions.json").read_text())
+    assert len(index["cases"]) >= 2
+    kept, lost = index["cases"][0], index["cases"][1]
+    for path in case_files(out, lost).values():
+        path.unlink()
+    killed = {**index, "complete": False, "cases": [c for c in index["cases"] if c["id"] != lost["id"]]}
+    (out / "predictions.json").write_text(json.dumps(killed))
+    before = case_files(out, kept)["probs"].stat().st_mtime_ns
+    _torchrun2(["predict", *common, "--shard", "members", "--resume"])
+    again = json.loads((out / "predictions.json").read_text())
+    assert again["complete"] and sorted(c["id"] for c in again["cases"]) == sorted(c["id"] for c in index["cases"])
+    assert case_files(out, kept)["probs"].stat().st_mtime_ns == before
+    assert all(p.is_file() for p in case_files(out, lost).values())
