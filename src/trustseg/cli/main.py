@@ -34,7 +34,7 @@ from trustseg.data.synthetic import SynthConfig, make_synthetic_dataset
 from trustseg.engine.calibrate import calibrate_predictor, calibrate_run, temperature_sidecar
 from trustseg.engine.config import RunConfig, load_saved_run_config
 from trustseg.engine.distributed import env_info, session
-from trustseg.engine.predict import predict_folder
+from trustseg.engine.predict import SHARDINGS, predict_folder
 from trustseg.engine.run import train
 from trustseg.engine.sharded_evaluate import evaluate_sharded
 from trustseg.evaluation import SUITE, evaluate_predictions, flatten
@@ -182,6 +182,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an earlier prediction folder in --out")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier prediction folder in --out (its listed files)"
+    )
+    p.add_argument(
+        "--shard",
+        choices=list(SHARDINGS),
+        default="cases",
+        help="under torchrun, what the ranks share: the cases, or the members of an ensemble (rank 0 writes)",
     )
     p.add_argument(
         "--temperature",
@@ -485,6 +491,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         annotate=annotate,
         annotation=None if args.qc is None else str(args.qc),
         temperature=temperature,
+        shard=args.shard,
     )
     if not env_info().is_main:
         return 0  # one report, from rank 0 of a sharded predict

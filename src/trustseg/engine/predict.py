@@ -12,7 +12,8 @@ Loading a trained run (:func:`load_run`) and predicting batches (:func:`predict_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trustseg.core.errors import DataError
+from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import exclusive
 from trustseg.core.predictive import Predictive
 from trustseg.engine.calibrate import apply_temperature
 from trustseg.engine.case_prediction import predict_case
-from trustseg.engine.distributed import session
+from trustseg.engine.distributed import env_info, session
+from trustseg.engine.members_over_ranks import check_members_sharding, predict_members_sharded
 from trustseg.engine.prediction_folder import (
     Annotator,
     FolderWriter,
@@ -40,7 +42,10 @@ from trustseg.inference.run_predictor import load_run
 from trustseg.inference.tensor import predict_tensor
 from trustseg.methods.base import Method
 
-__all__ = ["load_prediction", "load_run", "predict_folder", "predict_image", "predict_tensor", "read_map"]
+#: ``trustseg predict --shard``: what the ``torchrun`` ranks share -> the function that predicts a folder so.
+SHARDINGS: dict[str, Callable[..., Path]] = {"cases": predict_sharded, "members": predict_members_sharded}
+
+__all__ = ["SHARDINGS", "load_prediction", "load_run", "predict_folder", "predict_image", "predict_tensor", "read_map"]
 
 
 @torch.no_grad()
@@ -98,6 +103,7 @@ def predict_folder(
     annotation: str | None = None,
     dtype: str = "float32",
     temperature: str | Path | float | None = None,
+    shard: str = "cases",
 ) -> Path:
     """Predict every input image and write probabilities, segmentations and uncertainty maps.
 
@@ -127,9 +133,13 @@ def predict_folder(
             a JSON file written by ``trustseg calibrate`` (CLI ``--temperature temp.json``); ``None`` uses the
             file beside a model file if there is one (``model.pt`` -> ``model.temperature.json``,
             :func:`trustseg.engine.calibrate.apply_temperature`). Recorded as ``"temperature"`` in the index.
+        shard: What ``torchrun`` ranks share (CLI ``--shard``, :data:`SHARDINGS`): ``cases`` (default;
+            ignored by one process) or ``members`` (the members of an ensemble; ``torchrun`` only,
+            :mod:`trustseg.engine.members_over_ranks`).
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), the cases are shared among the ranks and rank 0 merges one
-    index (:mod:`trustseg.engine.sharded_predict`); the folder is the one a single process writes.
+    index (:mod:`trustseg.engine.sharded_predict`); the folder is the one a single process writes. With
+    ``shard="members"`` every rank predicts every case with its share of the members and rank 0 writes.
 
     Returns:
         ``out``, holding per-case files, ``predictions.json`` (``"complete": true``) and ``summary.csv``
@@ -141,10 +151,16 @@ def predict_folder(
             other settings).
         DataError: another process is predicting into ``out`` (its lock file ``.trustseg.lock``).
     """
+    if shard not in SHARDINGS:
+        close = difflib.get_close_matches(str(shard), list(SHARDINGS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"--shard must be one of {list(SHARDINGS)}, got {shard!r}{hint}")
     check_out_dir(inputs, out)
     spec = model if isinstance(model, (str, Path)) else None
     predictor = load_predictor(model, device, overlap=overlap) if isinstance(model, (str, Path)) else model
     apply_temperature(predictor, temperature, spec)
+    if shard != "cases":  # refused before the process group starts, on every rank alike
+        check_members_sharding(predictor, env_info(), save_samples, annotate)
     items = iter_inputs(inputs, split)
     job: dict[str, Any] = {  # the writer settings both paths take
         "measures": measures,
@@ -158,7 +174,7 @@ def predict_folder(
     }
     with session(getattr(predictor, "device", "cpu")) as dist_info:
         if dist_info.enabled:
-            return predict_sharded(predictor, items, Path(out), dist_info, _writer_info(predictor), **job)
+            return SHARDINGS[shard](predictor, items, Path(out), dist_info, _writer_info(predictor), **job)
     with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
         return _predict_into(predictor, items, Path(out), **job)
 

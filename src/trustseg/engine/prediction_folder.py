@@ -507,8 +507,12 @@ def _argmax(pred: Predictive) -> np.ndarray:
 
 
 def _measure_slab(pred: Predictive, name: str, sl: slice) -> np.ndarray:
-    """One voxel-wise measure of the first image on the slab ``sl`` of the first spatial axis, float32."""
+    """One voxel-wise measure of the first image on the slab ``sl`` of the first spatial axis, float32 (a
+    precomputed map, :func:`~trustseg.core.predictive.precomputed_measures`, is taken as it is)."""
     rest = (slice(None),) * max(0, pred.probs.dim() - 4)
+    given = precomputed_measures(pred).get(name)
+    if given is not None:  # streamed by the predictor (or summed over ranks) over members it did not keep
+        return given[0, 0][(sl, *rest)].numpy().astype(np.float32)
     part = pred.map(lambda t: t[..., sl, *rest])
     return compute_measures(part, [name])[name][0].numpy().astype(np.float32, copy=False)
 

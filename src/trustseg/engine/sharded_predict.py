@@ -18,8 +18,10 @@ nodes that see ``OUT``), :func:`trustseg.engine.predict.predict_folder` runs :fu
 A run killed part-way leaves the parts; ``--resume`` (any number of ranks) first folds them into the index, so
 every case whose files and part entry exist is kept and not predicted again, and the rest is predicted once.
 
-Ensemble members are not spread over ranks: every rank predicts whole cases with all members (sharding cases
-keeps every rank busy without moving M sample volumes per case between processes).
+This mode (``--shard cases``, the default) does not spread ensemble members over ranks: every rank predicts whole
+cases with all members (sharding cases keeps every rank busy without moving M sample volumes per case between
+processes). ``--shard members`` does: every rank predicts every case with its share of the members and rank 0
+sums their running sums and writes (:mod:`trustseg.engine.members_over_ranks`).
 """
 
 from __future__ import annotations

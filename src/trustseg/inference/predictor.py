@@ -13,6 +13,8 @@ Predictors are registered in :data:`PREDICTORS` by scheme, and a model is named 
 Two capabilities are contracts on the predictor object (:class:`LogitPredictor`): ``logits`` (it offers
 ``predict_logits``: ``trustseg calibrate --model`` fits a temperature from them) and ``temperature`` (a settable
 float attribute ``temperature`` T dividing its logits: ``trustseg predict --temperature`` sets it).
+A third, ``members`` (:class:`MemberPredictor`), says it holds several independent member networks and predicts
+them one at a time (``trustseg predict --shard members`` spreads them over ``torchrun`` ranks).
 A predictor may also offer ``predict_consuming(image, spacing)``: the same prediction, allowed to normalise the
 caller's array in place (``trustseg predict`` uses it when it does not need the raw image).
 
@@ -27,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -109,6 +111,25 @@ class LogitPredictor(Predictor, Protocol):
     def predict_logits(self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None) -> Tensor:
         """Untempered sample logits ``(M, 1, K, *spatial)`` of one raw image, float32 on the CPU: the z of the
         same samples ``predict`` returns (``predict(image).probs ≈ softmax(z / temperature, dim=2)``)."""
+        ...
+
+
+@runtime_checkable
+class MemberPredictor(Predictor, Protocol):
+    """A predictor with the capability ``members``: several independent member networks (an ensemble) whose
+    predictions together are ``predict``'s (``trustseg predict --shard members``).
+
+    Attributes:
+        member_count: The number of members.
+    """
+
+    member_count: int
+
+    def predict_members(
+        self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None, members: Sequence[int] | None = None
+    ) -> Iterator[Predictive]:
+        """The prediction of each member in ``members`` (default all), one at a time, each ``(S, 1, K, *spatial)``
+        float32 on the CPU; together (all members) the samples ``predict`` returns."""
         ...
 
 

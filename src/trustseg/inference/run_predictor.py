@@ -8,15 +8,17 @@
   than the training patch are predicted whole (zero-padded to the network's size multiple and cropped back);
   larger 3D volumes by sliding window.
 
-Capabilities ``temperature`` (:attr:`RunPredictor.temperature`, from ``run.json``, settable) and, for methods
-built on logits, ``logits`` (:meth:`RunPredictor.predict_logits`: the untempered sample logits of a whole image).
+Capabilities ``temperature`` (:attr:`RunPredictor.temperature`, from ``run.json``, settable), for methods
+built on logits, ``logits`` (:meth:`RunPredictor.predict_logits`: the untempered sample logits of a whole image)
+and, for runs of several member networks (an ensemble), ``members`` (:attr:`RunPredictor.member_count`,
+:meth:`RunPredictor.predict_members`: one member's samples at a time, for ``trustseg predict --shard members``).
 """
 
 from __future__ import annotations
 
 import math
 import mmap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,13 @@ class RunPredictor:
             method=str(ri["method"]),
             primary_measure=self.method.primary_measure,
             samples_are_heads=self.method.samples_are_heads,
-            capabilities=frozenset({"temperature", *(["logits"] if hasattr(self.method, "sample_logits") else [])}),
+            capabilities=frozenset(
+                {
+                    "temperature",
+                    *(["logits"] if hasattr(self.method, "sample_logits") else []),
+                    *(["members"] if len(self.models) > 1 else []),
+                }
+            ),
             intensity_scale=None if self.normalization is None else tuple(self.normalization.scale),
             source=str(run_dir),
         )
@@ -250,6 +258,38 @@ class RunPredictor:
                 raise
             raise MemoryNeededError(memory_message(needed, available_bytes(), path)) from None
 
+    @property
+    def member_count(self) -> int:
+        """The number of member networks (the ``members`` capability; 1 for a run of one network)."""
+        return len(self.models)
+
+    @torch.no_grad()
+    def predict_members(
+        self, image: np.ndarray | Tensor, spacing: Sequence[float] | None = None, members: Sequence[int] | None = None
+    ) -> Iterator[Predictive]:
+        """The ``members`` capability: the prediction of each member in ``members`` (default all), one at a time.
+
+        The image is checked and normalised once; member ``i`` is predicted alone, seeded as :meth:`predict`, so
+        its samples ``(S, 1, K, *spatial)`` (``S = 1`` for an ensemble, the views of a test-time-augmented one)
+        are those :meth:`predict` stacks for it; the union over all members is :meth:`predict`'s prediction.
+        Memory: one member's output at a time (float32, on the CPU).
+
+        Raises:
+            ConfigError: a member index out of range.
+        """
+        check_image(self._info, image)
+        chosen = list(range(len(self.models))) if members is None else [int(m) for m in members]
+        bad = [m for m in chosen if not 0 <= m < len(self.models)]
+        if bad:
+            raise ConfigError(f"members {bad} out of range 0..{len(self.models) - 1} of run {self._info.source}")
+        x = self._normalised(image, False)[None].to(self.device)
+        for m in chosen:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.seed)
+                pred = predict_tensor(self.method, [self.models[m]], x, self.patch_size, self.multiple, self.overlap)
+            yield pred.map(lambda t: t.float().cpu())
+            del pred
+
     def _sliding(self, spatial: tuple[int, ...]) -> bool:
         """Whether an image of this spatial shape is predicted by sliding window."""
         patch = self.patch_size
@@ -278,7 +318,7 @@ def _tensors(pred: Predictive) -> list[Tensor]:
 @PREDICTORS.register(
     "run",
     doc="a run folder trained by trustseg (all members, temperature, padding)",
-    capabilities=frozenset({"samples", "temperature", "logits"}),
+    capabilities=frozenset({"samples", "temperature", "logits", "members"}),
 )
 def _run_predictor(location: str, device: str | torch.device = "auto", **options: Any) -> RunPredictor:
     return RunPredictor(location, device=device, **options)
