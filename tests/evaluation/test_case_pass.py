@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from trustseg.evaluation.components.segmentation import Overlap
 from trustseg.evaluation.context import CaseContext, SuiteConfig, first_argmax
 from trustseg.evaluation.suite import EvaluationSuite
 from trustseg.metrics.overlap import dice, dice_vs_raters, dice_vs_raters_from_joint, iou, joint_counts
+from trustseg.metrics.uncertainty_quality import band_ucc_gradient, band_ur_gradient, gradient_band
 
 
 def _case(k=3, r=3, shape=(4, 5, 6), seed=0, ties=True):
@@ -130,3 +133,54 @@ def test_overlap_component_equals_the_metric_functions(masked):
     maj = majority_vote(y, 3)
     assert got["iou"]["majority"]["c1"] == pytest.approx(float(iou(p, maj, 3, empty="nan")[0]), nan_ok=True)
     assert got["qc_dice"]["majority"]["mean"] == pytest.approx(float(dice(p, maj, 3, empty="one").mean()))
+
+
+def _gradient_reference(ctx, band):
+    """SURE's gradient metrics on the whole volume (what the component computed before the box)."""
+    near, g = gradient_band(ctx.image.float(), ctx.majority, band=band, spacing=ctx.spacing)
+    return {
+        name: (float(band_ucc_gradient(u, near, g)), float(band_ur_gradient(u, near, g)))
+        for name, u in ctx.maps.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("band", "spacing", "where"),
+    [(1.0, (1.0, 1.0, 1.0), "inside"), (2.0, (1.0, 0.5, 2.0), "inside"), (1.0, (1.0, 1.0, 1.0), "corner")],
+)
+def test_gradient_on_the_box_is_the_whole_volume(band, spacing, where):
+    g = torch.Generator().manual_seed(7)
+    shape = (12, 14, 16)
+    labels = torch.zeros(3, *shape, dtype=torch.long)
+    sl = (slice(4, 8), slice(5, 10), slice(6, 11)) if where == "inside" else (slice(0, 4), slice(0, 5), slice(9, 16))
+    labels[(slice(None), *sl)] = 1
+    labels[0, sl[0].start, sl[1].start, sl[2].start] = 2  # a second class and a ragged boundary
+    probs = torch.softmax(torch.randn(3, *shape, generator=g), 0)
+    maps = {"entropy": torch.rand(shape, generator=g), "confidence": torch.rand(shape, generator=g)}
+    image = torch.randn(1, *shape, generator=g)
+    ctx = CaseContext("c", ["bg", "a", "b"], ["r0", "r1", "r2"], probs, labels, spacing, maps, image=image)
+    cfg = SuiteConfig(components=("sure_gradient",), gradient_band=band)
+    suite = EvaluationSuite(["bg", "a", "b"], ["r0", "r1", "r2"], cfg)
+    got = next(c for c in suite.components if c.name == "sure_gradient").per_case(ctx)
+    ref = _gradient_reference(ctx, band)
+    for name, (ucc, ur) in ref.items():
+        assert got["ucc_gradient"][name]["majority"] == ucc  # the same voxels in the same order: the same bits
+        assert got["ur_gradient"][name]["majority"] == ur
+
+
+def test_gradient_without_foreground_is_nan_as_before():
+    shape = (6, 6, 6)
+    probs = torch.softmax(torch.randn(3, *shape), 0)
+    ctx = CaseContext(
+        "c",
+        ["bg", "a", "b"],
+        ["r0"],
+        probs,
+        torch.zeros(1, *shape, dtype=torch.long),
+        None,
+        {"entropy": torch.rand(shape)},
+        image=torch.randn(1, *shape),
+    )
+    suite = EvaluationSuite(["bg", "a", "b"], ["r0"], SuiteConfig(components=("sure_gradient",)))
+    got = next(c for c in suite.components if c.name == "sure_gradient").per_case(ctx)
+    assert math.isnan(got["ucc_gradient"]["entropy"]["majority"])
