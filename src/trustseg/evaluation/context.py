@@ -209,7 +209,7 @@ class CaseContext:
         self.qc = None if qc is None else dict(qc)
         self.raw_maps = {name: torch.as_tensor(m) for name, m in (maps or {}).items()}
         for name, m in self.raw_maps.items():
-            if tuple(m.shape) != sp or not torch.isfinite(m.float()).all():
+            if tuple(m.shape) != sp or (m.is_floating_point() and not _finite_chunk(m)):
                 raise self.error(f"map {name!r} has shape {tuple(m.shape)} or non-finite values", "map", name)
         self.valid: Tensor | None = None
         if valid is not None:

@@ -130,8 +130,8 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
 
     Images whose (dilated) mask is empty fall back to the mean over the whole image, so every image gets a score.
     Each image's mask is dilated on the bounding box of its foreground grown by ``dilate`` (:func:`foreground_box`:
-    the dilation is zero beyond it), and the mean is a float64 sum over the selected voxels (rounded to the map's
-    dtype), so the cost follows the foreground's box, not the image.
+    the dilation is zero beyond it), and the mean is a float64 sum over the selected voxels, slab by slab along the
+    first axis (rounded to the map's dtype), so the cost follows the foreground's box, not the image.
 
     Args:
         umap: ``(B, *spatial)``.
@@ -154,9 +154,13 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
         box = foreground_box(mask[b], max(int(dilate), 0))
         if box is None:
             continue  # empty mask: the whole-image mean
-        m = dilate_mask(mask[b][box].bool()[None], dilate)[0]
-        vals = u[b][box][m]
-        out[b] = vals.sum(dtype=torch.float64) / vals.numel()
+        m, crop = dilate_mask(mask[b][box].bool()[None], dilate)[0], u[b][box]
+        total, count = 0.0, 0
+        for i in range(m.shape[0]):  # one slab at a time: no selected or float64 copy of a whole noisy map
+            sel = crop[i][m[i]]
+            total += float(sel.sum(dtype=torch.float64))
+            count += sel.numel()
+        out[b] = total / count
     return out
 
 
