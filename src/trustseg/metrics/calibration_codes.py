@@ -47,19 +47,22 @@ def _chunk_sums(p: Tensor, hard: Tensor, code: Tensor, size: int, fine: int, clo
     k, c = p.shape[0], num_codes
     code = code.long()
     conf = p.amax(0)
-    pd = p.double()
     key = _fine_index(conf, fine, closed).long().mul_(k).add_(hard.long()).mul_(c).add_(code)
     top_n = torch.bincount(key, minlength=size * k * c).double().view(size, k, c)
     top_s = torch.bincount(key, weights=conf.double(), minlength=size * k * c).view(size, k, c)
     cls_n, cls_s, nll, psum = [], [], [], []
+    sq = torch.zeros(p.shape[1], dtype=torch.float64)  # Σ_k p_k² per voxel
     eps = torch.finfo(p.dtype).eps
     for j in range(k):
         kj = _fine_index(p[j], fine, closed).long().mul_(c).add_(code)
         cls_n.append(torch.bincount(kj, minlength=size * c).double().view(size, c))
-        cls_s.append(torch.bincount(kj, weights=pd[j], minlength=size * c).view(size, c))
+        pj = p[j].double()  # one float64 row at a time, not a (K, n) copy
+        cls_s.append(torch.bincount(kj, weights=pj, minlength=size * c).view(size, c))
+        psum.append(torch.bincount(code, weights=pj, minlength=c))
+        sq.add_(pj.square_())
+        del kj, pj
         nll.append(torch.bincount(code, weights=p[j].clamp_min(eps).log().neg_().double(), minlength=c))
-        psum.append(torch.bincount(code, weights=pd[j], minlength=c))
-    q = torch.bincount(code, weights=pd.square_().sum(0), minlength=c)
+    q = torch.bincount(code, weights=sq, minlength=c)
     return top_n, top_s, torch.stack(cls_n), torch.stack(cls_s), torch.stack(nll), torch.stack(psum), q
 
 
@@ -73,7 +76,7 @@ def coded_states(
     closed: str = "left",
     ace_resolution: int = 2048,
     valid: Tensor | None = None,
-    chunk: int = 1 << 18,
+    chunk: int = 1 << 17,
 ) -> dict[str, dict[str, Tensor]]:
     """One calibration state per target (module docstring), from one pass over ``probs``.
 

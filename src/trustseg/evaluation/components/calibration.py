@@ -60,7 +60,8 @@ class Calibration(SuiteComponent):
             targets.update({rater: tables.labels[r] for r, rater in enumerate(ctx.raters)})
         probs, hard, code = ctx.probs.reshape(ctx.num_classes, -1), ctx.hard.reshape(-1), ctx.codes.reshape(-1)
         valid = None if ctx.valid is None else ctx.valid.reshape(-1)
-        return coded_states(probs, hard, code, targets, bins=self.cfg.bins, valid=valid, chunk=CHUNK)
+        # half-size chunks: per-thread temporaries of a few float64/int64 chunk copies
+        return coded_states(probs, hard, code, targets, bins=self.cfg.bins, valid=valid, chunk=min(CHUNK, 1 << 17))
 
     def case_states(self, ctx: CaseContext) -> State:
         """The case's states per target, computed once per case (kept in the context): from one pass over the
