@@ -36,8 +36,9 @@ def test_soft_class_and_soft_chunk_are_the_soft_label():
     assert torch.equal(ctx.soft_chunk(7, 31), soft.reshape(3, -1)[:, 7:31])
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-def test_calibration_states_over_chunks_are_the_whole_volume_states(monkeypatch, masked):
+def test_calibration_states_over_chunks_are_the_whole_volume_states(monkeypatch, masked, one_pass):
     valid = None
     if masked:
         valid = torch.ones(4, 5, 6, dtype=torch.bool)
@@ -45,6 +46,8 @@ def test_calibration_states_over_chunks_are_the_whole_volume_states(monkeypatch,
         valid[0] = False  # whole chunks outside the field of view are skipped
     ctx = _ctx(valid, seed=2)
     monkeypatch.setattr(calibration_module, "CHUNK", 7)  # many chunks, some partly outside the mask
+    if not one_pass:  # the per-target path (cases with too many rater codes)
+        monkeypatch.setattr(calibration_module, "fits", lambda *a, **k: False)
     comp = Calibration(SuiteConfig(), ctx.classes, ctx.raters)
     got = comp.case_states(ctx)
     targets = {"majority": majority_vote(ctx.labels, 3), "soft": soft_label(ctx.labels, 3)}
@@ -53,4 +56,7 @@ def test_calibration_states_over_chunks_are_the_whole_volume_states(monkeypatch,
     for name, tgt in targets.items():
         ref = calibration_state(ctx.voxels(ctx.probs), ctx.voxels(tgt), bins=15)
         for key, value in ref.items():
-            torch.testing.assert_close(got[name][key], value, rtol=1e-12, atol=1e-12)
+            # the one-pass path sums the NLL's float32 logs (the torch backend's terms) where the reference may
+            # run the C kernel (float64 logs): the documented ~1e-9 relative agreement; all else is exact
+            rtol = 1e-8 if one_pass and key in ("nll", "brier") else 1e-12
+            torch.testing.assert_close(got[name][key], value, rtol=rtol, atol=1e-12)

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import DataError
+from trustseg.data.rater_codes import CodeTables, code_dtype, code_tables, num_codes, rater_code, uses_codes
 from trustseg.data.targets import majority_vote, rater_disagreement, soft_label
 from trustseg.measures.registry import MEASURES, as_uncertainty, is_certainty
-from trustseg.metrics.voxel_stats import CHUNK, chunked_argmax, spans
+from trustseg.metrics.voxel_stats import CHUNK, spans
 
 #: What a component may require (:attr:`~trustseg.evaluation.component.SuiteComponent.requires`).
 REQUIREMENTS = frozenset({"hard", "probs", "labels", "spacing", "maps", "samples", "image", "qc"})
@@ -48,6 +49,24 @@ def background_outside(probs: Tensor, outside: Tensor) -> Tensor:
     return torch.where(outside, bg, probs)
 
 
+def first_argmax(probs: Tensor, out: Tensor) -> Tensor:
+    """``out[:] = argmax_k probs[k]`` of ``(K, n)`` values (the first maximum, i.e. the lower class, on ties), by
+    ``K − 1`` row comparisons: the same values as ``probs.argmax(0)`` for finite values, without its slow
+    reduction over the strided class axis (one chunk of float32 scratch).
+
+    Example:
+        >>> first_argmax(torch.tensor([[0.2, 0.5, 0.9], [0.8, 0.5, 0.1]]), torch.empty(3, dtype=torch.uint8)).tolist()
+        [1, 0, 0]
+    """
+    out.zero_()
+    best = probs[0].clone()
+    for k in range(1, probs.shape[0]):
+        gt = probs[k] > best  # strictly greater: an equal later class does not win
+        out.masked_fill_(gt, k)
+        torch.maximum(best, probs[k], out=best)
+    return out
+
+
 def oriented_name(measure: str) -> str:
     """The results name of a measure's map oriented "higher = more uncertain".
 
@@ -61,6 +80,15 @@ def oriented_name(measure: str) -> str:
 def _is_certainty(measure: str) -> bool:
     """A registered certainty measure (a map of another name, e.g. from another tool, is an uncertainty)."""
     return measure in MEASURES and is_certainty(measure)
+
+
+def _finite_chunk(x: Tensor) -> bool:
+    """Whether every value of ``x`` is finite, from its minimum and maximum (NaN propagates through them): one
+    reduction, no bool copy."""
+    if not x.numel():
+        return True
+    lo, hi = torch.aminmax(x)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 class CaseInputError(DataError):
@@ -166,7 +194,7 @@ class CaseContext:
                 "probs",
             )
         flat = self.probs.reshape(k, -1)
-        if not all(bool(torch.isfinite(flat[:, a:b]).all()) for a, b in spans(flat.shape[1], CHUNK)):
+        if not all(_finite_chunk(flat[:, a:b]) for a, b in spans(flat.shape[1], CHUNK)):
             raise self.error("probabilities contain NaN or infinite values", "probs")
         self.spatial_dims = len(sp)
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * self.spatial_dims
@@ -181,7 +209,7 @@ class CaseContext:
         self.qc = None if qc is None else dict(qc)
         self.raw_maps = {name: torch.as_tensor(m) for name, m in (maps or {}).items()}
         for name, m in self.raw_maps.items():
-            if tuple(m.shape) != sp or not torch.isfinite(m.float()).all():
+            if tuple(m.shape) != sp or (m.is_floating_point() and not _finite_chunk(m)):
                 raise self.error(f"map {name!r} has shape {tuple(m.shape)} or non-finite values", "map", name)
         self.valid: Tensor | None = None
         if valid is not None:
@@ -233,9 +261,54 @@ class CaseContext:
 
     @cached_property
     def hard(self) -> Tensor:
-        """``(*spatial)`` ``argmax_k p̄_k`` in :attr:`index_dtype`, chunk by chunk (no transposed copy of the
-        probabilities)."""
-        return chunked_argmax(self.probs)
+        """``(*spatial)`` ``argmax_k p̄_k`` in :attr:`index_dtype`, chunk by chunk (:func:`first_argmax`: no
+        transposed copy of the probabilities)."""
+        flat = self.probs.reshape(self.num_classes, -1)
+        out = torch.empty(flat.shape[1], dtype=self.index_dtype)
+        for a, b in spans(flat.shape[1], CHUNK):
+            first_argmax(flat[:, a:b], out[a:b])
+        return out.view(self.probs.shape[1:])
+
+    @property
+    def code_tables(self) -> CodeTables | None:
+        """The per-code rater targets (:mod:`trustseg.data.rater_codes`) when ``K^R`` is small enough, else None."""
+        k, r = self.num_classes, len(self.raters)
+        return code_tables(k, r) if uses_codes(k, r) else None
+
+    @property
+    def num_codes(self) -> int:
+        """``C = K^R``, the number of rater codes."""
+        return num_codes(self.num_classes, len(self.raters))
+
+    @cached_property
+    def codes(self) -> Tensor | None:
+        """``(*spatial)`` rater code ``Σ_r y^(r) K^r`` of every voxel (uint8 for ``K^R ≤ 256``), one pass over the
+        label maps, chunk by chunk; ``None`` when :attr:`code_tables` is None. The majority vote, the soft label and
+        the disagreement are lookups of it (the same values as their formulas, :mod:`trustseg.data.rater_codes`).
+
+        Raises:
+            CaseInputError: labels outside ``[0, K)``.
+        """
+        if self.code_tables is None:
+            return None
+        flat = self.labels.reshape(self.labels.shape[0], -1)
+        out = torch.empty(flat.shape[1], dtype=code_dtype(self.num_classes, len(self.raters)))
+        try:
+            for a, b in spans(flat.shape[1], CHUNK):
+                rater_code(flat[:, a:b], self.num_classes, out=out[a:b])
+        except DataError as e:
+            raise self.error(e.problem, "labels") from None
+        return out.view(self.labels.shape[1:])
+
+    def _lookup(self, table: Tensor, out: Tensor) -> Tensor:
+        """``out[..., i] = table[..., code_i]`` over chunks of the flattened voxels; reshaped to
+        ``(*table_leading, *spatial)``."""
+        assert self.codes is not None
+        codes = self.codes.reshape(-1)
+        flat_out = out.view(*out.shape[: out.dim() - 1], -1) if out.dim() > 1 else out
+        for a, b in spans(codes.numel(), CHUNK):
+            torch.index_select(table, table.dim() - 1, codes[a:b].long(), out=flat_out[..., a:b])
+        return flat_out.view(*out.shape[: out.dim() - 1], *self.labels.shape[1:])
 
     def _per_voxel(self, fn: Any, out: Tensor) -> Tensor:
         """``out[..., a:b] = fn(labels[:, a:b])`` over chunks of voxels (flattened); ``out`` reshaped to
@@ -251,30 +324,42 @@ class CaseContext:
     def majority(self) -> Tensor:
         """``(*spatial)`` majority vote of the raters (ties to the lower class) in :attr:`index_dtype`, chunk by
         chunk."""
-        n, k = self.labels[0].numel(), self.num_classes
-        return self._per_voxel(lambda lab: majority_vote(lab, k), torch.empty(n, dtype=self.index_dtype))
+        n, k, tab = self.labels[0].numel(), self.num_classes, self.code_tables
+        out = torch.empty(n, dtype=self.index_dtype)
+        if tab is not None and self.codes is not None:
+            return self._lookup(tab.majority.to(self.index_dtype), out)
+        return self._per_voxel(lambda lab: majority_vote(lab, k), out)
 
     @cached_property
     def soft(self) -> Tensor:
         """``(K, *spatial)`` float32 soft label, chunk by chunk. The suite's components do not keep it (it is as
         large as the probabilities): they read :meth:`soft_class` or :meth:`soft_chunk`."""
-        n, k = self.labels[0].numel(), self.num_classes
+        n, k, tab = self.labels[0].numel(), self.num_classes, self.code_tables
+        if tab is not None and self.codes is not None:
+            return self._lookup(tab.soft, torch.empty(k, n))
         return self._per_voxel(lambda lab: soft_label(lab, k), torch.empty(k, n))
 
     def soft_class(self, k: int) -> Tensor:
         """``(*spatial)`` float32 soft label of class ``k``, ``ȳ_k`` (row ``k`` of :attr:`soft`, same values), chunk
         by chunk and not kept."""
-        n, kk = self.labels[0].numel(), self.num_classes
+        n, kk, tab = self.labels[0].numel(), self.num_classes, self.code_tables
+        if tab is not None and self.codes is not None:
+            return self._lookup(tab.soft[k], torch.empty(n))
         return self._per_voxel(lambda lab: soft_label(lab, kk)[k], torch.empty(n))
 
     def soft_chunk(self, a: int, b: int) -> Tensor:
         """``(K, b − a)`` float32 soft label of the flattened voxels ``a:b`` (columns of :attr:`soft`)."""
+        tab = self.code_tables
+        if tab is not None and self.codes is not None:
+            return tab.soft[:, self.codes.reshape(-1)[a:b].long()]
         return soft_label(self.labels.reshape(self.labels.shape[0], -1)[:, a:b], self.num_classes)
 
     @cached_property
     def disagreement(self) -> Tensor:
         """``(*spatial)`` float32 rater disagreement ``Σ_k ȳ_k (1 − ȳ_k)``, chunk by chunk."""
-        n, k = self.labels[0].numel(), self.num_classes
+        n, k, tab = self.labels[0].numel(), self.num_classes, self.code_tables
+        if tab is not None and self.codes is not None:
+            return self._lookup(tab.disagreement, torch.empty(n))
         return self._per_voxel(lambda lab: rater_disagreement(lab, k).float(), torch.empty(n))
 
     @cached_property

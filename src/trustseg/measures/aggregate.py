@@ -91,6 +91,34 @@ def dilate_mask(mask: Tensor, dilate: int) -> Tensor:
     return torch.from_numpy(out.view(bool))
 
 
+def foreground_box(mask: Tensor, pad: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """The bounding box of the true voxels of ``mask`` ``(*spatial)``, grown by ``pad`` voxels per axis (one int
+    or one per axis) and clipped to the array; ``None`` when ``mask`` is empty. One reduction over the mask, then
+    over the slab of its first axis' range only.
+
+    Example:
+        >>> m = torch.zeros(5, 6, dtype=torch.bool)
+        >>> m[2, 3] = True
+        >>> foreground_box(m, 1)
+        (slice(1, 4, None), slice(2, 5, None))
+    """
+    pads = [int(pad)] * mask.dim() if isinstance(pad, int) else [int(p) for p in pad]
+    if mask.dim() == 0 or not mask.numel():
+        return None
+    m = mask if mask.dtype == torch.bool else mask != 0
+    box: list[slice] = []
+    for ax in range(m.dim()):
+        prof = m.movedim(ax, 0).reshape(m.shape[ax], -1).any(1) if m.dim() > 1 else m
+        hit = torch.nonzero(prof).flatten()
+        if not hit.numel():
+            return None
+        lo, hi = int(hit[0]), int(hit[-1]) + 1
+        box.append(slice(max(lo - pads[ax], 0), min(hi + pads[ax], m.shape[ax])))
+        if ax == 0:  # the other axes' profiles only over this range
+            m = m[box[0]]
+    return tuple(box)
+
+
 @register_aggregator(
     "fg_mean",
     doc="mean over the (dilated) foreground mask; empty mask -> whole-image mean",
@@ -101,6 +129,9 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
     """Mean of ``u`` over the foreground ``mask`` dilated by ``dilate`` pixels.
 
     Images whose (dilated) mask is empty fall back to the mean over the whole image, so every image gets a score.
+    Each image's mask is dilated on the bounding box of its foreground grown by ``dilate`` (:func:`foreground_box`:
+    the dilation is zero beyond it), and the mean is a float64 sum over the selected voxels, slab by slab along the
+    first axis (rounded to the map's dtype), so the cost follows the foreground's box, not the image.
 
     Args:
         umap: ``(B, *spatial)``.
@@ -112,9 +143,25 @@ def agg_fg_mean(umap: Tensor, mask: Tensor | None = None, dilate: int = 0) -> Te
     """
     if mask is None:
         raise ConfigError("aggregator 'fg_mean' needs a foreground mask (e.g. the predicted segmentation != 0)")
-    m = dilate_mask(mask, dilate)
-    fg = agg_mean(umap, m)
-    return torch.where(m.flatten(1).any(1), fg, agg_mean(umap))
+    if umap.dim() < 2:
+        raise DataError(f"uncertainty map must be (B, *spatial), got {tuple(umap.shape)}")
+    if mask.shape != umap.shape:
+        raise DataError(f"mask shape {tuple(mask.shape)} does not match the map {tuple(umap.shape)}")
+    u = umap if umap.is_floating_point() else umap.float()
+    whole = agg_mean(u)
+    out = whole.clone()
+    for b in range(u.shape[0]):
+        box = foreground_box(mask[b], max(int(dilate), 0))
+        if box is None:
+            continue  # empty mask: the whole-image mean
+        m, crop = dilate_mask(mask[b][box].bool()[None], dilate)[0], u[b][box]
+        total, count = 0.0, 0
+        for i in range(m.shape[0]):  # one slab at a time: no selected or float64 copy of a whole noisy map
+            sel = crop[i][m[i]]
+            total += float(sel.sum(dtype=torch.float64))
+            count += sel.numel()
+        out[b] = total / count
+    return out
 
 
 def _boundary(m: Tensor) -> Tensor:

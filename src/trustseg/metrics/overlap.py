@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trustseg.core.errors import DataError
+from trustseg.data.rater_codes import CodeTables
 from trustseg.data.targets import majority_vote
 from trustseg.measures.image import pooled_foreground_dice
 from trustseg.metrics.reduction import nanmean
@@ -34,6 +35,8 @@ __all__ = [
     "dice",
     "dice_from_counts",
     "dice_vs_raters",
+    "dice_vs_raters_from_joint",
+    "joint_counts",
     "empty_value",
     "iou",
     "iou_from_counts",
@@ -293,4 +296,88 @@ def dice_vs_raters(
     vote = majority_vote(y, num_classes) if majority is None else majority
     out["majority"] = dice(p, vote, num_classes, empty, include_background)
     out["consensus"] = consensus_dice(p, y, num_classes, empty, include_background)
+    return out
+
+
+def joint_counts(pred: torch.Tensor, code: torch.Tensor, num_classes: int, num_codes: int, chunk: int = CHUNK):
+    """``(K, C)`` int64 counts of the pairs (predicted class, rater code) (:mod:`trustseg.data.rater_codes`): one
+    ``bincount`` of ``pred · C + code`` per chunk, the only pass over the voxels that
+    :func:`dice_vs_raters_from_joint` needs.
+
+    Args:
+        pred: ``(*spatial)`` predicted class map in ``[0, K)`` (any integer dtype).
+        code: ``(*spatial)`` rater codes in ``[0, C)``, same shape.
+        num_classes: K.
+        num_codes: C.
+        chunk: Voxels per ``bincount``.
+
+    Example:
+        >>> joint_counts(torch.tensor([0, 1, 1]), torch.tensor([2, 0, 0]), 2, 3).tolist()
+        [[0, 0, 1], [2, 0, 0]]
+    """
+    p, c = pred.reshape(-1), code.reshape(-1)
+    if p.shape != c.shape:
+        raise DataError(f"pred and code shapes differ: {tuple(pred.shape)} vs {tuple(code.shape)}")
+    _check_classes(p, num_classes, "pred")
+    kc = num_classes * num_codes
+    out = torch.zeros(kc, dtype=torch.int64)
+    for a, b in spans(p.numel(), chunk):
+        key = p[a:b].long().mul_(num_codes).add_(c[a:b])
+        out += torch.bincount(key, minlength=kc)
+    return out.view(num_classes, num_codes)
+
+
+def _counts_of_target(joint: torch.Tensor, target_of_code: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(K, 4)`` TP/FP/FN/TN of the prediction against the target ``target_of_code[code]`` from the joint counts."""
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)  # [target, pred], as confusion_counts
+    cm.index_add_(0, target_of_code.long(), joint.T.contiguous())
+    tp = cm.diagonal()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    return torch.stack([tp, fp, fn, cm.sum() - tp - fp - fn], dim=-1)
+
+
+def dice_vs_raters_from_joint(
+    joint: torch.Tensor,
+    tables: CodeTables,
+    empty: EmptyPolicy = "one",
+    include_background: bool = False,
+) -> dict[str, torch.Tensor]:
+    """:func:`dice_vs_raters` (same keys, same values: the counts are exact) from the :func:`joint_counts` of the
+    prediction and the rater codes, plus ``"iou_majority"`` (:func:`iou` against the majority vote) and
+    ``"counts_majority"`` (the ``(K, 4)`` counts against the majority vote).
+
+    Every target is a function of the code (:class:`~trustseg.data.rater_codes.CodeTables`), so its confusion
+    matrix is the joint counts summed over the codes of each target class; the consensus Dice of class k counts
+    ``2|P_k ∩ C⁺|`` and ``|P_k ∩ (C⁺ ∪ C⁻)| + |C⁺|`` over the codes of ``C⁺`` (all raters say k) and ``C⁻`` (none).
+
+    Args:
+        joint: ``(K, C)`` counts of (predicted class, code).
+        tables: The code tables of the K classes and R raters.
+        empty: Empty policy (see :func:`dice`).
+        include_background: Keep class 0.
+
+    Example:
+        >>> from trustseg.data.rater_codes import code_tables, rater_code
+        >>> labels = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]])
+        >>> pred = torch.tensor([1, 1, 1, 1])
+        >>> joint = joint_counts(pred, rater_code(labels, 2), 2, 4)
+        >>> d = dice_vs_raters_from_joint(joint, code_tables(2, 2))
+        >>> d["consensus"], d["rater_0"]
+        (tensor([0.6667], dtype=torch.float64), tensor([0.6667], dtype=torch.float64))
+    """
+    k = joint.shape[0]
+    per_rater = torch.stack([_counts_of_target(joint, lab, k) for lab in tables.labels])  # (R, K, 4)
+    d_r = dice_from_counts(per_rater, empty, include_background)
+    out = {f"rater_{i}": d_r[i] for i in range(d_r.shape[0])}
+    out["mean_rater"] = nanmean(d_r, dim=0)
+    maj = _counts_of_target(joint, tables.majority, k)
+    out["majority"] = dice_from_counts(maj, empty, include_background)
+    fg = tables.all_k.long()  # (K, C)
+    region = (~(tables.any_k & ~tables.all_k)).long()
+    num = 2 * (joint * fg).sum(1)
+    den = (joint * region).sum(1) + (joint.sum(0) * fg).sum(1)
+    cons = _ratio(num, den, empty)
+    out["consensus"] = cons if include_background else cons[1:]
+    out["iou_majority"] = iou_from_counts(maj, empty, include_background)
+    out["counts_majority"] = maj
     return out

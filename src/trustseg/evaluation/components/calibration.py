@@ -18,6 +18,7 @@ from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite
 from trustseg.metrics.calibration import empty_state, merge_states
+from trustseg.metrics.calibration_codes import coded_states, fits
 from trustseg.metrics.calibration_state import calibration_state, metrics_from_state, reliability_from_state
 from trustseg.metrics.voxel_stats import CHUNK, spans
 
@@ -47,12 +48,30 @@ class Calibration(SuiteComponent):
             out.update({rater: flat[r, a:b] for r, rater in enumerate(ctx.raters)})
         return out
 
+    def coded_case_states(self, ctx: CaseContext) -> State | None:
+        """Every target's state from one pass over the probabilities (:func:`~trustseg.metrics.calibration_codes.
+        coded_states`: the targets are tables of the rater codes), or None when the case has no codes or the key
+        space is too large. With a field of view, only its voxels enter."""
+        tables = ctx.code_tables
+        if tables is None or ctx.codes is None or not fits(ctx.num_classes, ctx.num_codes, self.cfg.bins):
+            return None
+        targets = {"majority": tables.majority, "soft": tables.soft}
+        if self.cfg.per_rater_calibration:
+            targets.update({rater: tables.labels[r] for r, rater in enumerate(ctx.raters)})
+        probs, hard, code = ctx.probs.reshape(ctx.num_classes, -1), ctx.hard.reshape(-1), ctx.codes.reshape(-1)
+        valid = None if ctx.valid is None else ctx.valid.reshape(-1)
+        # half-size chunks: per-thread temporaries of a few float64/int64 chunk copies
+        return coded_states(probs, hard, code, targets, bins=self.cfg.bins, valid=valid, chunk=min(CHUNK, 1 << 17))
+
     def case_states(self, ctx: CaseContext) -> State:
-        """The case's states per target, computed once per case (kept in the context), accumulated over chunks of
+        """The case's states per target, computed once per case (kept in the context): from one pass over the
+        probabilities for all targets (:meth:`coded_case_states`), else per target, accumulated over chunks of
         :data:`~trustseg.metrics.voxel_stats.CHUNK` voxels (the states are sums, so chunking changes only the
         float64 summation order); with a field of view only its voxels enter."""
         key = (self.name, "states")
         if key not in ctx.cache:
+            ctx.cache[key] = self.coded_case_states(ctx)
+        if ctx.cache[key] is None:
             probs = ctx.probs.reshape(ctx.num_classes, -1)
             valid = None if ctx.valid is None else ctx.valid.reshape(-1)
             states: State | None = None

@@ -8,14 +8,22 @@ One empty policy for every overlap entry, :attr:`SuiteConfig.empty <trustseg.eva
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from trustseg.evaluation.component import SuiteComponent, register
 from trustseg.evaluation.context import CaseContext
 from trustseg.evaluation.results import finite, nanmean
-from trustseg.metrics.overlap import dice, dice_vs_raters, iou
+from trustseg.metrics.overlap import (
+    EmptyPolicy,
+    dice,
+    dice_from_counts,
+    dice_vs_raters,
+    dice_vs_raters_from_joint,
+    iou,
+    joint_counts,
+)
 from trustseg.metrics.surface import surface_metrics
 
 
@@ -45,12 +53,19 @@ class Overlap(SuiteComponent):
 
     def per_case(self, ctx: CaseContext) -> dict[str, Any]:
         k, fg, empty = ctx.num_classes, ctx.foreground, self.cfg.empty
-        dv = dice_vs_raters(ctx.hard, ctx.labels, k, empty=empty, majority=ctx.majority)
+        tables = ctx.code_tables
+        if tables is not None and ctx.codes is not None:
+            # one bincount of (hard, rater code) per chunk gives every count below (exact, the same values)
+            joint = joint_counts(ctx.hard, ctx.codes, k, ctx.num_codes)
+            dv = dice_vs_raters_from_joint(joint, tables, empty=cast(EmptyPolicy, empty))
+            iou_maj, qc = dv["iou_majority"], dice_from_counts(dv["counts_majority"], empty="one")
+        else:
+            dv = dice_vs_raters(ctx.hard, ctx.labels, k, empty=empty, majority=ctx.majority)
+            iou_maj, qc = iou(ctx.hard, ctx.majority, k, empty=empty), dice(ctx.hard, ctx.majority, k, empty="one")
         out: dict[str, Any] = {"dice": {t: per_class(fg, dv[t]) for t in ("majority", "consensus", "mean_rater")}}
         for r, rater in enumerate(ctx.raters):
             out["dice"][rater] = per_class(fg, dv[f"rater_{r}"])
-        out["iou"] = {"majority": per_class(fg, iou(ctx.hard, ctx.majority, k, empty=empty))}
-        qc = dice(ctx.hard, ctx.majority, k, empty="one")
+        out["iou"] = {"majority": per_class(fg, iou_maj)}
         out["qc_dice"] = {"majority": {"mean": float(qc.float().mean())}}
         return out
 
