@@ -32,9 +32,9 @@ from scipy.spatial import cKDTree
 #: Band radius in units of the smallest spacing (offsets up to this many voxels along the finest axis).
 BAND_RADIUS = 6.0
 
-#: The band search always visits this many offsets (the face, edge and corner neighbours: ``‖o‖ ≤ √3``) before
-#: it may stop early.
-BAND_MIN_OFFSETS = 27
+#: The band search stops early (queries left × offsets left > :data:`BAND_WORK_PER_VOXEL` × crop size) only while
+#: a block of offsets answers less than this fraction of the queries it tried.
+BAND_MIN_YIELD = 0.25
 
 #: Stop the band search when ``queries left × offsets left`` exceeds this many times the crop size (the feature
 #: transform of the crop is then cheaper).
@@ -97,17 +97,20 @@ def _band(qidx: tuple[np.ndarray, ...], target: np.ndarray, s: np.ndarray, radiu
     rem = np.arange(flat.shape[0])
     pos, block, n_off = 0, 1, off.shape[0]
     while pos < n_off and rem.size:
-        if pos >= BAND_MIN_OFFSETS and rem.size * (n_off - pos) > BAND_WORK_PER_VOXEL * target.size:
-            break
         o = off_flat[pos : pos + block]
         hits = tp[flat[rem, None] + o[None, :]]
         found = hits.any(axis=1)
+        n_before = rem.size
         if found.any():
             first = hits[found].argmax(axis=1)
             out[rem[found]] = d_off[pos + first]
             rem = rem[~found]
         pos += block
         block = min(2 * block, 64)
+        # few answers per offset and much work left (queries far from the target): the feature transform is cheaper
+        slow = n_before - rem.size < BAND_MIN_YIELD * n_before
+        if slow and pos >= 3 and rem.size * (n_off - pos) > BAND_WORK_PER_VOXEL * target.size:
+            break
     return out, rem
 
 
@@ -115,7 +118,9 @@ def _nearest_outside(qidx: tuple[np.ndarray, ...], target: np.ndarray, s: np.nda
     """Integer coordinates ``(n, ndim)`` of a nearest target voxel of each query (KD-tree or feature transform)."""
     q = np.stack(qidx, axis=1)
     if n_left * FT_DENSITY > target.size:
-        ft = ndimage.distance_transform_edt(~target, sampling=s, return_distances=False, return_indices=True)
+        # isotropic spacing: the same nearest voxels without ``sampling`` (twice as fast in scipy)
+        sampling = None if np.all(s == s[0]) else s
+        ft = ndimage.distance_transform_edt(~target, sampling=sampling, return_distances=False, return_indices=True)
         return np.stack([ft[i][qidx] for i in range(target.ndim)], axis=1)
     pts = np.argwhere(target)
     _, j = cKDTree(pts * s, leafsize=32).query(q * s, k=1, workers=KDTREE_WORKERS)
