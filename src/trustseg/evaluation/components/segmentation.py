@@ -75,7 +75,9 @@ class Surface(SuiteComponent):
     """HD95, ASSD and NSD against the majority vote, in the units of the case spacing.
 
     Surface convention, HD95 = 95th percentile of the pooled directed distances, NSD tolerance
-    :attr:`SuiteConfig.nsd_tolerance`; a class empty in either mask is NaN (left out of the ``mean``).
+    :attr:`SuiteConfig.nsd_tolerance`; a class empty in either mask is NaN (left out of the ``mean``). Distances
+    from the boundary band (``backend="band"``) or, with :attr:`SuiteConfig.exact`, the reference KD-tree: the
+    same values up to float round-off.
     """
 
     name = "surface"
@@ -92,5 +94,6 @@ class Surface(SuiteComponent):
             tolerance=self.cfg.nsd_tolerance,
             empty_both="nan",
             empty_one="nan",
+            backend="kdtree" if self.cfg.exact else "band",
         )
         return {key: {"majority": per_class(ctx.foreground, sm[key])} for key in ("hd95", "assd", "nsd")}
