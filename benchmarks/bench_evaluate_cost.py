@@ -23,7 +23,7 @@ subprocess (imports and a 32³ warm-up case twice first, so lazy imports are not
   majority vote (the issue's peer, what a MONAI user would run).
 
 Targets: the trustseg suite ≤ 1.5× MONAI at 96³ and 256³; a 512×512×300 case in ≤ 30 s with peak memory ≤ 3×.
-Results: ``benchmarks/results/evaluate_cost.{md,json}``.
+Results: ``benchmarks/results/evaluate_cost.{md,json}`` (``evaluate_cost_noisy.*`` with ``--noisy``).
 """
 
 from __future__ import annotations
@@ -198,13 +198,16 @@ def load_average() -> list[str]:
 
 def table(results: dict) -> str:
     lines = [
-        "## Evaluation cost per case: the whole suite vs MONAI (benchmarks/bench_evaluate_cost.py)",
+        "## Evaluation cost per case: the whole suite vs MONAI (benchmarks/bench_evaluate_cost.py)"
+        + (", noisy case" if results["noisy"] else ""),
         "",
         results["machine"],
         f"Load average {results['load_start']} at the start, {results['load_end']} at the end (on 2 cores, above "
         "~1 means something else was running). Command: `" + results["command"] + "`.",
         "",
-        "Case: `benchmarks/evaluate_case.py` (smooth synthetic, K = 3, R = 3, maps entropy/confidence/variance, "
+        "Case: `benchmarks/evaluate_case.py` ("
+        + ("noisy: salt-and-pepper errors everywhere, the surface metrics' worst case" if results["noisy"] else "smooth")
+        + " synthetic, K = 3, R = 3, maps entropy/confidence/variance, "
         "M = 2 samples, an image). trustseg = `EvaluationSuite.add_case` + `result`, every component; MONAI = "
         "majority vote + one-hot + Dice + HD95 + ASSD + NSD + calibration error against the majority. Each in a "
         "fresh process. Peak = growth of `ru_maxrss`, × the case's float32 probabilities.",
@@ -275,6 +278,7 @@ def main(argv: list[str]) -> int:
         "machine": markdown(),
         "machine_info": describe(),
         "command": "python benchmarks/bench_evaluate_cost.py " + " ".join(argv),
+        "noisy": args.noisy,
         "load_start": load_average(),
         "sizes": [],
     }
@@ -288,9 +292,10 @@ def main(argv: list[str]) -> int:
     if not args.no_write:
         from trustseg.core.atomic import atomic_write_json, atomic_write_text
 
-        atomic_write_json(OUT.with_suffix(".json"), results)
-        atomic_write_text(OUT.with_suffix(".md"), md)
-        print(f"wrote {OUT}.md/.json")
+        out = OUT.with_name(OUT.name + ("_noisy" if args.noisy else ""))
+        atomic_write_json(out.with_suffix(".json"), results)
+        atomic_write_text(out.with_suffix(".md"), md)
+        print(f"wrote {out}.md/.json")
     return 0
 
 
