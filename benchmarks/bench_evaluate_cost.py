@@ -206,7 +206,7 @@ def table(results: dict) -> str:
         "~1 means something else was running). Command: `" + results["command"] + "`.",
         "",
         "Case: `benchmarks/evaluate_case.py` ("
-        + ("noisy: salt-and-pepper errors everywhere, the surface metrics' worst case" if results["noisy"] else "smooth")
+        + ("noisy: salt-and-pepper errors everywhere, the surface worst case" if results["noisy"] else "smooth")
         + " synthetic, K = 3, R = 3, maps entropy/confidence/variance, "
         "M = 2 samples, an image). trustseg = `EvaluationSuite.add_case` + `result`, every component; MONAI = "
         "majority vote + one-hot + Dice + HD95 + ASSD + NSD + calibration error against the majority. Each in a "
