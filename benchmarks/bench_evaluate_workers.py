@@ -39,23 +39,31 @@ from trustseg.evaluation.results import flatten  # noqa: E402
 
 
 def max_relative_difference(a: dict, b: dict) -> tuple[float, str]:
-    """The largest ``|x - y| / max(|x|, |y|, 1e-12)`` over the numbers of two results files (rows, summary and
-    sections; differing keys or non-numbers raise)."""
-    fa, fb = (flatten({k: v for k, v in r.items() if k not in ("csv", "pred_dir", "per_case")}) for r in (a, b))
+    """The largest ``|x - y| / max(|x|, |y|, 1)`` (relative above 1, absolute below) over the numbers of two
+    results files (rows, summary and sections; curves element by element; differing keys or non-numbers raise)."""
+    skip = ("csv", "csv_sha256", "pred_dir", "per_case")
+    fa, fb = (flatten({k: v for k, v in r.items() if k not in skip}) for r in (a, b))
     for i, (ra, rb) in enumerate(zip(a["per_case"], b["per_case"], strict=True)):
         fa.update({f"per_case/{i}/{k}": v for k, v in flatten(ra).items()})
         fb.update({f"per_case/{i}/{k}": v for k, v in flatten(rb).items()})
     assert fa.keys() == fb.keys()
     worst, where = 0.0, ""
+    for key in list(fa):  # lists of numbers (curves) compare element by element
+        x, y = fa[key], fb[key]
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x != y:
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*x, *y]):
+                fa.pop(key), fb.pop(key)
+                fa.update({f"{key}/{i}": float(v) for i, v in enumerate(x)})
+                fb.update({f"{key}/{i}": float(v) for i, v in enumerate(y)})
     for key, x in fa.items():
         y = fb[key]
         if isinstance(x, float) and isinstance(y, float):
-            rel = abs(x - y) / max(abs(x), abs(y), 1e-12)
+            rel = abs(x - y) / max(abs(x), abs(y), 1.0)
             worst, where = (rel, key) if rel > worst else (worst, where)
         elif x != y and not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
             raise AssertionError(f"{key}: {x!r} vs {y!r}")
         elif x != y:
-            rel = abs(x - y) / max(abs(x), abs(y), 1e-12)
+            rel = abs(x - y) / max(abs(x), abs(y), 1.0)
             worst, where = (rel, key) if rel > worst else (worst, where)
     return worst, where
 
@@ -128,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {w} | {best[w]:.2f} | {best[w] / args.cases:.2f} |" for w in (1, 2)),
         "",
         f"Speed-up 2 vs 1 workers: **{ratio:.2f}×**; per-case rows of the two results files "
-        f"{'identical' if same else 'not bit-identical'}, largest relative difference of any number {diff:.1e} "
+        f"{'identical' if same else 'not bit-identical'}, largest difference of any number "
+        f"(relative above 1, absolute below) {diff:.1e} "
         f"(at `{where}`) "
         "(torch reductions depend on the thread count: a worker runs with fewer threads). Each worker runs with "
         "half the torch threads, so on a free 2-core "
