@@ -37,14 +37,12 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from trustseg.core.errors import ConfigError
 from trustseg.core.predictive import Predictive
 from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
 from trustseg.methods.edue import VARIANCE_KEY
+from trustseg.methods.layer_ensemble import DeepHeadsMethod
 from trustseg.methods.losses import dice_ce_loss, voxel_weight, weighted_mean
-from trustseg.methods.softmax import LogitMethod
-from trustseg.models.factory import build_network
-from trustseg.models.protocol import ALL_OUTPUTS, DEEP_HEADS, AllOutputs
+from trustseg.models.protocol import AllOutputs
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,7 @@ def variance_mse(probs: Tensor, rater_variance: Tensor, valid: Tensor | None = N
     "edue-heads",
     doc="EDUE, heads variant: random-rater deep heads, their variance guided to the raters' variance; one pass",
 )
-class EdueHeads(LogitMethod):
+class EdueHeads(DeepHeadsMethod):
     """EDUE with the uncertainty as the variance over the decoder depths' heads; needs R ≥ 2 raters per case."""
 
     name = "edue-heads"
@@ -108,27 +106,6 @@ class EdueHeads(LogitMethod):
     Params = EdueHeadsParams
     needs_raters = True
     primary_measure = "predicted_variance"
-    samples_are_heads = True
-    required_capabilities = frozenset({DEEP_HEADS, ALL_OUTPUTS})
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        heads = self.num_heads
-        if self.params.skip >= heads:
-            raise ConfigError(
-                f"method.{self.name}.skip must be in 0..{heads - 1} (the network has {heads} heads), "
-                f"got {self.params.skip}"
-            )
-
-    @property
-    def num_heads(self) -> int:
-        """H, the network's number of heads with deep heads on (its params' ``num_heads``)."""
-        return int(self.net.with_params(deep_heads=True).typed_params.num_heads)
-
-    def build_model(self, member: int = 0) -> nn.Module:
-        """The network with ``deep_heads`` on."""
-        net = self.net.with_params(deep_heads=True)
-        return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """Mean over heads of Dice + CE against a random rater per head and image, plus λ·MSE(V, D)."""

@@ -47,12 +47,10 @@ class LayerEnsembleParams:
             raise param_error("layer-ensemble", "skip", "be >= 0", self.skip)
 
 
-@METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")
-class LayerEnsemble(LogitMethod):
-    """Layer ensemble: heads on the bottleneck and every decoder depth, mean of the heads after the first T."""
+class DeepHeadsMethod(LogitMethod):
+    """A one-pass method on a network with a head per decoder depth (``deep_heads`` on) whose first ``skip`` heads
+    (``self.params.skip``) are left out of the prediction: the check of ``skip``, H and the network."""
 
-    name = "layer-ensemble"
-    Params = LayerEnsembleParams
     samples_are_heads = True
     required_capabilities = frozenset({DEEP_HEADS, ALL_OUTPUTS})
 
@@ -61,7 +59,7 @@ class LayerEnsemble(LogitMethod):
         heads = self.num_heads
         if self.params.skip >= heads:
             raise ConfigError(
-                f"method.layer-ensemble.skip must be in 0..{heads - 1} (the network has {heads} heads), "
+                f"method.{self.name}.skip must be in 0..{heads - 1} (the network has {heads} heads), "
                 f"got {self.params.skip}"
             )
 
@@ -74,6 +72,14 @@ class LayerEnsemble(LogitMethod):
         """The network with ``deep_heads`` on."""
         net = self.net.with_params(deep_heads=True)
         return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
+
+
+@METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")
+class LayerEnsemble(DeepHeadsMethod):
+    """Layer ensemble: heads on the bottleneck and every decoder depth, mean of the heads after the first T."""
+
+    name = "layer-ensemble"
+    Params = LayerEnsembleParams
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """``Σ_heads Dice + CE(head logits, target)``; logs the total and each head's term."""
