@@ -314,9 +314,10 @@ class NnunetPredictor:
                     members.append(self._from_nnunet(p))
                 del p
         assert logit_sum is not None
+        del x, data, arr, img  # CT volumes: free every case-sized array as soon as it is not needed
         nnunet = self._tempered(self._export(logit_sum.div_(self.num_members), props))
         del logit_sum
-        maps = {k: self._from_nnunet(v[None])[0] for k, v in moments.compute().items()}
+        maps = {k: self._from_nnunet(v[None])[0] for k, v in moments.compute(consume=True).items()}
         return MemberSummary(self._from_nnunet(moments.mean()), self._from_nnunet(nnunet), maps, members)
 
     def _tempered(self, probs: Tensor) -> Tensor:
@@ -351,11 +352,16 @@ class NnunetPredictor:
             self.samples_policy == "auto" and self.stack_bytes(image) <= self.max_stack_bytes
         )
         s = self.predict_members(image, spacing, keep=stack)
+        # each contiguous copy replaces its (permuted) source before the next one is made: one case-sized copy
+        # at a time, not a second set of every array
         extras = {"nnunet_probs": s.nnunet.contiguous()[None]}
+        s.nnunet = extras["nnunet_probs"]
         if stack:
             return Predictive(probs=torch.stack(s.members, 0)[:, None], extras=extras)
-        extras.update({f"{PRECOMPUTED}{k}": v.contiguous()[None, None] for k, v in s.maps.items()})
-        return Predictive(probs=s.mean.contiguous()[None, None], extras=extras)
+        for k in list(s.maps):
+            extras[f"{PRECOMPUTED}{k}"] = s.maps.pop(k).contiguous()[None, None]
+        mean, s.mean = s.mean.contiguous()[None, None], torch.empty(0)
+        return Predictive(probs=mean, extras=extras)
 
 
 def _load_json(path: Path) -> dict:

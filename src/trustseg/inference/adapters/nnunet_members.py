@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from trustseg.measures.pixel import LOG_EPS, entropy_of
+from trustseg.measures.pixel import LOG_EPS, xlogx
 
 #: The measures :class:`MemberMoments` can stream.
 STREAMED_MEASURES = ("confidence", "entropy", "expected_entropy", "mi", "epkl", "variance")
@@ -53,6 +53,7 @@ class MemberMoments:
         if unknown:
             raise ValueError(f"cannot stream {unknown} over members; streamed measures: {list(STREAMED_MEASURES)}")
         self.count = 0
+        self.normalised = False  # compute(consume=True) turned S1 into the mean in place
         self.s1: Tensor | None = None
         self.sx: Tensor | None = None
         self.sl: Tensor | None = None
@@ -70,6 +71,8 @@ class MemberMoments:
 
     def update(self, p: Tensor) -> MemberMoments:
         """Add one member ``p`` ``(K, *spatial)`` (probabilities over axis 0). Returns ``self``."""
+        if self.normalised:
+            raise ValueError("MemberMoments was consumed by compute(consume=True); start a new one")
         if p.dim() < 2 or p.shape[0] != self.num_classes:
             raise ValueError(f"expected one member (K={self.num_classes}, *spatial), got {tuple(p.shape)}")
         p = p.float()
@@ -83,15 +86,17 @@ class MemberMoments:
         else:
             self.s1 += p
         assert self.sx is not None
-        t = torch.clamp(p, min=LOG_EPS)  # the one class-sized temporary
-        t.log_()
-        if self.sl is not None:
-            self.sl += t
-        t.mul_(p)  # p ln p (0 where p = 0: p · ln LOG_EPS = 0)
-        self.sx += t.sum(0)
-        if self.s2 is not None:
-            torch.mul(p, p, out=t)
-            self.s2 += t.sum(0)
+        t = torch.empty(p.shape[1:])  # the one class-slice-sized temporary
+        for k in range(self.num_classes):
+            torch.clamp(p[k], min=LOG_EPS, out=t)
+            t.log_()
+            if self.sl is not None:
+                self.sl[k] += t
+            t.mul_(p[k])  # p ln p (0 where p = 0: p · ln LOG_EPS = 0)
+            self.sx += t
+            if self.s2 is not None:
+                torch.mul(p[k], p[k], out=t)
+                self.s2 += t
         self.count += 1
         return self
 
@@ -101,16 +106,30 @@ class MemberMoments:
         return self.s1
 
     def mean(self) -> Tensor:
-        """``p̄ = S1 / n`` ``(K, *spatial)``."""
-        return self._check() / self.count
+        """``p̄ = S1 / n`` ``(K, *spatial)`` (after ``compute(consume=True)``: S1 itself, already divided)."""
+        s1 = self._check()
+        return s1 if self.normalised else s1 / self.count
 
-    def compute(self) -> dict[str, Tensor]:
-        """The requested measures, each ``(*spatial)`` float32."""
+    def compute(self, consume: bool = False) -> dict[str, Tensor]:
+        """The requested measures, each ``(*spatial)`` float32.
+
+        Args:
+            consume: Divide S1 by n in place (:meth:`mean` then returns it without a copy) and free each sum as
+                soon as its measures are computed: for CT volumes, where every ``(K, *spatial)`` copy counts. No
+                member can be added afterwards.
+        """
+        if consume and not self.normalised:
+            self._check().div_(self.count)
+            self.normalised = True
         mean = self.mean()
         assert self.sx is not None
         out: dict[str, Tensor] = {}
-        expected = -self.sx / self.count
-        entropy = entropy_of(mean, dim=0) if {"entropy", "mi"} & set(self.measures) else None
+        expected = self.sx.div_(-self.count) if consume else -self.sx / self.count
+        entropy = None
+        if {"entropy", "mi"} & set(self.measures):  # −Σ_k p̄_k ln p̄_k, one class slice at a time
+            entropy = torch.zeros(mean.shape[1:])
+            for k in range(self.num_classes):
+                entropy -= xlogx(mean[k])
         for name in self.measures:
             if name == "confidence":
                 out[name] = mean.amax(0)
@@ -124,10 +143,18 @@ class MemberMoments:
                 out[name] = (entropy - expected).clamp_min(0)
             elif name == "epkl":
                 assert self.sl is not None
-                out[name] = (-(mean * self.sl).sum(0) / self.count - expected).clamp_min(0)
+                cross = torch.zeros(mean.shape[1:])
+                for k in range(self.num_classes):
+                    cross.addcmul_(mean[k], self.sl[k])
+                out[name] = (-cross / self.count - expected).clamp_min(0)
             else:  # variance
                 assert self.s2 is not None
-                out[name] = (self.s2 / self.count - (mean * mean).sum(0)).clamp_min(0)
+                square = torch.zeros(mean.shape[1:])
+                for k in range(self.num_classes):
+                    square.addcmul_(mean[k], mean[k])
+                out[name] = (self.s2 / self.count - square).clamp_min(0)
+        if consume:
+            self.sx = self.sl = self.s2 = None
         return out
 
 
