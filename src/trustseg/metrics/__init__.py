@@ -7,17 +7,21 @@ every metric. Averages of metric values skip NaN with :func:`trustseg.metrics.re
 
 from trustseg.metrics import (
     calibration,
+    calibration_codes,
     calibration_kernel,
     calibration_state,
     calibration_torch,
     curvas,
     geometry,
     multirater,
+    multirater_counts,
     ood_detection,
     overlap,
     quality_control,
+    rank_histogram,
     reduction,
     surface,
+    surface_distance,
     uncertainty_quality,
 )
 from trustseg.metrics.reduction import nanmean
@@ -26,17 +30,21 @@ from trustseg.metrics.registry import METRICS
 __all__ = [
     "METRICS",
     "calibration",
+    "calibration_codes",
     "calibration_kernel",
     "calibration_state",
     "calibration_torch",
     "curvas",
     "geometry",
     "multirater",
+    "multirater_counts",
     "nanmean",
     "ood_detection",
     "overlap",
     "quality_control",
+    "rank_histogram",
     "reduction",
     "surface",
+    "surface_distance",
     "uncertainty_quality",
 ]
