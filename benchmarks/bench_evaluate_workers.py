@@ -73,7 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of this process (workers get threads // W): 1 = one core per worker, as on a node "
+        "with a worker per core; results go to evaluate_workers_threads<T>.*",
+    )
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    stem = "evaluate_workers" + (f"_threads{args.threads}" if args.threads is not None else "")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -122,15 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / "evaluate_workers.json").write_text(json.dumps(record, indent=2))
+    record["threads"] = torch.get_num_threads()
+    (results / f"{stem}.json").write_text(json.dumps(record, indent=2))
     md = [
-        "## evaluate --workers (benchmarks/bench_evaluate_workers.py)\n",
+        "## evaluate --workers (benchmarks/bench_evaluate_workers.py"
+        + (f" --threads {args.threads}" if args.threads is not None else "")
+        + ")\n",
         markdown() + "\n",
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
         f"{', '.join(f'{x:.2f}' for x in load_after)}.\n",
         f"`evaluate_predictions(..., workers=W)` on {args.cases} synthetic 3D cases ({s}³, 3 raters, K = 2, the "
         f"full suite, probabilities and uncertainty maps of a 3D convolution); wall time of the call (spawn start-up "
-        f"of the workers included), best of {args.repeats} interleaved run(s).\n",
+        f"of the workers included), best of {args.repeats} interleaved run(s); {torch.get_num_threads()} torch "
+        f"thread(s) in this process, each of W workers gets max(1, threads // W).\n",
         "| workers | time (s) | s/case |",
         "|---|---|---|",
         *(f"| {w} | {best[w]:.2f} | {best[w] / args.cases:.2f} |" for w in (1, 2)),
@@ -146,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "imports, a few seconds of CPU), which matters for small cohorts. On a shared machine the ratio mostly "
         "says how many cores were free (see the load average).\n",
     ]
-    (results / "evaluate_workers.md").write_text("\n".join(md))
+    (results / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
 
