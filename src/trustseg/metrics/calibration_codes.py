@@ -29,7 +29,8 @@ from torch import Tensor
 
 from trustseg.core.errors import DataError
 from trustseg.metrics.calibration_state import _fine_per_bin, check_args, empty_state
-from trustseg.metrics.calibration_torch import _fine_index, _single_threaded, validate_probabilities
+from trustseg.metrics.calibration_torch import _fine_index, validate_probabilities
+from trustseg.metrics.voxel_stats import single_threaded
 
 #: Largest ``S · K · C`` key space of the one-pass histograms.
 MAX_KEYS = 1 << 22
@@ -126,7 +127,7 @@ def coded_states(
     seen = 0
     # chunks in parallel on torch's thread count, each op single-threaded (bincount is; see calibration_torch)
     workers = max(1, min(torch.get_num_threads(), -(-n // chunk)))
-    with _single_threaded(), ThreadPoolExecutor(workers) as pool:
+    with single_threaded(), ThreadPoolExecutor(workers) as pool:
         for got in pool.map(one, range(0, n, chunk)):
             if got is None:
                 continue

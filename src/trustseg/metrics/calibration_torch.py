@@ -9,7 +9,6 @@ validation errors: the kernel hands invalid input back here. Conventions: :mod:`
 
 from __future__ import annotations
 
-import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import DataError
+from trustseg.metrics.voxel_stats import single_threaded
 
 CHUNK = 1 << 17
 
@@ -167,25 +167,10 @@ def add_item(
         hists = [(slot, _hist(_fine_index(conf, fine, closed), conf, acc, fine + 1)) for slot, conf, acc in terms]
         return hists, nll_sum, brier_sum, p.shape[-1]
 
-    with _single_threaded(), ThreadPoolExecutor(workers) as pool:
+    with single_threaded(), ThreadPoolExecutor(workers) as pool:
         for hists, nll_sum, brier_sum, n in pool.map(one_chunk, range(0, p_all.shape[-1], chunk_size)):
             for slot, h in hists:
                 (state["top"] if slot < 0 else state["cls"][slot]).add_(h)
             state["nll"] += nll_sum
             state["brier"] += brier_sum
             state["n"] += n
-
-
-@contextlib.contextmanager
-def _single_threaded():
-    """Run torch ops single-threaded inside (chunks are parallelised by a thread pool instead); restores after.
-
-    Many small intra-op parallel regions are slow, badly so on a shared machine (measured 5–30× slower than
-    single-threaded chunks on 2 busy cores); coarse-grained parallelism over chunks is not.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -25,9 +25,8 @@ holds every pairwise intersection and size GED and the Hungarian IoU need (:func
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor
 
 from trustseg.core.errors import DataError
-from trustseg.metrics.voxel_stats import CHUNK, float32_floor, spans
+from trustseg.metrics.voxel_stats import CHUNK, float32_floor, single_threaded, spans
 
 #: The QUBIQ thresholds 0.1, 0.2, …, 0.9.
 QUBIQ_THRESHOLDS = tuple(k / 10 for k in range(1, 10))
@@ -226,21 +225,6 @@ def case_counts(
     for other in accs[1:]:
         accs[0].merge(other)
     return accs[0].result(row_hist, sp)
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Torch ops single-threaded inside (the chunks run on a thread pool instead); the setting is restored.
-
-    Many short intra-op parallel regions (one per op and chunk) are slow, and on a busy machine very slow: a
-    region waits for its last thread (measured here on the shared 2-core machine: 60× the CPU time of one thread).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _merge(a: object, b: object, names: Sequence[str]) -> None:

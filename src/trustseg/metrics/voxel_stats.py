@@ -20,7 +20,9 @@ float32 ≤ t (:func:`float32_floor`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,6 +30,22 @@ from torch import Tensor
 
 #: Voxels per chunk of the chunked passes (float64 temporaries of 2 MB; per-chunk temporaries stay ~20 MB).
 CHUNK = 1 << 18
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Torch ops single-threaded inside (the chunks of a pass run on a thread pool instead); the setting is restored.
+
+    Many short intra-op parallel regions (one per op and chunk) are slow, and on a busy machine very slow: a
+    region waits for its last thread (measured on the shared 2-core machine: 5–60× the CPU time of one thread);
+    coarse-grained parallelism over chunks is not.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def spans(n: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
