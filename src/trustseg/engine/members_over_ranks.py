@@ -42,7 +42,7 @@ from trustseg.core.lock import exclusive
 from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import PRECOMPUTED, Predictive
 from trustseg.engine.distributed import DistInfo, gather_checked, on_main, shard_of
-from trustseg.engine.prediction_folder import Annotator, FolderWriter, InputItem
+from trustseg.engine.prediction_folder import Annotator, FolderWriter, InputItem, WriterJob
 from trustseg.inference.adapters.nnunet_members import STREAMED_MEASURES, MemberMoments
 from trustseg.inference.memory import MemoryNeededError, memory_message
 from trustseg.inference.predictor import MemberPredictor, Predictor, check_image
@@ -188,23 +188,16 @@ def predict_members_sharded(
     out: Path,
     info: DistInfo,
     writer_info: dict[str, Any],
-    measures: Sequence[str] | str | None,
-    progress: bool,
-    save_samples: bool,
-    resume: bool,
-    overwrite: bool,
-    annotate: Annotator | None,
-    annotation: str | None,
-    dtype: str = "float32",
+    job: WriterJob,
 ) -> Path:
-    """Predict ``items`` into ``out`` with the members shared among the ranks (module docstring); this process is
-    rank ``info.rank`` of ``info.world_size``; every rank returns ``out``.
+    """Predict ``items`` into ``out`` with the writer settings ``job`` and the members shared among the ranks
+    (module docstring); this process is rank ``info.rank`` of ``info.world_size``; every rank returns ``out``.
 
     Raises:
         ConfigError, DataError: as :func:`trustseg.engine.predict.predict_folder` and
             :func:`check_members_sharding`, on every rank (the first failing rank's error).
     """
-    count = check_members_sharding(predictor, info, save_samples, annotate)
+    count = check_members_sharding(predictor, info, job.save_samples, job.annotate)
     assert isinstance(predictor, MemberPredictor)
     out = Path(out)
     mine = shard_of(list(range(count)), info)
@@ -213,8 +206,8 @@ def predict_members_sharded(
 
         def start() -> dict[str, Any]:
             stack.enter_context(exclusive(out, "prediction folder"))  # rank 0 holds the one lock of the run
-            writer = FolderWriter(out, writer_info, measures, dtype=dtype, annotation=annotation)
-            done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
+            writer = job.writer(out, writer_info)  # no samples, no annotator: refused above
+            done = writer.begin([load.case_id for load in items], resume=job.resume, overwrite=job.overwrite)
             names = writer.measures or member_measures(len(predictor.info.classes), writer.requested)
             member_measures(len(predictor.info.classes), names)  # a resumed folder's measures must stream too
             main["writer"] = writer
@@ -224,7 +217,7 @@ def predict_members_sharded(
         done = set(plan["done"])
         todo = [load for load in items if load.case_id not in done]
         state: dict[str, MemberMoments] = {}
-        for item in _loaded(todo, progress and info.is_main):
+        for item in _loaded(todo, job.progress and info.is_main):
 
             def predict(item: InputItem = item) -> None:
                 state["sums"] = accumulate(predictor, item, mine, plan["measures"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from trustseg.engine.distributed import env_info, session
 from trustseg.engine.members_over_ranks import check_members_sharding, predict_members_sharded
 from trustseg.engine.prediction_folder import (
     Annotator,
-    FolderWriter,
+    WriterJob,
     check_out_dir,
     iter_inputs,
     load_prediction,
@@ -162,50 +161,21 @@ def predict_folder(
     if shard != "cases":  # refused before the process group starts, on every rank alike
         check_members_sharding(predictor, env_info(), save_samples, annotate)
     items = iter_inputs(inputs, split)
-    job: dict[str, Any] = {  # the writer settings both paths take
-        "measures": measures,
-        "progress": progress,
-        "save_samples": save_samples,
-        "resume": resume,
-        "overwrite": overwrite,
-        "annotate": annotate,
-        "annotation": annotation,
-        "dtype": dtype,
-    }
+    job = WriterJob(measures, progress, save_samples, resume, overwrite, annotate, annotation, dtype)
     with session(getattr(predictor, "device", "cpu")) as dist_info:
         if dist_info.enabled:
-            return SHARDINGS[shard](predictor, items, Path(out), dist_info, _writer_info(predictor), **job)
+            return SHARDINGS[shard](predictor, items, Path(out), dist_info, _writer_info(predictor), job)
     with exclusive(out, "prediction folder"):  # a second predict into the same folder fails fast
-        return _predict_into(predictor, items, Path(out), **job)
+        return _predict_into(predictor, items, Path(out), job)
 
 
-def _predict_into(
-    predictor: Predictor,
-    items: list,
-    out: Path,
-    measures: Sequence[str] | str | None,
-    progress: bool,
-    save_samples: bool,
-    resume: bool,
-    overwrite: bool,
-    annotate: Annotator | None,
-    annotation: str | None,
-    dtype: str = "float32",
-) -> Path:
+def _predict_into(predictor: Predictor, items: list, out: Path, job: WriterJob) -> Path:
     """The body of :func:`predict_folder`, under the folder's writer lock."""
-    writer = FolderWriter(
-        Path(out),
-        _writer_info(predictor),
-        measures,
-        save_samples=save_samples,
-        annotate=annotate,
-        annotation=annotation,
-        dtype=dtype,
-    )
-    done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
+    writer = job.writer(Path(out), _writer_info(predictor))
+    done = writer.begin([load.case_id for load in items], resume=job.resume, overwrite=job.overwrite)
     items = [load for load in items if load.case_id not in done]
-    for item in writer.track(items, progress):
-        predict_case(predictor, item, writer, annotate)
+    for item in writer.track(items, job.progress):
+        predict_case(predictor, item, writer, job.annotate)
     return writer.finish()
 
 

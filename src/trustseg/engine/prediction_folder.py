@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,39 @@ def _shown(inputs: str | Path | Sequence[str | Path]) -> str:
         return str(inputs)
     items = [str(f) for f in inputs]
     return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+
+
+@dataclass(frozen=True)
+class WriterJob:
+    """The :func:`~trustseg.engine.predict.predict_folder` options of the same names, as every predict path (one
+    process, cases over ``torchrun`` ranks, members over ranks) gives them to its folder writer.
+
+    Example:
+        >>> WriterJob(dtype="float16").options()["dtype"]
+        'float16'
+    """
+
+    measures: Sequence[str] | str | None = None
+    progress: bool = False
+    save_samples: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    annotate: Annotator | None = None
+    annotation: str | None = None
+    dtype: str = "float32"
+
+    def options(self) -> dict[str, Any]:
+        """The writer's keyword options: ``save_samples``, ``annotate``, ``annotation``, ``dtype``."""
+        return {
+            "save_samples": self.save_samples,
+            "annotate": self.annotate,
+            "annotation": self.annotation,
+            "dtype": self.dtype,
+        }
+
+    def writer(self, out: Path, info: dict[str, Any]) -> FolderWriter:
+        """The :class:`FolderWriter` of ``out`` with these options (``info``: the run description)."""
+        return FolderWriter(out, info, self.measures, **self.options())
 
 
 class FolderWriter:

@@ -41,7 +41,7 @@ from trustseg.data.predictions import INDEX, SUMMARY, case_files
 from trustseg.engine.case_prediction import predict_case
 from trustseg.engine.checkpoint import remove_leftover_temps
 from trustseg.engine.distributed import DistInfo, gather_checked, on_main, shard_of
-from trustseg.engine.prediction_folder import Annotator, FolderWriter
+from trustseg.engine.prediction_folder import FolderWriter, WriterJob
 from trustseg.inference.predictor import Predictor
 
 #: Folder of the per-rank parts of the index, inside the prediction folder.
@@ -182,49 +182,37 @@ def predict_sharded(
     out: Path,
     info: DistInfo,
     writer_info: dict[str, Any],
-    measures: Sequence[str] | str | None,
-    progress: bool,
-    save_samples: bool,
-    resume: bool,
-    overwrite: bool,
-    annotate: Annotator | None,
-    annotation: str | None,
-    dtype: str = "float32",
+    job: WriterJob,
 ) -> Path:
-    """Predict ``items`` (loaders of :func:`~trustseg.engine.prediction_folder.iter_inputs`) into ``out``, this
-    process being rank ``info.rank`` of ``info.world_size`` (module docstring); every rank returns ``out``.
+    """Predict ``items`` (loaders of :func:`~trustseg.engine.prediction_folder.iter_inputs`) into ``out`` with the
+    writer settings ``job``, this process being rank ``info.rank`` of ``info.world_size`` (module docstring);
+    every rank returns ``out``.
 
     Raises:
         ConfigError, DataError: as :func:`trustseg.engine.predict.predict_folder`, on every rank (the first
             failing rank's error).
     """
     out = Path(out)
-    options: dict[str, Any] = {
-        "save_samples": save_samples,
-        "annotate": annotate,
-        "annotation": annotation,
-        "dtype": dtype,
-    }
     main: dict[str, FolderWriter] = {}
     with contextlib.ExitStack() as stack:
 
         def start() -> dict[str, Any]:
             stack.enter_context(exclusive(out, "prediction folder"))  # rank 0 holds the one lock of the run
             absorb_parts(out)
-            writer = FolderWriter(out, writer_info, measures, **options)
-            done = writer.begin([load.case_id for load in items], resume=resume, overwrite=overwrite)
+            writer = job.writer(out, writer_info)
+            done = writer.begin([load.case_id for load in items], resume=job.resume, overwrite=job.overwrite)
             main["writer"] = writer
             return {"done": sorted(done), "measures": writer.measures, "notes": writer.notes, "token": uuid.uuid4().hex}
 
         plan: Any = on_main(start, info)
         done = set(plan["done"])
         mine = shard_of([load for load in items if load.case_id not in done], info)
-        shard = ShardWriter(out, writer_info, measures, rank=info.rank, token=plan["token"], **options)
+        shard = ShardWriter(out, writer_info, job.measures, rank=info.rank, token=plan["token"], **job.options())
         shard.measures = plan["measures"]
 
         def run() -> dict[str, Any]:
-            for item in shard.track(mine, progress and info.is_main):
-                predict_case(predictor, item, shard, annotate)
+            for item in shard.track(mine, job.progress and info.is_main):
+                predict_case(predictor, item, shard, job.annotate)
             return {**shard.part(), "_path": str(part_path(out, info.rank))}
 
         try:
