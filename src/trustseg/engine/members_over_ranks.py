@@ -29,20 +29,19 @@ network), or more ranks than members.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from rich.progress import Progress
 
 from trustseg.core.errors import ConfigError, DataError
 from trustseg.core.lock import exclusive
 from trustseg.core.memory import available_bytes, is_allocation_failure
 from trustseg.core.predictive import PRECOMPUTED, Predictive
 from trustseg.engine.distributed import DistInfo, gather_checked, on_main, shard_of
-from trustseg.engine.prediction_folder import Annotator, FolderWriter, InputItem, WriterJob
+from trustseg.engine.prediction_folder import Annotator, FolderWriter, InputItem, WriterJob, loaded
 from trustseg.inference.adapters.nnunet_members import STREAMED_MEASURES, MemberMoments
 from trustseg.inference.memory import MemoryNeededError, memory_message
 from trustseg.inference.predictor import MemberPredictor, Predictor, check_image
@@ -170,18 +169,6 @@ def as_prediction(moments: MemberMoments) -> Predictive:
     return Predictive(probs=moments.mean().contiguous()[None, None], extras=extras)
 
 
-def _loaded(loaders: list, progress: bool) -> Iterator[InputItem]:
-    """The loaded items, with a progress bar if asked."""
-    if not progress:
-        yield from (load() for load in loaders)
-        return
-    with Progress() as bar:
-        task = bar.add_task("predicting", total=len(loaders))
-        for load in loaders:
-            yield load()
-            bar.advance(task)
-
-
 def predict_members_sharded(
     predictor: Predictor,
     items: list,
@@ -217,7 +204,7 @@ def predict_members_sharded(
         done = set(plan["done"])
         todo = [load for load in items if load.case_id not in done]
         state: dict[str, MemberMoments] = {}
-        for item in _loaded(todo, job.progress and info.is_main):
+        for item in loaded(todo, job.progress and info.is_main):
 
             def predict(item: InputItem = item) -> None:
                 state["sums"] = accumulate(predictor, item, mine, plan["measures"])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,20 @@ def _shown(inputs: str | Path | Sequence[str | Path]) -> str:
         return str(inputs)
     items = [str(f) for f in inputs]
     return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+
+
+def loaded(loaders: list, progress: bool) -> Iterator[Any]:
+    """What each of ``loaders`` (e.g. :func:`iter_inputs`) returns, called when reached, with a progress bar if
+    asked."""
+    if not progress:
+        for load in loaders:
+            yield load()
+        return
+    with Progress() as bar:
+        task = bar.add_task("predicting", total=len(loaders))
+        for load in loaders:
+            yield load()
+            bar.advance(task)
 
 
 @dataclass(frozen=True)
@@ -337,17 +351,9 @@ class FolderWriter:
         self.rows = [rows[c["id"]] for c in self.cases if c["id"] in rows]
         return {c["id"] for c in self.cases if all(p.is_file() for p in case_files(self.out, c).values())}
 
-    def track(self, loaders: list, progress: bool):
-        """Iterate over the loaded items, with a progress bar if asked."""
-        if not progress:
-            for load in loaders:
-                yield load()
-            return
-        with Progress() as bar:
-            task = bar.add_task("predicting", total=len(loaders))
-            for load in loaders:
-                yield load()
-                bar.advance(task)
+    def track(self, loaders: list, progress: bool) -> Iterator[Any]:
+        """Iterate over the loaded items, with a progress bar if asked (:func:`loaded`)."""
+        return loaded(loaders, progress)
 
     def _measure_names(self, pred: Predictive) -> list[str]:
         avail = list(dict.fromkeys([*available_measures(pred), *precomputed_measures(pred)]))
