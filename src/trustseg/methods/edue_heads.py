@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +41,6 @@ from trustseg.methods.base import METHODS, Batch, TrainContext, param_error
 from trustseg.methods.edue import VARIANCE_KEY
 from trustseg.methods.layer_ensemble import DeepHeadsMethod
 from trustseg.methods.losses import dice_ce_loss, voxel_weight, weighted_mean
-from trustseg.models.protocol import AllOutputs
 
 
 @dataclass(frozen=True)
@@ -123,14 +121,6 @@ class EdueHeads(DeepHeadsMethod):
         logs = {"loss": float(loss.detach()), "seg": float(seg.detach()), "var_mse": float(mse.detach())}
         logs.update({f"head{i}": float(t.detach()) for i, t in enumerate(terms)})
         return loss, logs
-
-    def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
-        """Untempered logits of the kept heads ``(H − skip, B, K, *spatial)``, coarse -> fine."""
-        return self.head_logits(models, x)[self.params.skip :]
-
-    def head_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
-        """Logits of all H heads ``(H, B, K, *spatial)``."""
-        return torch.stack(cast(AllOutputs, models[0]).forward_all(x)["heads"], 0)  # required capability
 
     def predict(self, models: Sequence[nn.Module], x: Tensor) -> Predictive:
         """``probs`` ``(M, B, K, *spatial)`` = softmax(z^(m) / T) of the kept heads and

@@ -73,6 +73,14 @@ class DeepHeadsMethod(LogitMethod):
         net = self.net.with_params(deep_heads=True)
         return build_network(net, self.spatial_dims, self.in_channels, self.num_classes)
 
+    def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
+        """Untempered logits of the kept heads ``(H − skip, B, K, *spatial)``, coarse -> fine."""
+        return self.head_logits(models, x)[self.params.skip :]
+
+    def head_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
+        """Logits of all H heads ``(H, B, K, *spatial)`` (for AULA over every head)."""
+        return torch.stack(cast(AllOutputs, models[0]).forward_all(x)["heads"], 0)  # required capability
+
 
 @METHODS.register("layer-ensemble", doc="layer ensemble: a head per decoder depth, one pass, M = heads - skip")
 class LayerEnsemble(DeepHeadsMethod):
@@ -90,11 +98,3 @@ class LayerEnsemble(DeepHeadsMethod):
         logs = {"loss": float(loss.detach())}
         logs.update({f"head{i}": float(t.detach()) for i, t in enumerate(terms)})
         return loss, logs
-
-    def sample_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
-        """Logits of the kept heads ``(H − skip, B, K, *spatial)``, coarse -> fine."""
-        return self.head_logits(models, x)[self.params.skip :]
-
-    def head_logits(self, models: Sequence[nn.Module], x: Tensor) -> Tensor:
-        """Logits of all H heads ``(H, B, K, *spatial)`` (for AULA over every head)."""
-        return torch.stack(cast(AllOutputs, models[0]).forward_all(x)["heads"], 0)  # required capability
