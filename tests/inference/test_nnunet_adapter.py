@@ -264,11 +264,62 @@ def test_streamed_measures_equal_stacked(tiny):
     assert float(want["mi"].max()) > 1e-3  # the members disagree somewhere: the check is not vacuous
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 1.3, 2.0)])
+def test_export_equals_nnunets_convert(tiny, spacing):
+    """The predictor's export (nnU-Net's probability steps without the segmentation) is nnU-Net's
+    ``convert_predicted_logits_to_segmentation_with_correct_shape`` to float round-off: with cropping reverted and, at a
+    spacing other than the plans', resampling."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    model, case, _ = tiny
+    image, _ = _read(case)
+    predictor = load_predictor(f"nnunet:{model}", "cpu", folds=[0], tta="none")
+    img, sp = predictor._to_nnunet(image.astype(np.float32), spacing)
+    data, _, props = predictor.config_manager.preprocessor_class(verbose=False).run_case_npy(
+        img, None, {"spacing": sp}, predictor.plans_manager, predictor.config_manager, predictor.dataset_json
+    )
+    logits = torch.randn(3, *data.shape[1:], generator=torch.Generator().manual_seed(0)) * 4
+    _, want = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits.clone(), predictor.plans_manager, predictor.config_manager, predictor.label_manager, props, True
+    )
+    got = predictor._export([logits], props)
+    assert tuple(got.shape) == want.shape and tuple(got.shape[1:]) == img.shape[1:]
+    # to 1 ulp: nnU-Net's convert switches torch to its own thread count, which changes the softmax's rounding
+    np.testing.assert_allclose(got.numpy(), want, rtol=3e-7, atol=1e-9)
+    assert (want[0] == 1).any()  # the cropped-away border was reverted (background 1): the path is exercised
+
+
+def test_lean_stream_keeps_only_what_the_measures_need(tiny):
+    """``measures`` and ``nnunet_probs=False``: the same maps as the full stream, fewer sums and no logit sum."""
+    model, case, _ = tiny
+    image, spacing = _read(case)
+    full = load_predictor(f"nnunet:{model}", "cpu", samples_policy="stream").predict(image, spacing)
+    lean = load_predictor(
+        f"nnunet:{model}", "cpu", samples_policy="stream", measures="entropy,mi", nnunet_probs=False
+    ).predict(image, spacing)
+    assert "nnunet_probs" in full.extras and "nnunet_probs" not in lean.extras
+    assert sorted(precomputed_measures(lean)) == ["entropy", "mi"]
+    torch.testing.assert_close(lean.probs, full.probs, atol=0, rtol=0)
+    for name in ("entropy", "mi"):
+        torch.testing.assert_close(precomputed_measures(lean)[name], precomputed_measures(full)[name], msg=name)
+    # a measure the sums cannot give is refused when streaming, accepted when the members are stacked
+    with pytest.raises(ConfigError, match="cannot stream.*vacuity.*stack"):
+        load_predictor(f"nnunet:{model}", "cpu", samples_policy="stream", measures="mi,vacuity")
+    stacked = load_predictor(f"nnunet:{model}", "cpu", samples_policy="stack", measures="mi,vacuity")
+    assert stacked.predict(image, spacing).num_samples == 16
+    auto = load_predictor(f"nnunet:{model}", "cpu", measures="vacuity", max_stack_bytes=1)
+    with pytest.raises(ConfigError, match="cannot stream"):
+        auto.predict(image, spacing)  # auto chose stream for this image
+
+
 def test_member_moments_known_answer_and_subset():
     p = torch.tensor([[0.9, 0.5], [0.1, 0.5]]).view(2, 2, 1)  # K=2, two voxels
     q = torch.tensor([[0.1, 0.5], [0.9, 0.5]]).view(2, 2, 1)
     mm = MemberMoments(2, ["mi", "variance"]).update(p).update(q)
     assert mm.sl is None  # no epkl asked: no per-class log sums kept
+    entropy_only = MemberMoments(2, ["confidence", "entropy"]).update(p).update(q)
+    assert entropy_only.sx is None and entropy_only.s2 is None  # the mean is all they need
+    assert entropy_only.compute()["entropy"][0, 0].item() == pytest.approx(np.log(2), abs=1e-6)
     out = mm.compute()
     h = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
     assert out["mi"][0, 0].item() == pytest.approx(np.log(2) - h, abs=1e-6)
@@ -303,7 +354,7 @@ def test_bad_options_are_clear(tiny):
         load_predictor(f"nnunet:{model}", "cpu", folds="0,7")
 
 
-def test_cli_predict_nnunet(tiny, tmp_path):
+def test_cli_predict_nnunet(tiny, tmp_path, capsys):
     model, case, _ = tiny
     out = tmp_path / "pred"
     argv = ["predict", "--model", f"nnunet:{model}", "--folds", "0,1", "--tta", "mirror", "--input", str(case.parent)]
@@ -321,6 +372,18 @@ def test_cli_predict_nnunet(tiny, tmp_path):
         a = read_image(out / f"case_0000_{name}.nii.gz").array
         b = read_image(streamed / f"case_0000_{name}.nii.gz").array
         assert np.abs(a - b).max() < 2e-5, name
+    # --measures reaches the predictor (only their sums are kept) and --no-nnunet-probs drops nnU-Net's average
+    lean = tmp_path / "lean"
+    argv[argv.index(str(streamed))] = str(lean)
+    argv[argv.index("entropy,mi,epkl")] = "entropy,mi"
+    assert main([*argv, "--no-nnunet-probs"]) == 0
+    for name in ("entropy", "mi"):
+        a = read_image(out / f"case_0000_{name}.nii.gz").array
+        assert np.abs(a - read_image(lean / f"case_0000_{name}.nii.gz").array).max() < 2e-5, name
+    assert not (lean / "case_0000_epkl.nii.gz").exists()
+    assert main(["predict", "--model", str(tmp_path / "m.pt"), "--input", str(case.parent), "--out",
+                 str(tmp_path / "x"), "--no-nnunet-probs"]) == 2  # fmt: skip
+    assert "--no-nnunet-probs do(es) not apply to run: models" in capsys.readouterr().err
 
 
 def test_logits_and_temperature(tiny, tmp_path):

@@ -161,6 +161,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="nnunet: models: keep all members (stack) or stream them into running sums (stream)",
     )
     p.add_argument(
+        "--no-nnunet-probs",
+        dest="nnunet_probs",
+        action="store_const",
+        const=False,
+        default=None,
+        help="nnunet: models: skip nnU-Net's own averaged prediction (extras nnunet_probs; saves K volumes)",
+    )
+    p.add_argument(
         "--mc-dropout", type=int, default=None, metavar="N", help="torchscript:/state_dict: N passes, dropout on"
     )
     p.add_argument(
@@ -437,6 +445,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Predictor options whose flag is not ``--<option>``.
+_OPTION_FLAGS = {"nnunet_probs": "--no-nnunet-probs"}
+
+
 def _predictor_options(args: argparse.Namespace) -> dict:
     """``--tta``, ``--mc-dropout``, ``--patch-size`` as predictor options, refused for schemes without them."""
     options: dict = {}
@@ -444,7 +456,7 @@ def _predictor_options(args: argparse.Namespace) -> dict:
         options["tta"] = args.tta
     if args.mc_dropout is not None:
         options["mc_dropout"] = args.mc_dropout
-    for key in ("folds", "samples_policy"):  # nnunet: options
+    for key in ("folds", "samples_policy", "nnunet_probs"):  # nnunet: options
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     if args.patch_size is not None:
@@ -454,9 +466,11 @@ def _predictor_options(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--patch-size must be integers like 64,64, got {args.patch_size!r}") from None
     scheme, _ = split_spec(args.run)
     accepted = PREDICTORS.meta(scheme).get("options", frozenset())
+    if "measures" in accepted and getattr(args, "measures", None):
+        options["measures"] = args.measures  # a streaming predictor keeps only the sums these need
     refused = sorted(k for k in options if k not in accepted)
     if refused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        flags = ", ".join(_OPTION_FLAGS.get(k, "--" + k.replace("_", "-")) for k in refused)
         takers = [e.name + ":" for e in PREDICTORS if set(refused) <= set(e.meta.get("options", ()))]
         raise ConfigError(f"{flags} do(es) not apply to {scheme}: models; use it with {' or '.join(takers)} models")
     return options

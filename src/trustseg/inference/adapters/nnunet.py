@@ -11,6 +11,9 @@ every fold × mirror view kept as a member instead of averaged.
   are streamed into running sums: ``probs (1, 1, K, *sp)`` is their mean and the streamed measure maps are
   ``extras``), or ``auto`` (``stack`` while the stack takes at most ``max_stack_bytes``, default 1 GiB);
 * ``measures``: the streamed measures (:data:`~trustseg.inference.adapters.nnunet_members.STREAMED_MEASURES`);
+* ``nnunet_probs`` (default ``True``): also keep ``Σ z`` and export nnU-Net's own averaged prediction as
+  ``extras["nnunet_probs"]``; ``False`` (``trustseg predict --no-nnunet-probs``) drops that ``K``-volume sum and
+  its export, which at CT size is what keeps the streamed prediction within 1.5x nnU-Net's own peak memory;
 * ``checkpoint`` (``checkpoint_final.pth``), ``step_size`` (nnU-Net's tile step, 0.5).
 
 For each fold ``f`` and view ``v`` (``M = folds × views`` members, fold-major): nnU-Net's own preprocessing
@@ -20,7 +23,7 @@ only view ``v``: ``flip_v(net(flip_v(x)))``, then nnU-Net's own export
 (``convert_predicted_logits_to_segmentation_with_correct_shape``: resampling of the logits to the original
 spacing, softmax, revert cropping and transpose) gives the member's probabilities ``p^(f,v)`` in the input's
 geometry. nnU-Net itself averages the *logits* of the views (per tile) and folds, then applies the softmax; the
-predictor keeps ``Σ_(f,v) z^(f,v)`` too, and exports ``z̄`` the same way: ``extras["nnunet_probs"]`` ``(1, K, *sp)``
+predictor keeps ``Σ_(f,v) z^(f,v)`` too (unless ``nnunet_probs=False``), and exports ``z̄`` the same way: ``extras["nnunet_probs"]`` ``(1, K, *sp)``
 is nnU-Net's own averaged prediction (``nnUNetv2_predict --save_probabilities``, to nnU-Net's float16
 accumulation). The mean of the members' probabilities, ``p̄`` (what trustseg's measures read), differs from it
 by the members' disagreement.
@@ -58,7 +61,9 @@ from trustseg.inference.predictor import PREDICTORS, PredictorInfo, check_image
 #: The options ``trustseg predict`` may pass to ``nnunet:``.
 #: Smallest probability whose log stands for a logit (float32 probabilities below it are rounded-off zeros).
 LOG_FLOOR = 1e-30
-NNUNET_OPTIONS = frozenset({"folds", "tta", "samples_policy", "measures", "checkpoint", "step_size", "max_stack_bytes"})
+NNUNET_OPTIONS = frozenset(
+    {"folds", "tta", "samples_policy", "measures", "nnunet_probs", "checkpoint", "step_size", "max_stack_bytes"}
+)
 #: numpy globals nnU-Net's checkpoints pickle (float64 scalars), allowed for ``weights_only=True``.
 CHECKPOINT_GLOBALS: list[Any] = [
     np._core.multiarray.scalar,  # type: ignore[attr-defined]
@@ -79,7 +84,6 @@ def import_nnunet() -> dict[str, Any]:
     """
     try:
         raw = importlib.import_module("nnunetv2.inference.predict_from_raw_data")
-        export = importlib.import_module("nnunetv2.inference.export_prediction")
         plans = importlib.import_module("nnunetv2.utilities.plans_handling.plans_handler")
         net = importlib.import_module("nnunetv2.utilities.get_network_from_plans")
         labels = importlib.import_module("nnunetv2.utilities.label_handling.label_handling")
@@ -90,7 +94,6 @@ def import_nnunet() -> dict[str, Any]:
         ) from None
     return {
         "Predictor": raw.nnUNetPredictor,
-        "convert": export.convert_predicted_logits_to_segmentation_with_correct_shape,
         "PlansManager": plans.PlansManager,
         "get_network": net.get_network_from_plans,
         "num_inputs": labels.determine_num_input_channels,
@@ -142,10 +145,11 @@ def parse_folds(folds: str | Sequence[int | str] | None, folder: Path, checkpoin
 @dataclass
 class MemberSummary:
     """The streamed result of one image: ``mean`` ``(K, *sp)`` (members' probabilities), ``nnunet`` ``(K, *sp)``
-    (softmax of the mean logits, nnU-Net's own), ``maps`` name -> ``(*sp)``, ``members`` (kept when stacking)."""
+    (softmax of the mean logits, nnU-Net's own; ``None`` with ``nnunet_probs=False``), ``maps`` name -> ``(*sp)``,
+    ``members`` (kept when stacking)."""
 
     mean: Tensor
-    nnunet: Tensor
+    nnunet: Tensor | None
     maps: dict[str, Tensor]
     members: list[Tensor] = field(default_factory=list)
 
@@ -157,12 +161,15 @@ class NnunetPredictor:
         folder: The model folder (``plans.json``, ``dataset.json``, ``fold_N/``).
         device: Where the networks run (``auto``, ``cpu``, ``cuda:N``).
         folds: Fold numbers (default: all present). tta: ``mirror`` or ``none``.
-        samples_policy: ``auto``, ``stack`` or ``stream`` (module docstring). measures: streamed measures.
+        samples_policy: ``auto``, ``stack`` or ``stream`` (module docstring). measures: the measures asked for
+            (default: every streamed one); with ``stream`` each must be one of ``STREAMED_MEASURES``, and only the
+            sums they need are kept. nnunet_probs: keep nnU-Net's own averaged prediction (module docstring).
         checkpoint: Checkpoint file name in each fold. step_size: nnU-Net's tile step size.
         max_stack_bytes: ``auto``'s limit on the member stack ``M · K · voxels · 4``.
 
     Raises:
-        ConfigError: nnunetv2 missing, an unknown ``tta``/``samples_policy``/measure, bad ``folds``.
+        ConfigError: nnunetv2 missing, an unknown ``tta``/``samples_policy``/measure, a measure ``stream``
+            cannot compute from running sums, bad ``folds``.
         DataError: the folder is not an nnU-Net model folder (missing files).
     """
 
@@ -174,6 +181,7 @@ class NnunetPredictor:
         tta: str = "mirror",
         samples_policy: str = "auto",
         measures: Sequence[str] | str | None = None,
+        nnunet_probs: bool = True,
         checkpoint: str = "checkpoint_final.pth",
         step_size: float = 0.5,
         max_stack_bytes: int = 1 << 30,
@@ -190,10 +198,12 @@ class NnunetPredictor:
         if samples_policy not in SAMPLES_POLICIES:
             raise ConfigError(f"--samples-policy must be one of {list(SAMPLES_POLICIES)}, got {samples_policy!r}")
         names = [m.strip() for m in measures.split(",")] if isinstance(measures, str) else measures
-        unknown = sorted(set(names or ()) - set(STREAMED_MEASURES))
-        if unknown:
-            raise ConfigError(f"nnunet: cannot stream {unknown}; streamed measures: {', '.join(STREAMED_MEASURES)}")
-        self.measures = tuple(names) if names else STREAMED_MEASURES
+        # stack keeps every member, so the writer computes any measure; stream only what the sums give
+        self.unstreamable = tuple(sorted(set(names or ()) - set(STREAMED_MEASURES)))
+        if samples_policy == "stream":
+            self._check_streamable()
+        self.measures = tuple(m for m in names if m in STREAMED_MEASURES) if names else STREAMED_MEASURES
+        self.nnunet_probs = bool(nnunet_probs)
         self.samples_policy, self.max_stack_bytes = samples_policy, int(max_stack_bytes)
         self.device = resolve_device(device, "predict device")
         self.folds = parse_folds(folds, self.folder, checkpoint)
@@ -230,7 +240,6 @@ class NnunetPredictor:
         self._nn.manual_initialization(
             network, self.plans_manager, cm, self.params, self.dataset_json, first["trainer_name"], axes or None
         )
-        self._convert = nn["convert"]
         self.flat = float(self.plans_manager.plans.get("original_median_spacing_after_transp", [1.0])[0]) >= 999
         labels = self.dataset_json["labels"]
         classes = tuple(sorted(labels, key=lambda k: labels[k] if isinstance(labels[k], int) else labels[k][0]))
@@ -254,6 +263,13 @@ class NnunetPredictor:
         """What the model needs and offers."""
         return self._info
 
+    def _check_streamable(self) -> None:
+        if self.unstreamable:
+            raise ConfigError(
+                f"nnunet: cannot stream {list(self.unstreamable)} over members (streamed measures: "
+                f"{', '.join(STREAMED_MEASURES)}); use --samples-policy stack for them"
+            )
+
     #: Post-hoc temperature T (``trustseg calibrate --model nnunet:...``): every member's probabilities become
     #: ``softmax(ln p / T)``, which equals ``softmax(z / T)`` of its exported logits z (ln p = z − logsumexp z).
     temperature: float = 1.0
@@ -275,10 +291,31 @@ class NnunetPredictor:
             return probs[:, 0]
         return probs.permute(0, *range(probs.dim() - 1, 0, -1))
 
-    def _export(self, logits: Tensor, props: dict) -> Tensor:
-        """nnU-Net's own export of logits ``(K, *pre)`` to probabilities ``(K, *orig)`` (nnU-Net's axis order)."""
-        _, probs = self._convert(logits, self.plans_manager, self.config_manager, self.label_manager, props, True)
-        return torch.from_numpy(np.asarray(probs, dtype=np.float32))
+    def _export(self, box: list[Tensor], props: dict) -> Tensor:
+        """nnU-Net's own export of the logits ``(K, *pre)`` popped from ``box`` to probabilities ``(K, *orig)``
+        (nnU-Net's axis order).
+
+        The probability steps of nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``, each
+        with nnU-Net's own function: ``resampling_fn_probabilities`` to the cropped shape, ``apply_inference_nonlin``,
+        ``revert_cropping_on_probabilities``, the backward transpose; the same numbers (test). Left out: the
+        segmentation it also builds (an int64 argmax volume we would discard) and the reverted copy when nothing
+        was cropped. The logits are taken out of ``box`` so that they are freed as soon as the softmax has read
+        them: at CT size each of these is a K-volume of the peak memory.
+        """
+        pm, cm, lm = self.plans_manager, self.config_manager, self.label_manager
+        logits = box.pop()
+        before = props["shape_after_cropping_and_before_resampling"]
+        spacing = [props["spacing"][i] for i in pm.transpose_forward]
+        current = cm.spacing if len(cm.spacing) == len(before) else [spacing[0], *cm.spacing]
+        resampled = cm.resampling_fn_probabilities(logits, before, current, spacing)
+        del logits
+        probs = lm.apply_inference_nonlin(resampled)
+        del resampled
+        shape, bbox = list(props["shape_before_cropping"]), props["bbox_used_for_cropping"]
+        if list(probs.shape[1:]) != shape or any(tuple(b) != (0, n) for b, n in zip(bbox, shape, strict=True)):
+            probs = lm.revert_cropping_on_probabilities(probs, bbox, shape)
+        out = probs if isinstance(probs, Tensor) else torch.from_numpy(np.asarray(probs))
+        return out.float().permute(0, *[i + 1 for i in pm.transpose_backward])
 
     @torch.inference_mode()
     def predict_members(
@@ -298,6 +335,7 @@ class NnunetPredictor:
             img, None, {"spacing": sp}, self.plans_manager, self.config_manager, self.dataset_json
         )
         x = torch.from_numpy(np.ascontiguousarray(data)).float()
+        del data, arr, img  # CT volumes: free every case-sized array as soon as it is not needed (x is the input)
         moments = MemberMoments(self._info.num_classes, self.measures)
         logit_sum: Tensor | None = None
         members: list[Tensor] = []
@@ -306,19 +344,23 @@ class NnunetPredictor:
             for view in self.views:
                 self._nn.view_axes = tuple(view)
                 z = self._nn.predict_sliding_window_return_logits(x).cpu()
-                logit_sum = z.float() if logit_sum is None else logit_sum.add_(z)
-                p = self._tempered(self._export(z, props))
-                del z
+                if self.nnunet_probs:
+                    logit_sum = z.float() if logit_sum is None else logit_sum.add_(z)  # aliases z: read-only below
+                box = [z]
+                del z  # the export frees the logits once read
+                p = self._tempered(self._export(box, props))
                 moments.update(p)
                 if keep:
                     members.append(self._from_nnunet(p))
                 del p
-        assert logit_sum is not None
-        del x, data, arr, img  # CT volumes: free every case-sized array as soon as it is not needed
-        nnunet = self._tempered(self._export(logit_sum.div_(self.num_members), props))
-        del logit_sum
+        del x
+        nnunet = None
+        if logit_sum is not None:
+            box = [logit_sum.div_(self.num_members)]
+            del logit_sum
+            nnunet = self._from_nnunet(self._tempered(self._export(box, props)))
         maps = {k: self._from_nnunet(v[None])[0] for k, v in moments.compute(consume=True).items()}
-        return MemberSummary(self._from_nnunet(moments.mean()), self._from_nnunet(nnunet), maps, members)
+        return MemberSummary(self._from_nnunet(moments.mean()), nnunet, maps, members)
 
     def _tempered(self, probs: Tensor) -> Tensor:
         """``softmax(ln p / T)`` over the classes (axis 0); ``probs`` itself for T = 1."""
@@ -346,16 +388,24 @@ class NnunetPredictor:
         ``stack`` (or ``auto`` under ``max_stack_bytes``): ``probs (M, 1, K, *sp)``; ``stream``: ``probs (1, 1, K,
         *sp)`` = the members' mean, with the streamed measures as ``extras["measure:<name>"]`` ``(1, 1, *sp)``
         (:data:`trustseg.core.predictive.PRECOMPUTED`; the writer takes them as they are). Both carry
-        ``extras["nnunet_probs"]`` ``(1, K, *sp)``, nnU-Net's own averaged prediction.
+        ``extras["nnunet_probs"]`` ``(1, K, *sp)``, nnU-Net's own averaged prediction (unless ``nnunet_probs`` is
+        off).
+
+        Raises:
+            ConfigError: ``auto`` streams this image and a measure asked for cannot be streamed.
         """
         stack = self.samples_policy == "stack" or (
             self.samples_policy == "auto" and self.stack_bytes(image) <= self.max_stack_bytes
         )
+        if not stack:
+            self._check_streamable()
         s = self.predict_members(image, spacing, keep=stack)
         # each contiguous copy replaces its (permuted) source before the next one is made: one case-sized copy
         # at a time, not a second set of every array
-        extras = {"nnunet_probs": s.nnunet.contiguous()[None]}
-        s.nnunet = extras["nnunet_probs"]
+        extras: dict[str, Tensor] = {}
+        if s.nnunet is not None:
+            extras["nnunet_probs"] = s.nnunet.contiguous()[None]
+            s.nnunet = extras["nnunet_probs"]
         if stack:
             return Predictive(probs=torch.stack(s.members, 0)[:, None], extras=extras)
         for k in list(s.maps):

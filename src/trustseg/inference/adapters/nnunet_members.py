@@ -2,9 +2,10 @@
 
 :class:`MemberMoments` keeps, per voxel, only what the requested measures need, in float32 and updated in place
 with one class-sized temporary, so that ``M`` members of a ``(K, *spatial)`` volume cost about
-``(2K + 2)`` float32 volumes whatever ``M`` is (instead of the ``(M, K, *spatial)`` stack):
+at most ``(2K + 2)`` float32 volumes whatever ``M`` is (``K + 1`` for ``entropy`` and ``mi``) (instead of the ``(M, K, *spatial)`` stack):
 
-* ``S1 = Σ_m p^(m)`` ``(K, *sp)`` (always), ``SX = Σ_m Σ_k p_k^(m) ln p_k^(m)`` ``(*sp)`` (entropy terms);
+* ``S1 = Σ_m p^(m)`` ``(K, *sp)`` (always: ``confidence`` and ``entropy`` need nothing else);
+* ``SX = Σ_m Σ_k p_k^(m) ln p_k^(m)`` ``(*sp)`` only for ``expected_entropy``, ``mi`` and ``epkl``;
 * ``SL = Σ_m ln max(p^(m), LOG_EPS)`` ``(K, *sp)`` only for ``epkl``; ``S2 = Σ_m Σ_k (p_k^(m))²`` ``(*sp)`` only
   for ``variance``.
 
@@ -60,6 +61,11 @@ class MemberMoments:
         self.s2: Tensor | None = None
 
     @property
+    def needs_entropy_terms(self) -> bool:
+        """Whether ``SX`` is kept (``expected_entropy``, ``mi`` or ``epkl`` asked)."""
+        return bool({"expected_entropy", "mi", "epkl"} & set(self.measures))
+
+    @property
     def needs_log(self) -> bool:
         """Whether ``SL`` is kept (``epkl`` asked)."""
         return "epkl" in self.measures
@@ -78,23 +84,25 @@ class MemberMoments:
         p = p.float()
         if self.s1 is None:
             self.s1 = p.clone()
-            self.sx = torch.zeros(p.shape[1:])
+            self.sx = torch.zeros(p.shape[1:]) if self.needs_entropy_terms else None
             self.sl = torch.zeros_like(p) if self.needs_log else None
             self.s2 = torch.zeros(p.shape[1:]) if self.needs_square else None
         elif p.shape != self.s1.shape:
             raise ValueError(f"member shape {tuple(p.shape)} differs from earlier members {tuple(self.s1.shape)}")
         else:
             self.s1 += p
-        assert self.sx is not None
-        t = torch.empty(p.shape[1:])  # the one class-slice-sized temporary
+        t = torch.empty(p.shape[1:]) if self.sx is not None or self.s2 is not None else None  # one class slice
         for k in range(self.num_classes):
-            torch.clamp(p[k], min=LOG_EPS, out=t)
-            t.log_()
-            if self.sl is not None:
-                self.sl[k] += t
-            t.mul_(p[k])  # p ln p (0 where p = 0: p · ln LOG_EPS = 0)
-            self.sx += t
+            if self.sx is not None:
+                assert t is not None
+                torch.clamp(p[k], min=LOG_EPS, out=t)
+                t.log_()
+                if self.sl is not None:
+                    self.sl[k] += t
+                t.mul_(p[k])  # p ln p (0 where p = 0: p · ln LOG_EPS = 0)
+                self.sx += t
             if self.s2 is not None:
+                assert t is not None
                 torch.mul(p[k], p[k], out=t)
                 self.s2 += t
         self.count += 1
@@ -122,9 +130,10 @@ class MemberMoments:
             self._check().div_(self.count)
             self.normalised = True
         mean = self.mean()
-        assert self.sx is not None
         out: dict[str, Tensor] = {}
-        expected = self.sx.div_(-self.count) if consume else -self.sx / self.count
+        expected = None
+        if self.sx is not None:
+            expected = self.sx.div_(-self.count) if consume else -self.sx / self.count
         entropy = None
         if {"entropy", "mi"} & set(self.measures):  # −Σ_k p̄_k ln p̄_k, one class slice at a time
             entropy = torch.zeros(mean.shape[1:])
@@ -137,12 +146,13 @@ class MemberMoments:
                 assert entropy is not None
                 out[name] = entropy
             elif name == "expected_entropy":
+                assert expected is not None
                 out[name] = expected.clone()
             elif name == "mi":
-                assert entropy is not None
+                assert entropy is not None and expected is not None
                 out[name] = (entropy - expected).clamp_min(0)
             elif name == "epkl":
-                assert self.sl is not None
+                assert self.sl is not None and expected is not None
                 cross = torch.zeros(mean.shape[1:])
                 for k in range(self.num_classes):
                     cross.addcmul_(mean[k], self.sl[k])
