@@ -97,14 +97,19 @@ def test_plan_and_job_hash(tmp_path):
     assert job_hash(cfg, jobs[0]) != job_hash(other, plan_jobs(other, tmp_path)[0])
 
 
-@pytest.mark.parametrize("name", ["lidc", "qubiq", "synthetic2d", "synthetic3d"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
 def test_every_recipe_parses(name):
     cfg = load_compare_config(RECIPES / f"{name}.yaml")
-    assert isinstance(cfg, CompareConfig) and cfg.baseline == "softmax"
-    if name == "qubiq":
+    # issue 13's protocol: every method and both EDUE variants, CIs against the deep ensemble
+    labels = {m.key for m in cfg.methods}
+    assert isinstance(cfg, CompareConfig) and cfg.baseline == "ensemble"
+    assert {"softmax", "mc-dropout", "ensemble", "evidential", "edue", "edue-heads", "layer-ensemble"} <= labels
+    if name.startswith("qubiq"):
         assert cfg.folds == 5
-    if name == "lidc":
+    if name.startswith("lidc"):
         assert cfg.samples == 16 and cfg.datasets[0].data
+    if name == "synthetic2d":  # image-level correlations need disagreement that varies from image to image
+        assert cfg.datasets[0].synth is not None and cfg.datasets[0].synth.disagreement_spread > 0
 
 
 def test_demo_preset_is_a_valid_config():

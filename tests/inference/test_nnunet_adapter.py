@@ -284,8 +284,8 @@ def test_export_equals_nnunets_convert(tiny, spacing):
     )
     got = predictor._export([logits], props)
     assert tuple(got.shape) == want.shape and tuple(got.shape[1:]) == img.shape[1:]
-    # to 1 ulp: nnU-Net's convert switches torch to its own thread count, which changes the softmax's rounding
-    np.testing.assert_allclose(got.numpy(), want, rtol=3e-7, atol=1e-9)
+    # to float round-off: the softmax is computed in place (and nnU-Net runs it with its own thread count)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
     assert (want[0] == 1).any()  # the cropped-away border was reverted (background 1): the path is exercised
 
 

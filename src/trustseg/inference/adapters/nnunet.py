@@ -295,12 +295,13 @@ class NnunetPredictor:
         """nnU-Net's own export of the logits ``(K, *pre)`` popped from ``box`` to probabilities ``(K, *orig)``
         (nnU-Net's axis order).
 
-        The probability steps of nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``, each
-        with nnU-Net's own function: ``resampling_fn_probabilities`` to the cropped shape, ``apply_inference_nonlin``,
-        ``revert_cropping_on_probabilities``, the backward transpose; the same numbers (test). Left out: the
-        segmentation it also builds (an int64 argmax volume we would discard) and the reverted copy when nothing
-        was cropped. The logits are taken out of ``box`` so that they are freed as soon as the softmax has read
-        them: at CT size each of these is a K-volume of the peak memory.
+        The probability steps of nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``:
+        nnU-Net's ``resampling_fn_probabilities`` to the cropped shape, its inference nonlinearity (softmax over
+        the classes, sigmoid for region-based models) computed in place (:func:`_nonlin_`), nnU-Net's
+        ``revert_cropping_on_probabilities``, the backward transpose; the same numbers to float round-off (test).
+        Left out: the segmentation it also builds (an int64 argmax volume we would discard) and the reverted copy
+        when nothing was cropped. The logits are taken out of ``box`` (the caller keeps no reference) so that the
+        softmax can overwrite them: at CT size each avoided copy is a K-volume of the peak memory.
         """
         pm, cm, lm = self.plans_manager, self.config_manager, self.label_manager
         logits = box.pop()
@@ -309,7 +310,7 @@ class NnunetPredictor:
         current = cm.spacing if len(cm.spacing) == len(before) else [spacing[0], *cm.spacing]
         resampled = cm.resampling_fn_probabilities(logits, before, current, spacing)
         del logits
-        probs = lm.apply_inference_nonlin(resampled)
+        probs = _nonlin_(resampled if isinstance(resampled, Tensor) else torch.from_numpy(resampled), lm.has_regions)
         del resampled
         shape, bbox = list(props["shape_before_cropping"]), props["bbox_used_for_cropping"]
         if list(probs.shape[1:]) != shape or any(tuple(b) != (0, n) for b, n in zip(bbox, shape, strict=True)):
@@ -344,8 +345,8 @@ class NnunetPredictor:
             for view in self.views:
                 self._nn.view_axes = tuple(view)
                 z = self._nn.predict_sliding_window_return_logits(x).cpu()
-                if self.nnunet_probs:
-                    logit_sum = z.float() if logit_sum is None else logit_sum.add_(z)  # aliases z: read-only below
+                if self.nnunet_probs:  # (the export overwrites z: the first member's logits are copied)
+                    logit_sum = z.float().clone() if logit_sum is None else logit_sum.add_(z)
                 box = [z]
                 del z  # the export frees the logits once read
                 p = self._tempered(self._export(box, props))
@@ -412,6 +413,16 @@ class NnunetPredictor:
             extras[f"{PRECOMPUTED}{k}"] = s.maps.pop(k).contiguous()[None, None]
         mean, s.mean = s.mean.contiguous()[None, None], torch.empty(0)
         return Predictive(probs=mean, extras=extras)
+
+
+def _nonlin_(logits: Tensor, regions: bool) -> Tensor:
+    """nnU-Net's inference nonlinearity over axis 0 in place: ``softmax`` (``sigmoid`` for region-based models), one
+    class-less volume of scratch instead of a ``K``-volume copy (``logits`` is overwritten unless not float32)."""
+    x = logits.float()
+    if regions:
+        return x.sigmoid_()
+    x.sub_(x.amax(0, keepdim=True)).exp_()
+    return x.div_(x.sum(0, keepdim=True))
 
 
 def _load_json(path: Path) -> dict:
