@@ -42,14 +42,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "inference"))
 
 
-def _child(mode: str, model: str, shape: tuple[int, ...], folds: int, step: float) -> dict:
+def _child(mode: str, model: str, shape: tuple[int, ...], folds: int, step: float, measures: str | None,
+           nnunet_probs: bool) -> dict:  # fmt: skip
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     image = (rng.normal(size=(1, *shape)) * 100).astype(np.float32)
     spacing = (1.0, 1.0, 1.0)
     from trustseg.inference.predictor import load_predictor
 
-    opts = {"folds": list(range(folds)), "tta": "mirror", "samples_policy": "stream", "step_size": step}
+    opts = {"folds": list(range(folds)), "tta": "mirror", "samples_policy": "stream", "step_size": step,
+            "measures": measures, "nnunet_probs": nnunet_probs}  # fmt: skip
     p = load_predictor(f"nnunet:{model}", "cpu", **opts)
     nn = None
     if mode == "nnunet":
@@ -82,7 +84,8 @@ def _child(mode: str, model: str, shape: tuple[int, ...], folds: int, step: floa
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"mode": mode, "seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
-            "peak_above_start_mib": round(peak - base, 1), "members": members}  # fmt: skip
+            "peak_above_start_mib": round(peak - base, 1), "members": members,
+            "measures": ",".join(p.measures), "nnunet_probs": p.nnunet_probs}  # fmt: skip
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -100,10 +103,13 @@ def main() -> None:
     ap.add_argument("--stack", action="store_true", help="also measure the naive stack (M x K x voxels in memory)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--measures", default=None)
+    ap.add_argument("--no-nnunet-probs", action="store_true")
     args = ap.parse_args()
     shape = _ints(args.shape)
     if args.child:
-        print(json.dumps(_child(args.child, args.model, shape, args.folds, args.step)))
+        child = _child(args.child, args.model, shape, args.folds, args.step, args.measures, not args.no_nnunet_probs)
+        print(json.dumps(child))
         return
     sys.path.insert(0, str(HERE))
     from test_nnunet_adapter import make_model_folder
@@ -115,11 +121,20 @@ def main() -> None:
     models = {}
     for label, axes in (("few", _ints(args.mirror_axes)), ("more", _ints(args.more_axes))):
         models[label] = make_model_folder(root / label, folds=args.folds, patch=patch, mirror_axes=axes)
-    plan = [("nnunet", "few"), ("stream", "few"), ("stream", "more")] + ([("stack", "few")] if args.stack else [])
+    # (mode, model, measures, nnunet_probs): the defaults (all six streamed measures and nnU-Net's own average),
+    # the command with --no-nnunet-probs, the two-measure minimum, and more views (memory must not grow)
+    plan: list[tuple[str, str, str | None, bool]] = [
+        ("nnunet", "few", None, True),
+        ("stream", "few", None, True),
+        ("stream", "few", "entropy,mi,epkl", False),
+        ("stream", "few", "entropy,mi", False),
+        ("stream", "more", "entropy,mi,epkl", False),
+    ] + ([("stack", "few", None, True)] if args.stack else [])
     rows = []
-    for mode, label in plan:
+    for mode, label, measures, probs in plan:
         cmd = [sys.executable, __file__, "--child", mode, "--model", str(models[label]), "--shape", args.shape,
                "--folds", str(args.folds), "--step", str(args.step)]  # fmt: skip
+        cmd += (["--measures", measures] if measures else []) + ([] if probs else ["--no-nnunet-probs"])
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             rows.append({"mode": mode, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]})
@@ -156,21 +171,24 @@ def main() -> None:
         f"{'x'.join(map(str, patch))}, tile step {args.step}, {args.folds} fold(s), CPU, 2 threads. Peak = ru_maxrss "
         "of a fresh process above its level after loading the model (imports and model excluded).",
         "",
-        "| approach | members | seconds | s / member | peak above start (MiB) | x nnU-Net |",
-        "|---|---|---|---|---|---|",
+        "| approach | streamed measures | nnunet_probs | members | seconds | s / member | peak above start (MiB) "
+        "| x nnU-Net |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     names = {"nnunet": "nnU-Net's own averaged prediction", "stream": "trustseg streamed members",
              "stack": "naive stack of all members"}  # fmt: skip
     for r in rows:
         if "error" in r:
-            lines.append(f"| {names[r['mode']]} | – | failed: {r['error']} | – | – | – |")
+            lines.append(f"| {names[r['mode']]} | – | – | – | failed: {r['error']} | – | – | – |")
             continue
-        lines.append(f"| {names[r['mode']]} | {r['members']} | {r['seconds']} | {r['seconds_per_member']} | "
-                     f"{r['peak_above_start_mib']} | {r.get('peak_vs_nnunet', '–')} |")  # fmt: skip
+        streamed_measures = r.get("measures", "–") if r["mode"] == "stream" else "–"
+        keeps = ("yes" if r.get("nnunet_probs") else "no") if r["mode"] != "nnunet" else "–"
+        lines.append(f"| {names[r['mode']]} | {streamed_measures} | {keeps} | {r['members']} | {r['seconds']} | "
+                     f"{r['seconds_per_member']} | {r['peak_above_start_mib']} | {r.get('peak_vs_nnunet', '–')} |")  # fmt: skip
     lines += [
         "",
         f"Target: peak ≤ 1.5x nnU-Net's averaged prediction while keeping every member's information. The streamed "
-        "peak does not depend on M (compare the two streamed rows); for 5 folds x 8 views the streamed prediction "
+        "peak does not depend on M (compare the streamed rows with 2 and 4 members); for 5 folds x 8 views the streamed prediction "
         f"would take about {result['estimated_seconds_5x8_streamed']} s here (s / member x 40, extrapolated, not "
         f"run), and the naive stack of 40 members would need {result['naive_stack_40_members_gib']} GiB for the "
         "stack alone" + (" (more than this machine's memory)." if result["naive_stack_40_members_gib"] > 23 else "."),
