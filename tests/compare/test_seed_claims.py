@@ -1,0 +1,79 @@
+"""benchmarks/seed_claims.py: the verdict rules (known answers) and the script on a real tiny comparison."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def claims():
+    spec = importlib.util.spec_from_file_location("seed_claims", ROOT / "benchmarks" / "seed_claims.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seed_claims"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ci(diff, low, high):
+    return {"diff": diff, "low": low, "high": high, "n_cases": 10, "p_better": None}
+
+
+def test_case_verdicts_follow_the_ci(claims):
+    v = claims.verdict_cases
+    assert v({"a": 1.0, "ci": _ci(0.1, 0.02, 0.2)}, True) == "reproduced"
+    assert v({"a": 1.0, "ci": _ci(0.1, -0.02, 0.2)}, True) == "inconclusive"
+    assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, -0.02)}, True) == "not reproduced"
+    assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, 0.02)}, True) == "not reproduced"
+    # lower is better (e.g. UCC): a negative difference with the whole CI below 0 is the claimed side
+    assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, -0.02)}, False) == "reproduced"
+    assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, 0.05)}, False) == "inconclusive"
+    assert v({"a": None, "ci": None}, True) == "not testable here"
+
+
+def test_seed_verdicts_need_every_seed(claims):
+    v = claims.verdict_seeds
+    assert v([0.5, 0.6], [0.4, 0.5], True) == "reproduced"
+    assert v([0.5], [0.4], True) == "reproduced (1 seed)"
+    assert v([0.5, 0.3], [0.4, 0.5], True) == "inconclusive"
+    assert v([0.3, 0.3], [0.4, 0.5], True) == "not reproduced"
+    assert v([0.3], [0.4], False) == "reproduced (1 seed)"
+    assert v([], [0.4], True) == "not testable here"
+    assert claims.gain(0.6, 0.5) == pytest.approx(0.2) and claims.gain(0.4, -0.5) == pytest.approx(1.8)
+
+
+def test_script_on_a_real_comparison(claims, real_compare, tmp_path):
+    """The tiny real comparison (softmax and MC dropout, 2 seeds): what it can test gets its number, computed here
+    independently from the per-case results; what needs an ensemble, EDUE, SURE or layer ensemble is not
+    testable; the tables are copied beside the claims."""
+    out, _ = real_compare
+    assert claims.main([str(out), "--out", str(tmp_path)]) == 0
+    doc = (tmp_path / "seed_claims.md").read_text()
+    data = json.loads((tmp_path / "seed_claims.json").read_text())[0]
+    assert data["dataset"] == "tiny" and data["seeds"] == [0, 1]
+    by_claim = {c["claim"]: c for c in data["claims"]}
+    base = next(c for k, c in by_claim.items() if k.startswith("a softmax U-Net's entropy"))
+    # the softmax pixel r: per test case averaged over the 2 seeds, then over cases
+    per_case: dict[str, list[float]] = {}
+    for seed in (0, 1):
+        res = json.loads((out / "jobs" / "tiny" / "softmax" / f"seed{seed}" / "eval" / "results.json").read_text())
+        for row in res["per_case"]:
+            r = row.get("pixel_pearson", {}).get("entropy", {}).get("disagreement")
+            if isinstance(r, float) and np.isfinite(r):
+                per_case.setdefault(row["case"], []).append(r)
+    want = np.mean([np.mean(v) for v in per_case.values()])
+    assert base["measured"] == f"softmax entropy pixel r {want:.3f}"
+    assert base["verdict"] == ("reproduced" if want >= 0.4 else "not reproduced")
+    for key in ("EDUE's predicted variance", "better NLL than a deep ensemble", "lower UCC_g"):
+        claim = next(c for k, c in by_claim.items() if k.startswith(key))
+        assert claim["verdict"] == "not testable here", key
+    assert not any(c["paper"] == "LIDC anchors" for c in data["claims"])  # an anchor of LIDC only
+    assert "| methods.md |" in doc and (tmp_path / "tiny" / "table.json").is_file()
