@@ -12,12 +12,14 @@ per dataset:
 * the relative gain ``(method − ensemble) / |ensemble|`` of the pixel- and image-level correlations with rater
   disagreement (EDUE claims +23 % pixel, +55 % image), for each uncertainty map a method writes;
 * Spearman(AULA, Dice) of the layer-ensemble heads (LE paper: 0.785), from the saved heads and per-case Dice;
-* the validation learning curve (Dice by epoch) of the softmax baseline's run, to show whether training flattened.
+* the validation learning curve (Dice by epoch) of the softmax baseline's run, to show whether training flattened;
+* with ``--figures``, the PNG figures of each comparison's ``trustseg report`` page (the page itself, which embeds
+  the case gallery, is ~12 MB and is not kept).
 
 The comparisons themselves are run with the recipes (``recipes/*.yaml``, ``trustseg compare``); this script only
 reads them. Usage::
 
-    PYTHONPATH=src python benchmarks/seed_claims.py runs/compare-synth2d runs/compare-lidc-cpu ... \\
+    PYTHONPATH=src python benchmarks/seed_claims.py runs/compare-synth2d runs/compare-lidc-cpu ... --figures \\
         --out benchmarks/results/seed_claims
 """
 
@@ -29,6 +31,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ from scipy import stats
 
 from trustseg.compare.config import CompareConfig, load_compare_config
 from trustseg.compare.jobs import Job, plan_jobs
+from trustseg.compare.report import build_compare_report
 from trustseg.compare.stats import paired_bootstrap
 from trustseg.data.predictions import read_index
 from trustseg.measures.image import layer_agreement
@@ -533,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="trustseg compare output folders")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "seed_claims")
+    ap.add_argument("--figures", action="store_true", help="also build each comparison's HTML report (trustseg "
+                    "report) in a temporary folder and keep its PNG figures in OUT/<dataset>/figures/")  # fmt: skip
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from machine import markdown
@@ -550,6 +556,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in ("compare.yaml", "run_card.json", "table.json", "table.csv", "table.md"):
             if (folder / f).is_file():
                 shutil.copy2(folder / f, keep / f)
+        if args.figures:  # the page itself embeds the case gallery (~12 MB): only its figures are kept
+            with tempfile.TemporaryDirectory() as tmp:
+                build_compare_report(folder, Path(tmp) / "report.html")
+                (keep / "figures").mkdir(exist_ok=True)
+                for png in sorted((Path(tmp) / "report_figures").glob("*.png")):
+                    shutil.copy2(png, keep / "figures" / png.name)
     (args.out / "seed_claims.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     (args.out / "seed_claims.md").write_text("\n".join(doc) + "\n")
     print(f"wrote {args.out / 'seed_claims.md'}")
