@@ -141,6 +141,8 @@ def verdict_cases(cmp: dict[str, Any], higher: bool) -> str:
     ci = cmp.get("ci")
     if cmp.get("a") is None or ci is None:
         return "not testable here"
+    if ci["diff"] == ci["low"] == ci["high"] == 0:
+        return "not testable here (identical on every case)"
     better = ci["diff"] > 0 if higher else ci["diff"] < 0
     lo, hi = (ci["low"], ci["high"]) if higher else (-ci["high"], -ci["low"])
     if better and lo > 0:
@@ -251,6 +253,16 @@ def aula_dice(run: Run) -> dict[str, Any]:
                 per_job.append({"job": j.name, "rho": None, "p": None, "n": len(aula)})
         rhos = [r["rho"] for r in per_job if r["rho"] is not None]
         out[method] = {"jobs": per_job, "rho_mean": mean(rhos)}
+    return out
+
+
+def epochs_run(run: Run) -> list[int]:
+    """Epochs each member of each job trained (rows of its ``history.csv``): what a budget left of ``epochs``."""
+    out = []
+    for j in run.jobs:
+        for hist in sorted((j.folder / "run").rglob("history.csv")):
+            with hist.open() as f:
+                out.append(sum(1 for _ in csv.DictReader(f)))
     return out
 
 
@@ -495,9 +507,13 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
     name = run.cfg.datasets[0].name
     seeds = sorted({j.seed for j in run.jobs})
     folds = sorted({j.fold for j in run.jobs if j.fold is not None})
+    epochs = epochs_run(run)
     lines = [f"## {name}", "",
              f"`{run.folder}`: methods {', '.join(run.methods())}; seeds {seeds}"
-             + (f"; folds {folds}" if folds else "") + f"; {len(run.jobs)} jobs; baseline of the CIs: the ensemble.",
+             + (f"; folds {folds}" if folds else "") + f"; {len(run.jobs)} jobs; baseline of the CIs: the ensemble; "
+             + f"epochs trained per member {min(epochs)}–{max(epochs)} (of {run.cfg.train.epochs}"
+             + (f", capped at {run.cfg.budget_minutes:g} min" if run.cfg.budget_minutes else "") + ")."
+             if epochs else "",
              "", "| paper | claim | anchor | measured here | verdict |", "|---|---|---|---|---|"]  # fmt: skip
     claims = []
     for c in CLAIMS:
@@ -528,7 +544,8 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
                       for r in curve]  # fmt: skip
             lines += ["", "Learning curve of the softmax baseline (first job), epoch: " + "/".join(shown) + " — "
                       + ", ".join(points)]  # fmt: skip
-    data = {"dataset": name, "folder": str(run.folder), "seeds": seeds, "folds": folds, "claims": claims,
+    data = {"dataset": name, "folder": str(run.folder), "seeds": seeds, "folds": folds, "epochs_run": epochs,
+            "claims": claims,
             "correlations": gains, "aula_dice": aula_dice(run), "learning_curve": curve}  # fmt: skip
     return data, lines
 

@@ -37,6 +37,8 @@ def test_case_verdicts_follow_the_ci(claims):
     assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, -0.02)}, False) == "reproduced"
     assert v({"a": 1.0, "ci": _ci(-0.1, -0.2, 0.05)}, False) == "inconclusive"
     assert v({"a": None, "ci": None}, True) == "not testable here"
+    # two methods equal on every case (SURE before its warm-up is plain evidential): nothing to test
+    assert v({"a": 1.0, "ci": _ci(0.0, 0.0, 0.0)}, True) == "not testable here (identical on every case)"
 
 
 def test_seed_verdicts_need_every_seed(claims):
