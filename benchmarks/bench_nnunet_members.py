@@ -184,11 +184,13 @@ def main() -> None:
         streamed_measures = r.get("measures", "–") if r["mode"] == "stream" else "–"
         keeps = ("yes" if r.get("nnunet_probs") else "no") if r["mode"] != "nnunet" else "–"
         lines.append(f"| {names[r['mode']]} | {streamed_measures} | {keeps} | {r['members']} | {r['seconds']} | "
-                     f"{r['seconds_per_member']} | {r['peak_above_start_mib']} | {r.get('peak_vs_nnunet', '–')} |")  # fmt: skip
+                     f"{r['seconds_per_member']} | {r['peak_above_start_mib']} "
+                     f"| {r.get('peak_vs_nnunet', '–')} |")  # fmt: skip
     lines += [
         "",
         f"Target: peak ≤ 1.5x nnU-Net's averaged prediction while keeping every member's information. The streamed "
-        "peak does not depend on M (compare the streamed rows with 2 and 4 members); for 5 folds x 8 views the streamed prediction "
+        "peak does not depend on M (compare the streamed rows with 2 and 4 members); for 5 folds x 8 views the "
+        "streamed prediction "
         f"would take about {result['estimated_seconds_5x8_streamed']} s here (s / member x 40, extrapolated, not "
         f"run), and the naive stack of 40 members would need {result['naive_stack_40_members_gib']} GiB for the "
         "stack alone" + (" (more than this machine's memory)." if result["naive_stack_40_members_gib"] > 23 else "."),

@@ -20,13 +20,13 @@ For each fold ``f`` and view ``v`` (``M = folds × views`` members, fold-major):
 (``DefaultPreprocessor.run_case_npy``: transpose, crop to non-zero, normalise, resample), nnU-Net's own Gaussian
 sliding window (``predict_sliding_window_return_logits``) with the network of fold ``f`` and, on every tile,
 only view ``v``: ``flip_v(net(flip_v(x)))``, then nnU-Net's own export
-(``convert_predicted_logits_to_segmentation_with_correct_shape``: resampling of the logits to the original
-spacing, softmax, revert cropping and transpose) gives the member's probabilities ``p^(f,v)`` in the input's
-geometry. nnU-Net itself averages the *logits* of the views (per tile) and folds, then applies the softmax; the
-predictor keeps ``Σ_(f,v) z^(f,v)`` too (unless ``nnunet_probs=False``), and exports ``z̄`` the same way: ``extras["nnunet_probs"]`` ``(1, K, *sp)``
-is nnU-Net's own averaged prediction (``nnUNetv2_predict --save_probabilities``, to nnU-Net's float16
-accumulation). The mean of the members' probabilities, ``p̄`` (what trustseg's measures read), differs from it
-by the members' disagreement.
+(the probability steps of ``convert_predicted_logits_to_segmentation_with_correct_shape``: resampling of the
+logits to the original spacing, softmax, revert cropping and transpose) gives the member's probabilities
+``p^(f,v)`` in the input's geometry. nnU-Net itself averages the *logits* of the views (per tile) and folds, then
+applies the softmax; the predictor keeps ``Σ_(f,v) z^(f,v)`` too (unless ``nnunet_probs=False``), and exports
+``z̄`` the same way: ``extras["nnunet_probs"]`` ``(1, K, *sp)`` is nnU-Net's own averaged prediction
+(``nnUNetv2_predict --save_probabilities``, to nnU-Net's float16 accumulation). The mean of the members'
+probabilities, ``p̄`` (what trustseg's measures read), differs from it by the members' disagreement.
 
 Axis order: trustseg reads NIfTI in nibabel's order ``(C, X, Y, Z)``; nnU-Net works in SimpleITK's ``(Z, Y, X)``
 (also through its ``NibabelIO``), so 3D images and spacings are reversed on the way in and the probabilities on

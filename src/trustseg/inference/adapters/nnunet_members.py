@@ -1,8 +1,9 @@
 """Lean running sums over ensemble members for volumes of CT size (the nnU-Net predictor streams into them).
 
 :class:`MemberMoments` keeps, per voxel, only what the requested measures need, in float32 and updated in place
-with one class-sized temporary, so that ``M`` members of a ``(K, *spatial)`` volume cost about
-at most ``(2K + 2)`` float32 volumes whatever ``M`` is (``K + 1`` for ``entropy`` and ``mi``) (instead of the ``(M, K, *spatial)`` stack):
+with one class-sized temporary, so that ``M`` members of a ``(K, *spatial)`` volume cost at most ``(2K + 2)``
+float32 volumes whatever ``M`` is (``K + 1`` for ``entropy`` and ``mi``), instead of the ``(M, K, *spatial)``
+stack:
 
 * ``S1 = Σ_m p^(m)`` ``(K, *sp)`` (always: ``confidence`` and ``entropy`` need nothing else);
 * ``SX = Σ_m Σ_k p_k^(m) ln p_k^(m)`` ``(*sp)`` only for ``expected_entropy``, ``mi`` and ``epkl``;
