@@ -6,7 +6,9 @@ per dataset:
 
 * every claim of the three seeds (EDUE, layer ensembles, SURE) and of the quality study, the number measured,
   the published anchor, and a verdict: ``reproduced`` (the claimed direction, with the paired bootstrap CI over
-  test cases on the claimed side of 0 where the metric has per-case values; dataset-level metrics: in every seed),
+  test cases on the claimed side of 0 where the metric has per-case values; image-level correlations: the
+  bootstrap CI of the r difference over test images, resampled within each seed and fold,
+  ``paired_bootstrap_correlation``; other dataset-level metrics: in every seed),
   ``not reproduced`` (the other direction, or a CI on the wrong side), ``inconclusive`` (the claimed direction,
   but the CI includes 0 or the seeds disagree), ``not testable here`` (the metric is missing in these runs);
 * the relative gain ``(method − ensemble) / |ensemble|`` of the pixel- and image-level correlations with rater
@@ -44,8 +46,9 @@ from scipy import stats
 from trustseg.compare.config import CompareConfig, load_compare_config
 from trustseg.compare.jobs import Job, plan_jobs
 from trustseg.compare.report import build_compare_report
-from trustseg.compare.stats import paired_bootstrap
+from trustseg.compare.stats import paired_bootstrap, paired_bootstrap_correlation
 from trustseg.data.predictions import read_index
+from trustseg.evaluation.components.analyses import DISAGREEMENT
 from trustseg.measures.image import layer_agreement
 from trustseg.reports.measure_choice import primary_measure
 
@@ -345,22 +348,40 @@ def _gain_claim(method: str, kind: str, claimed: float, against: str | None) -> 
             return text, verdict_cases({"a": va, "ci": ci}, True)
         sa = run.per_seed(method, lambda res: _get(res, ("uncertainty", mine, "image_pearson")))
         sb = run.per_seed(ENSEMBLE, lambda res: _get(res, ("uncertainty", theirs, "image_pearson")))
+        ci = image_r_ci(run, method, mine, theirs)
         text = (f"{mine} r {_fmt(mean(sa))} vs ensemble {theirs} r {_fmt(mean(sb))}: gain "
                 f"{_pct(gain(mean(sa), mean(sb)))} (claimed {claimed:+.0%}; {len(sa)} seed(s), "
-                f"{_n_test(run)} test images)")  # fmt: skip
-        return text, verdict_seeds(sa, sb, True)
+                f"{ci['n_cases'] if ci else 0} test images over {ci['groups'] if ci else 0} seed/fold run(s)); "
+                f"diff {_ci(ci)}")  # fmt: skip
+        return text, verdict_cases({"a": mean(sa), "ci": ci}, True)
 
     return measure
+
+
+def image_r_ci(run: Run, method: str, mine: str, theirs: str) -> dict[str, Any] | None:
+    """Bootstrap CI of ``r(method's map mine) − r(ensemble's map theirs)`` with the images' summed rater
+    disagreement, the images of each (seed, fold) resampled together (``paired_bootstrap_correlation``)."""
+
+    def rows(job: Job, name: str) -> dict[str, tuple[float | None, float | None]]:
+        return {r["case"]: (_num(_get(r, ("image_score", name, "mean"))), _num(_get(r, DISAGREEMENT)))
+                for r in run.results[job.name].get("per_case", [])}  # fmt: skip
+
+    groups = []
+    for ja in run.mine(method):
+        jb = next((j for j in run.mine(ENSEMBLE) if (j.seed, j.fold) == (ja.seed, ja.fold)), None)
+        if jb is None:
+            continue
+        ra, rb = rows(ja, mine), rows(jb, theirs)
+        common = [c for c in ra if c in rb and None not in (*ra[c], rb[c][0])]
+        groups.append(([ra[c][0] for c in common], [rb[c][0] for c in common], [ra[c][1] for c in common]))
+    b = run.cfg.bootstrap
+    return paired_bootstrap_correlation(groups, b.resamples, b.confidence, b.seed) if groups else None
 
 
 def _headline(run: Run, method: str) -> str | None:
     name = next(m.name for m in run.cfg.methods if m.key == method)
     jobs = run.mine(method)
     return primary_measure(name, run.results[jobs[0].name]) if jobs else None
-
-
-def _n_test(run: Run) -> int:
-    return max((len(r.get("per_case", [])) for r in run.results.values()), default=0)
 
 
 def _cost_claim(method: str) -> Callable[[Run], tuple]:

@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trustseg.compare.config import compare_config_from_dict
+from trustseg.compare.jobs import Job
+from trustseg.compare.stats import paired_bootstrap_correlation
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -79,3 +83,54 @@ def test_script_on_a_real_comparison(claims, real_compare, tmp_path):
         assert claim["verdict"] == "not testable here", key
     assert not any(c["paper"] == "LIDC anchors" for c in data["claims"])  # an anchor of LIDC only
     assert "| methods.md |" in doc and (tmp_path / "tiny" / "table.json").is_file()
+
+
+def _fake_run(claims, tmp_path, n_images: int, folds: int, seed: int = 0, noise_b: float = 4.0):
+    """A run of edue and the ensemble whose per-case rows are made here: EDUE's predicted variance tracks the
+    images' disagreement closely (noise 0.5), the ensemble's variance loosely (noise ``noise_b``)."""
+    rng = np.random.default_rng(seed)
+    cfg = compare_config_from_dict(
+        {
+            "datasets": [{"name": "d", "synth": {"cases": 12}}],
+            "methods": [{"name": "ensemble"}, {"name": "edue"}],
+            "baseline": "ensemble",
+        }
+    )
+    jobs, results, truth = [], {}, []
+    for fold in range(folds):
+        dis = rng.uniform(1.0, 10.0, size=n_images)
+        scores = {"edue": dis + 0.5 * rng.normal(size=n_images), "ensemble": dis + noise_b * rng.normal(size=n_images)}
+        truth.append((scores["edue"], scores["ensemble"], dis))
+        for method, name in (("edue", "predicted_variance"), ("ensemble", "variance")):
+            job = Job(len(jobs), "d", method, 0, fold, "d", tmp_path / method / f"fold{fold}")
+            jobs.append(job)
+            rows = [
+                {
+                    "case": f"f{fold}c{i}",
+                    "image_score": {name: {"mean": float(scores[method][i])}},
+                    "rater_disagreement_sum": {"raters": {"all": float(dis[i])}},
+                }
+                for i in range(n_images)
+            ]
+            r = float(np.corrcoef(scores[method], dis)[0, 1])
+            results[job.name] = {"per_case": rows, "uncertainty": {name: {"image_pearson": r}}}
+    return claims.Run(tmp_path, cfg, jobs, results), truth, cfg
+
+
+def test_image_level_gain_has_a_bootstrap_ci_over_the_images_of_each_fold(claims, tmp_path):
+    run, truth, cfg = _fake_run(claims, tmp_path, n_images=40, folds=2)
+    ci = claims.image_r_ci(run, "edue", "predicted_variance", "variance")
+    b = cfg.bootstrap
+    assert ci == paired_bootstrap_correlation(truth, b.resamples, b.confidence, b.seed)
+    assert ci["n_cases"] == 80 and ci["groups"] == 2
+    text, verdict = claims._gain_claim("edue", "image", 0.55, "variance")(run)
+    assert verdict == "reproduced" and "80 test images over 2 seed/fold run(s)" in text
+
+
+def test_image_level_gain_on_six_images_is_inconclusive_not_reproduced(claims, tmp_path):
+    """Six test images per fold (QUBIQ): a positive gain whose CI includes 0 is inconclusive, whatever its size."""
+    run, _, _ = _fake_run(claims, tmp_path, n_images=6, folds=1, seed=5, noise_b=1.5)
+    text, verdict = claims._gain_claim("edue", "image", 0.55, "variance")(run)
+    ci = claims.image_r_ci(run, "edue", "predicted_variance", "variance")
+    assert ci["low"] < 0 < ci["diff"], ci  # seed 5: EDUE ahead on these 6 images, the CI includes 0
+    assert verdict == "inconclusive" and "6 test images over 1 seed/fold run(s)" in text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from trustseg.compare.stats import mean_sd, paired_bootstrap, seed_average
+from trustseg.compare.stats import mean_sd, paired_bootstrap, paired_bootstrap_correlation, seed_average
 
 
 def test_mean_sd_known_answers():
@@ -63,3 +63,56 @@ def test_seeded_and_reproducible():
 def test_seed_average_per_case():
     avg = seed_average([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}])
     assert avg == {"a": 2.0, "b": 3.0}
+
+
+# -- paired_bootstrap_correlation: image-level r differences -------------------------------------------------
+def _groups(seed: int, sizes: list[int], noise_a: float, noise_b: float) -> list:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        t = rng.normal(size=n)
+        out.append((t + noise_a * rng.normal(size=n), t + noise_b * rng.normal(size=n), t))
+    return out
+
+
+def test_correlation_difference_is_the_mean_over_groups_of_scipys_pearson_differences():
+    groups = _groups(0, [6, 9, 30], 0.5, 1.5)
+    r = paired_bootstrap_correlation(groups, resamples=200)
+    want = np.mean([stats.pearsonr(a, t)[0] - stats.pearsonr(b, t)[0] for a, b, t in groups])
+    assert r["diff"] == pytest.approx(want, rel=1e-12)
+    assert r["n_cases"] == 45 and r["groups"] == 3 and r["resamples"] <= 200
+    assert r["low"] <= r["diff"] <= r["high"]
+
+
+def test_identical_scores_give_a_zero_interval_and_a_clear_winner_an_interval_above_zero():
+    a, _, t = _groups(1, [40], 0.5, 0.5)[0]
+    r = paired_bootstrap_correlation([(a, a, t)], resamples=300)
+    assert (r["diff"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+    strong = paired_bootstrap_correlation(_groups(2, [200], 0.2, 3.0), resamples=300)
+    assert strong["low"] > 0.3
+
+
+def test_few_images_give_a_wide_interval():
+    """Six images (a QUBIQ fold) cannot separate r 0.9 from r 0.6; two hundred can."""
+    few = paired_bootstrap_correlation(_groups(3, [6], 0.4, 1.0), resamples=1000)
+    many = paired_bootstrap_correlation(_groups(3, [200], 0.4, 1.0), resamples=1000)
+    assert (few["high"] - few["low"]) > 3 * (many["high"] - many["low"])
+
+
+def test_undefined_images_and_groups_are_left_out():
+    a, b, t = _groups(4, [10], 0.5, 1.0)[0]
+    a_nan = np.array(a)
+    a_nan[0] = np.nan
+    r = paired_bootstrap_correlation([(a_nan, b, t), ([1.0, 2.0], [1.0, 2.0], [2.0, 1.0])], resamples=100)
+    assert r["n_cases"] == 9 and r["groups"] == 1
+    want = stats.pearsonr(a_nan[1:], t[1:])[0] - stats.pearsonr(b[1:], t[1:])[0]
+    assert r["diff"] == pytest.approx(want, rel=1e-12)
+    assert paired_bootstrap_correlation([([1.0] * 5, b[:5], t[:5])]) is None  # a constant score: r undefined
+    assert paired_bootstrap_correlation([]) is None
+
+
+def test_correlation_bootstrap_is_seeded_and_checks_shapes():
+    g = _groups(5, [12, 12], 0.5, 1.0)
+    assert paired_bootstrap_correlation(g, seed=3) == paired_bootstrap_correlation(g, seed=3)
+    with pytest.raises(ValueError, match="three equal-length"):
+        paired_bootstrap_correlation([([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])])
