@@ -7,7 +7,7 @@ per dataset:
 * every claim of the three seeds (EDUE, layer ensembles, SURE) and of the quality study, the number measured,
   the published anchor, and a verdict: ``reproduced`` (the claimed direction, with the paired bootstrap CI over
   test cases on the claimed side of 0 where the metric has per-case values; image-level correlations: the
-  bootstrap CI of the r difference over test images, resampled within each seed and fold,
+  bootstrap CI over test images of the r difference averaged over seeds and folds,
   ``paired_bootstrap_correlation``; other dataset-level metrics: in every seed),
   ``not reproduced`` (the other direction, or a CI on the wrong side), ``inconclusive`` (the claimed direction,
   but the CI includes 0 or the seeds disagree), ``not testable here`` (the metric is missing in these runs);
@@ -360,7 +360,8 @@ def _gain_claim(method: str, kind: str, claimed: float, against: str | None) -> 
 
 def image_r_ci(run: Run, method: str, mine: str, theirs: str) -> dict[str, Any] | None:
     """Bootstrap CI of ``r(method's map mine) − r(ensemble's map theirs)`` with the images' summed rater
-    disagreement, the images of each (seed, fold) resampled together (``paired_bootstrap_correlation``)."""
+    disagreement: one group per (seed, fold) job pair, the test images resampled with replacement and shared
+    between groups that scored the same images (``paired_bootstrap_correlation``)."""
 
     def rows(job: Job, name: str) -> dict[str, tuple[float | None, float | None]]:
         return {r["case"]: (_num(_get(r, ("image_score", name, "mean"))), _num(_get(r, DISAGREEMENT)))
@@ -372,8 +373,7 @@ def image_r_ci(run: Run, method: str, mine: str, theirs: str) -> dict[str, Any] 
         if jb is None:
             continue
         ra, rb = rows(ja, mine), rows(jb, theirs)
-        common = [c for c in ra if c in rb and None not in (*ra[c], rb[c][0])]
-        groups.append(([ra[c][0] for c in common], [rb[c][0] for c in common], [ra[c][1] for c in common]))
+        groups.append({c: (ra[c][0], rb[c][0], ra[c][1]) for c in ra if c in rb and None not in (*ra[c], rb[c][0])})
     b = run.cfg.bootstrap
     return paired_bootstrap_correlation(groups, b.resamples, b.confidence, b.seed) if groups else None
 

@@ -100,7 +100,7 @@ def _fake_run(claims, tmp_path, n_images: int, folds: int, seed: int = 0, noise_
     for fold in range(folds):
         dis = rng.uniform(1.0, 10.0, size=n_images)
         scores = {"edue": dis + 0.5 * rng.normal(size=n_images), "ensemble": dis + noise_b * rng.normal(size=n_images)}
-        truth.append((scores["edue"], scores["ensemble"], dis))
+        truth.append({f"f{fold}c{i}": (scores["edue"][i], scores["ensemble"][i], dis[i]) for i in range(n_images)})
         for method, name in (("edue", "predicted_variance"), ("ensemble", "variance")):
             job = Job(len(jobs), "d", method, 0, fold, "d", tmp_path / method / f"fold{fold}")
             jobs.append(job)
@@ -117,7 +117,7 @@ def _fake_run(claims, tmp_path, n_images: int, folds: int, seed: int = 0, noise_
     return claims.Run(tmp_path, cfg, jobs, results), truth, cfg
 
 
-def test_image_level_gain_has_a_bootstrap_ci_over_the_images_of_each_fold(claims, tmp_path):
+def test_image_level_gain_has_a_bootstrap_ci_over_the_test_images(claims, tmp_path):
     run, truth, cfg = _fake_run(claims, tmp_path, n_images=40, folds=2)
     ci = claims.image_r_ci(run, "edue", "predicted_variance", "variance")
     b = cfg.bootstrap

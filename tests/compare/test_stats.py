@@ -66,27 +66,55 @@ def test_seed_average_per_case():
 
 
 # -- paired_bootstrap_correlation: image-level r differences -------------------------------------------------
-def _groups(seed: int, sizes: list[int], noise_a: float, noise_b: float) -> list:
+def _groups(seed: int, sizes: list[int], noise_a: float, noise_b: float) -> list[dict]:
+    """Groups with disjoint case ids ``g<j>c<i>``: target t, scores t + noise."""
     rng = np.random.default_rng(seed)
     out = []
-    for n in sizes:
+    for j, n in enumerate(sizes):
         t = rng.normal(size=n)
-        out.append((t + noise_a * rng.normal(size=n), t + noise_b * rng.normal(size=n), t))
+        a, b = t + noise_a * rng.normal(size=n), t + noise_b * rng.normal(size=n)
+        out.append({f"g{j}c{i}": (a[i], b[i], t[i]) for i in range(n)})
     return out
+
+
+def _arrays(g: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b, t = np.asarray(list(g.values())).T
+    return a, b, t
 
 
 def test_correlation_difference_is_the_mean_over_groups_of_scipys_pearson_differences():
     groups = _groups(0, [6, 9, 30], 0.5, 1.5)
     r = paired_bootstrap_correlation(groups, resamples=200)
-    want = np.mean([stats.pearsonr(a, t)[0] - stats.pearsonr(b, t)[0] for a, b, t in groups])
+    want = np.mean([stats.pearsonr(a, t)[0] - stats.pearsonr(b, t)[0] for a, b, t in map(_arrays, groups)])
     assert r["diff"] == pytest.approx(want, rel=1e-12)
     assert r["n_cases"] == 45 and r["groups"] == 3 and r["resamples"] <= 200
     assert r["low"] <= r["diff"] <= r["high"]
 
 
+def test_a_resample_weighs_a_case_drawn_twice_twice():
+    """The bootstrap statistic is scipy's r on the drawn cases, repetitions included (same draws, seed 0)."""
+    (g,) = _groups(6, [15], 0.5, 1.0)
+    a, b, t = _arrays(g)
+    r = paired_bootstrap_correlation([g], resamples=1, confidence=0.0)  # one resample: low = high = its value
+    idx = np.random.default_rng(0).integers(0, 15, 15)
+    want = stats.pearsonr(a[idx], t[idx])[0] - stats.pearsonr(b[idx], t[idx])[0]
+    assert r["low"] == pytest.approx(want, rel=1e-10) and r["high"] == pytest.approx(want, rel=1e-10)
+
+
+def test_groups_that_share_their_test_cases_are_resampled_together():
+    """Five folds scoring the same six images (QUBIQ) are not five independent samples: the interval of five
+    identical groups is the interval of one."""
+    (g,) = _groups(3, [6], 0.4, 1.0)
+    one = paired_bootstrap_correlation([g], resamples=500)
+    five = paired_bootstrap_correlation([g] * 5, resamples=500)
+    assert (five["low"], five["high"], five["n_cases"]) == pytest.approx((one["low"], one["high"], 6))
+    assert five["groups"] == 5
+
+
 def test_identical_scores_give_a_zero_interval_and_a_clear_winner_an_interval_above_zero():
-    a, _, t = _groups(1, [40], 0.5, 0.5)[0]
-    r = paired_bootstrap_correlation([(a, a, t)], resamples=300)
+    (g,) = _groups(1, [40], 0.5, 0.5)
+    same = {c: (v[0], v[0], v[2]) for c, v in g.items()}
+    r = paired_bootstrap_correlation([same], resamples=300)
     assert (r["diff"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
     strong = paired_bootstrap_correlation(_groups(2, [200], 0.2, 3.0), resamples=300)
     assert strong["low"] > 0.3
@@ -100,19 +128,21 @@ def test_few_images_give_a_wide_interval():
 
 
 def test_undefined_images_and_groups_are_left_out():
-    a, b, t = _groups(4, [10], 0.5, 1.0)[0]
-    a_nan = np.array(a)
-    a_nan[0] = np.nan
-    r = paired_bootstrap_correlation([(a_nan, b, t), ([1.0, 2.0], [1.0, 2.0], [2.0, 1.0])], resamples=100)
+    (g,) = _groups(4, [10], 0.5, 1.0)
+    first = next(iter(g))
+    g[first] = (float("nan"), *g[first][1:])
+    tiny = {"x": (1.0, 1.0, 2.0), "y": (2.0, 2.0, 1.0)}
+    r = paired_bootstrap_correlation([g, tiny], resamples=100)
     assert r["n_cases"] == 9 and r["groups"] == 1
-    want = stats.pearsonr(a_nan[1:], t[1:])[0] - stats.pearsonr(b[1:], t[1:])[0]
-    assert r["diff"] == pytest.approx(want, rel=1e-12)
-    assert paired_bootstrap_correlation([([1.0] * 5, b[:5], t[:5])]) is None  # a constant score: r undefined
+    a, b, t = _arrays({c: v for c, v in g.items() if c != first})
+    assert r["diff"] == pytest.approx(stats.pearsonr(a, t)[0] - stats.pearsonr(b, t)[0], rel=1e-12)
+    constant = {c: (1.0, v[1], v[2]) for c, v in g.items() if c != first}
+    assert paired_bootstrap_correlation([constant]) is None  # a constant score: r undefined
     assert paired_bootstrap_correlation([]) is None
 
 
-def test_correlation_bootstrap_is_seeded_and_checks_shapes():
+def test_correlation_bootstrap_is_seeded_and_checks_values():
     g = _groups(5, [12, 12], 0.5, 1.0)
     assert paired_bootstrap_correlation(g, seed=3) == paired_bootstrap_correlation(g, seed=3)
-    with pytest.raises(ValueError, match="three equal-length"):
-        paired_bootstrap_correlation([([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])])
+    with pytest.raises(ValueError, match="need \\(a, b, target\\)"):
+        paired_bootstrap_correlation([{"c": (1.0, 2.0)}])

@@ -23,7 +23,7 @@ Example (identical methods: a zero interval; a constant shift: the interval is t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,54 +93,63 @@ def paired_bootstrap(
 
 
 def paired_bootstrap_correlation(
-    groups: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    groups: Sequence[Mapping[Hashable, tuple[float, float, float]]],
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any] | None:
-    """Paired, stratified bootstrap of the difference of two image-level Pearson correlations with one target.
+    """Paired bootstrap over test cases of the difference of two image-level Pearson correlations with one target.
 
-    Each group (a seed or fold: one model pair scoring its own test images) holds per-image scores ``a`` (method)
-    and ``b`` (baseline) and the target ``t`` (e.g. the image's summed rater disagreement). The statistic is the
-    mean over groups of ``r(a, t) − r(b, t)``; each resample redraws the images of every group with replacement
-    (the same draw for ``a`` and ``b``, so the pairing is kept), and resamples where a correlation is undefined
-    (a constant draw) are dropped. With few images per group the interval is wide, as it should be.
+    Each group (a seed or a fold: one model pair scoring its test images) maps a case id to the method's image
+    score ``a``, the baseline's ``b`` and the target ``t`` (e.g. the image's summed rater disagreement). The
+    statistic is the mean over groups of ``r_g(a, t) − r_g(b, t)``. Each resample draws the *cases* with
+    replacement from the union of the groups' cases, and every group computes its correlations over the drawn
+    cases it holds (a case drawn twice counts twice: a Pearson r with integer weights). Groups that share their
+    test cases (seeds on one split, folds scored on one test set) are thus resampled together, as the images are
+    the source of the variance; resamples where a correlation is undefined (a constant draw) are dropped. With few
+    images the interval is wide, as it should be.
 
     Args:
-        groups: ``[(a, b, t), ...]``, three equal-length ``(N_g,)`` sequences per group; images with a non-finite
-            value are left out; groups with fewer than 3 images are left out.
+        groups: ``[{case: (a, b, t)}, ...]``; cases with a non-finite value and groups with fewer than 3 cases are
+            left out.
         resamples: ``B``.
         confidence: Interval coverage.
         seed: Seed of the resampling (``numpy.random.default_rng``).
 
     Returns:
-        ``{"diff", "low", "high", "n_cases", "groups", "resamples"}`` (``resamples``: those kept), or ``None`` when
-        no group has a defined correlation.
+        ``{"diff", "low", "high", "n_cases", "groups", "resamples"}`` (``n_cases``: distinct cases; ``resamples``:
+        those kept), or ``None`` when no group has a defined correlation.
 
-    Example (a score equal to the target against a noisy one: r 1 against r < 1, the interval above 0):
+    Example (a score equal to the target against a noisy one: r 1 against r 0.886, the interval above 0):
         >>> t = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-        >>> r = paired_bootstrap_correlation([(t, [1.0, 3.0, 2.0, 5.0, 4.0, 6.0], t)], resamples=500)
+        >>> noisy = [1.0, 3.0, 2.0, 5.0, 4.0, 6.0]
+        >>> r = paired_bootstrap_correlation([{i: (t[i], noisy[i], t[i]) for i in range(6)}], resamples=500)
         >>> round(r["diff"], 4), r["low"] > 0, r["n_cases"]
         (0.1143, True, 6)
     """
-    data = []
-    for a, b, t in groups:
-        lengths = [len(a), len(b), len(t)]
-        if len(set(lengths)) != 1:
-            raise ValueError(f"each group needs three equal-length sequences (a, b, target), got lengths {lengths}")
-        g = np.asarray([a, b, t], dtype=np.float64).reshape(3, -1)
-        g = g[:, np.isfinite(g).all(axis=0)]
-        if g.shape[1] >= 3:
-            data.append(g)
-    observed = [_corr_diff(g) for g in data]
-    kept = [g for g, d in zip(data, observed, strict=True) if math.isfinite(d)]
+    kept: list[dict[Hashable, tuple[float, float, float]]] = []
+    for g in groups:
+        clean = {}
+        for case, v in g.items():
+            if len(v) != 3:
+                raise ValueError(f"case {case!r}: need (a, b, target), got {len(v)} values")
+            if all(math.isfinite(float(x)) for x in v):
+                clean[case] = (float(v[0]), float(v[1]), float(v[2]))
+        if len(clean) >= 3 and math.isfinite(float(_weighted_corr_diff(_columns(clean), np.ones(len(clean))))):
+            kept.append(clean)
     if not kept:
         return None
+    union = list(dict.fromkeys(c for g in kept for c in g))
+    pos = {c: i for i, c in enumerate(union)}
     rng = np.random.default_rng(seed)
-    draws = np.zeros((resamples, len(kept)))
+    counts = np.stack([np.bincount(rng.integers(0, len(union), len(union)), minlength=len(union))
+                       for _ in range(resamples)]) if resamples else np.zeros((0, len(union)))  # fmt: skip
+    observed, draws = [], np.zeros((counts.shape[0], len(kept)))
     for j, g in enumerate(kept):
-        idx = rng.integers(0, g.shape[1], size=(resamples, g.shape[1]))
-        draws[:, j] = _corr_diff(g[:, idx])
+        cols = np.asarray([pos[c] for c in g])
+        data = _columns(g)
+        observed.append(float(_weighted_corr_diff(data, np.ones(len(g)))))
+        draws[:, j] = _weighted_corr_diff(data, counts[:, cols].astype(np.float64))
     means = draws.mean(axis=1)
     means = means[np.isfinite(means)]
     if means.size == 0:
@@ -148,24 +157,30 @@ def paired_bootstrap_correlation(
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return {
-        "diff": float(np.mean([d for d in observed if math.isfinite(d)])),
+        "diff": float(np.mean(observed)),
         "low": float(low),
         "high": float(high),
-        "n_cases": int(sum(g.shape[1] for g in kept)),
+        "n_cases": len(union),
         "groups": len(kept),
         "resamples": int(means.size),
     }
 
 
-def _corr_diff(g: np.ndarray) -> Any:
-    """``r(a, t) − r(b, t)`` along the last axis of ``g = (3, ..., N)`` (NaN where a correlation is undefined)."""
-    c = g - g.mean(axis=-1, keepdims=True)
-    ss = (c * c).sum(axis=-1)
+def _columns(g: Mapping[Hashable, tuple[float, float, float]]) -> np.ndarray:
+    return np.asarray(list(g.values()), dtype=np.float64).T  # (3, N): a, b, t
+
+
+def _weighted_corr_diff(data: np.ndarray, w: np.ndarray) -> Any:
+    """``r_w(a, t) − r_w(b, t)`` for ``data = (3, N)`` and weights ``w = (..., N)`` (NaN where undefined)."""
+    total = w.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ra = (c[0] * c[2]).sum(axis=-1) / np.sqrt(ss[0] * ss[2])
-        rb = (c[1] * c[2]).sum(axis=-1) / np.sqrt(ss[1] * ss[2])
-    tol = 1e-12 * np.maximum(1.0, np.abs(g).max(axis=-1) ** 2)
-    undefined = (ss[0] <= tol[0]) | (ss[1] <= tol[1]) | (ss[2] <= tol[2])
+        mu = (w[..., None, :] * data).sum(axis=-1) / total  # (..., 3)
+        c = data - mu[..., :, None]  # (..., 3, N)
+        ss = (w[..., None, :] * c * c).sum(axis=-1)  # (..., 3)
+        ra = (w * c[..., 0, :] * c[..., 2, :]).sum(axis=-1) / np.sqrt(ss[..., 0] * ss[..., 2])
+        rb = (w * c[..., 1, :] * c[..., 2, :]).sum(axis=-1) / np.sqrt(ss[..., 1] * ss[..., 2])
+    scale = np.maximum(1.0, np.abs(data).max(axis=-1) ** 2)  # (3,)
+    undefined = (ss <= 1e-12 * scale * total).any(axis=-1)
     return np.where(undefined, np.nan, ra - rb)
 
 
