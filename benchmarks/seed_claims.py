@@ -15,6 +15,10 @@ per dataset:
   disagreement (EDUE claims +23 % pixel, +55 % image), for each uncertainty map a method writes;
 * Spearman(AULA, Dice) of the layer-ensemble heads (LE paper: 0.785), from the saved heads and per-case Dice;
 * the validation learning curve (Dice by epoch) of the softmax baseline's run, to show whether training flattened;
+  ``--curve RUN`` adds a run made only for that curve (softmax with a longer budget: every epoch, and the epoch
+  from which val Dice stays within 0.01 of its best);
+* ``--keep DATASET`` keeps a dataset's section of the files already in ``--out`` when its run folder is gone
+  (marked as kept, with the date of the run that wrote it);
 * with ``--figures``, the PNG figures of each comparison's ``trustseg report`` page (the page itself, which embeds
   the case gallery, is ~12 MB and is not kept).
 
@@ -571,17 +575,80 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
     return data, lines
 
 
+def curve_report(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """Every epoch of the first softmax job of a comparison run only for its learning curve (e.g. LIDC with more
+    epochs than the full comparison's budget allows), and where validation Dice stops rising: the first epoch
+    whose val Dice is within ``0.01`` of the best of all later epochs (``plateau_epoch``)."""
+    run = Run.load(folder)
+    name = run.cfg.datasets[0].name
+    rows = learning_curve(run)
+    dice = [_num(float(r["val_dice"])) if r.get("val_dice") else None for r in rows]
+    plateau = None
+    for i, d in enumerate(dice):
+        later = [x for x in dice[i:] if x is not None]
+        if d is not None and later and max(later) - d <= 0.01:
+            plateau = int(rows[i]["epoch"])
+            break
+    secs = [_num(float(r["seconds"])) if r.get("seconds") else None for r in rows]
+    net = run.cfg.net
+    lines = [f"## {name}: learning curve", "",
+             f"`{run.folder}`: softmax, seed {run.jobs[0].seed if run.jobs else '–'}, net {net.name} {net.params}, "
+             f"{len(rows)} epochs of {run.cfg.train.epochs} (budget "
+             f"{run.cfg.budget_minutes if run.cfg.budget_minutes else '–'} min); val Dice within 0.01 of its best "
+             f"from epoch **{plateau if plateau is not None else '–'}** on.", "",
+             "| epoch | train loss | val Dice | minutes (cumulative) |", "|---|---|---|---|"]  # fmt: skip
+    total = 0.0
+    for r, d, t in zip(rows, dice, secs, strict=True):
+        total += t or 0.0
+        lines.append(f"| {r['epoch']} | {_fmt(_num(float(r['loss'])) if r.get('loss') else None)} | {_fmt(d)} "
+                     f"| {total / 60:.1f} |")  # fmt: skip
+    data = {"dataset": name, "kind": "learning_curve", "folder": str(run.folder), "curve": rows,
+            "plateau_epoch": plateau}  # fmt: skip
+    return data, lines
+
+
+def kept_sections(out: Path, names: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sections of datasets ``names`` from the ``seed_claims.md``/``.json`` already in ``out`` (their run
+    folders are gone, so they cannot be recomputed), marked as kept."""
+    if not names:
+        return [], []
+    md, js = out / "seed_claims.md", out / "seed_claims.json"
+    if not md.is_file() or not js.is_file():
+        raise SystemExit(f"--keep needs {md} and {js} from an earlier run")
+    text = md.read_text().splitlines()
+    stamp = next((ln for ln in text if ln.startswith("Machine:")), "")
+    data, lines = [], []
+    for name in names:
+        entry = next((d for d in json.loads(js.read_text()) if d.get("dataset") == name and "kind" not in d), None)
+        start = next((i for i, ln in enumerate(text) if ln == f"## {name}"), None)
+        if entry is None or start is None:
+            raise SystemExit(f"--keep {name}: no such section in {md}")
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+        origin = entry.get("kept_from", stamp)  # kept twice: the run that computed it
+        body = [ln for ln in text[start + 1 : end] if not ln.startswith("*Kept from an earlier run")]
+        data.append({**entry, "kept_from": origin})
+        lines += [text[start], "", f"*Kept from an earlier run of this script ({origin.rstrip('.')}): its comparison "
+                  "folder is not on this machine, so this section was not recomputed, and its verdicts follow the "
+                  "rules of that version.*", *body]  # fmt: skip
+    return data, lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="trustseg compare output folders")
+    ap.add_argument("runs", nargs="*", type=Path, help="trustseg compare output folders")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "seed_claims")
     ap.add_argument("--figures", action="store_true", help="also build each comparison's HTML report (trustseg "
                     "report) in a temporary folder and keep its PNG figures in OUT/<dataset>/figures/")  # fmt: skip
+    ap.add_argument("--keep", action="append", default=[], metavar="DATASET", help="keep this dataset's section "
+                    "of the seed_claims.md/.json already in OUT (its run folder is gone); repeatable")  # fmt: skip
+    ap.add_argument("--curve", action="append", default=[], type=Path, metavar="RUN", help="a comparison run for "
+                    "its softmax learning curve only (every epoch, where val Dice flattens); repeatable")  # fmt: skip
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from machine import markdown
 
     args.out.mkdir(parents=True, exist_ok=True)
+    kept, kept_lines = kept_sections(args.out, args.keep)
     doc = ["# The seeds' claims on trustseg's comparisons (benchmarks/seed_claims.py)", "", markdown(), ""]
     out = []
     for folder in args.runs:
@@ -600,6 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (keep / "figures").mkdir(exist_ok=True)
                 for png in sorted((Path(tmp) / "report_figures").glob("*.png")):
                     shutil.copy2(png, keep / "figures" / png.name)
+    for folder in args.curve:
+        data, lines = curve_report(folder)
+        out.append(data)
+        doc += lines + [""]
+    out += kept
+    doc += kept_lines + [""] if kept_lines else []
     (args.out / "seed_claims.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     (args.out / "seed_claims.md").write_text("\n".join(doc) + "\n")
     print(f"wrote {args.out / 'seed_claims.md'}")

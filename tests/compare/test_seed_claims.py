@@ -134,3 +134,32 @@ def test_image_level_gain_on_six_images_is_inconclusive_not_reproduced(claims, t
     ci = claims.image_r_ci(run, "edue", "predicted_variance", "variance")
     assert ci["low"] < 0 < ci["diff"], ci  # seed 5: EDUE ahead on these 6 images, the CI includes 0
     assert verdict == "inconclusive" and "6 test images over 1 seed/fold run(s)" in text
+
+
+def test_curve_and_kept_sections(claims, real_compare, tmp_path):
+    """``--curve`` writes every epoch of the softmax run with the plateau epoch computed from its history here;
+    ``--keep`` carries a section whose run folder is gone into the next output, marked, and only once."""
+    import csv
+
+    out, _ = real_compare
+    assert claims.main([str(out), "--curve", str(out), "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "seed_claims.json").read_text())
+    curve = next(d for d in data if d.get("kind") == "learning_curve")
+    hist = sorted((out / "jobs" / "tiny" / "softmax" / "seed0" / "run").rglob("history.csv"))[0]
+    with hist.open() as f:
+        dice = [float(r["val_dice"]) for r in csv.DictReader(f)]
+    want = next(i + 1 for i, d in enumerate(dice) if max(dice[i:]) - d <= 0.01)
+    assert curve["plateau_epoch"] == want and len(curve["curve"]) == len(dice)
+    doc = (tmp_path / "seed_claims.md").read_text()
+    assert "## tiny: learning curve" in doc and f"from epoch **{want}** on" in doc
+
+    first = doc.split("## tiny\n", 1)[1].split("\n## ", 1)[0]
+    for _ in range(2):  # kept twice: one mark, the same body
+        assert claims.main(["--keep", "tiny", "--out", str(tmp_path)]) == 0
+    kept = (tmp_path / "seed_claims.md").read_text()
+    assert kept.count("*Kept from an earlier run") == 1
+    assert first.strip() in kept
+    entry = json.loads((tmp_path / "seed_claims.json").read_text())
+    assert [d["dataset"] for d in entry] == ["tiny"] and "kept_from" in entry[0]
+    with pytest.raises(SystemExit, match="no such section"):
+        claims.main(["--keep", "nope", "--out", str(tmp_path)])
