@@ -20,6 +20,7 @@ from trustseg.engine.checkpoint import load_checkpoint
 from trustseg.engine.config import MethodConfig, RunConfig, TrainConfig, load_run_config
 from trustseg.engine.loader import CaseLoader, random_crop
 from trustseg.engine.train import foreground_dice, train
+from trustseg.methods.tta import TTA
 from trustseg.models.config import NetConfig
 
 
@@ -360,3 +361,15 @@ def test_a_second_concurrent_train_fails_fast(tmp_path):
             with pytest.raises(DataError, match="run is being written by process"):
                 train(tiny_cfg(root, epochs=1), run, progress=False, **kw)
     assert _files(run) == before
+
+
+def test_tta_epochs_are_validated_as_its_base_methods_run(tmp_path, monkeypatch):
+    """TTA trains its base method and validates with it (one view): the same seed gives softmax's weights,
+    history Dice and best epoch, and validation never runs the views."""
+    root = make_data(tmp_path)
+    train(tiny_cfg(root, epochs=3), tmp_path / "soft", progress=False)
+    monkeypatch.setattr(TTA, "predict", lambda *a, **k: pytest.fail("validation ran the TTA views"))
+    train(tiny_cfg(root, "tta", epochs=3), tmp_path / "tta", progress=False)
+    rows = [list(csv.DictReader((tmp_path / r / "member_0" / "history.csv").open())) for r in ("soft", "tta")]
+    assert [r["val_dice"] for r in rows[0]] == [r["val_dice"] for r in rows[1]]
+    assert_same_weights(weights(tmp_path / "soft", name="best.pt"), weights(tmp_path / "tta", name="best.pt"))

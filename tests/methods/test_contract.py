@@ -166,6 +166,9 @@ def test_declared_capabilities(name):
     sentinel = object()
     if type(method).augmentation is Method.augmentation:
         assert method.augmentation(sentinel) is sentinel
+    scorer = method.for_validation()  # trains the same network: the validation method builds the same model
+    assert isinstance(scorer, Method) and scorer.for_validation() is scorer
+    assert type(scorer.build_model(0)) is type(method.build_model(0))
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).required_capabilities])

@@ -48,12 +48,14 @@ def foreground_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) 
 
 @torch.no_grad()
 def validate(method: Method, model: torch.nn.Module, loader: CaseLoader, device: torch.device, cfg: RunConfig) -> float:
-    """Mean foreground Dice of ``method.predict([model], x).mean()`` argmax vs the majority vote."""
+    """Mean foreground Dice of ``method.for_validation().predict([model], x).mean()`` argmax vs the majority vote
+    (``for_validation``: the method itself, or for test-time-only methods such as TTA the method they train)."""
     model.eval()
     scores = []
+    scorer = method.for_validation()
     for _, batch in loader.batches(0):
         pred = predict_tensor(
-            method, [model], batch.image.to(device), patch_size=cfg.train.patch_size, multiple=pad_multiple(cfg)
+            scorer, [model], batch.image.to(device), patch_size=cfg.train.patch_size, multiple=pad_multiple(cfg)
         )
         scores.append(foreground_dice(pred.hard().cpu(), batch.soft().argmax(1), batch.num_classes))
     return float(np.mean(scores)) if scores else float("nan")

@@ -292,6 +292,13 @@ class Method(abc.ABC):
         """The training augmentation to use, given the engine's configured ``default``; default: unchanged."""
         return default
 
+    def for_validation(self) -> Method:
+        """The method whose prediction scores each epoch's validation (the learning curve and the choice of
+        ``best.pt``); default: this one. A method that only changes test-time prediction returns the method it
+        trains (TTA: its base method, one view instead of ``views``), so its epochs cost what the base's do.
+        """
+        return self
+
     def after_training(self, models: Sequence[nn.Module], val_batches: Iterable[Batch]) -> dict[str, Any]:
         """A post-training step, run once after every member is trained (main process only).
 
