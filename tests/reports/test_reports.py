@@ -47,3 +47,6 @@ def test_inline_images_and_style(tmp_path):
     )
     assert b"http" not in png_bytes(pyplot().figure())
     assert len({method_style(i)["color"] for i in range(7)}) == 7
+    styles = [method_style(i) for i in range(40)]  # beyond the palette: colour + marker, colour + line style unique
+    assert len({(st["color"], st["marker"]) for st in styles}) == 40
+    assert len({(st["color"], str(st["linestyle"])) for st in styles}) == 40

@@ -27,8 +27,10 @@ CLASS_COLOURS = (
 
 #: Okabe & Ito (2008), "Color Universal Design", without black (kept for references such as the diagonal).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)))
+#: Markers and line styles cycle with other periods than the 7 colours (10 and 8), so methods 8, 9, ... (every
+#: recipe compares 9) never repeat an earlier method's colour *and* marker, nor its colour and line style.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (6, 3)))
 #: Colour maps of per-pixel maps: uncertainty, soft labels (both readable in grey).
 UNCERTAINTY_CMAP = "viridis"
 SOFT_CMAP = "cividis"
@@ -50,8 +52,8 @@ def png_bytes(fig: Any, dpi: int = 80) -> bytes:
 def method_style(i: int) -> dict[str, Any]:
     """matplotlib keyword arguments of the ``i``-th method (colour, marker, line style; cycling).
 
-    >>> method_style(0)["color"], method_style(8)["marker"]
-    ('#E69F00', 's')
+    >>> method_style(0)["color"], method_style(7)["color"], method_style(7)["marker"]
+    ('#E69F00', '#E69F00', '*')
     """
     return {
         "color": OKABE_ITO[i % len(OKABE_ITO)],
