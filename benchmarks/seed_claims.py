@@ -16,7 +16,7 @@ per dataset:
 * Spearman(AULA, Dice) of the layer-ensemble heads (LE paper: 0.785), from the saved heads and per-case Dice;
 * the validation learning curve (Dice by epoch) of the softmax baseline's run, to show whether training flattened;
   ``--curve RUN`` adds a run made only for that curve (softmax with a longer budget: every epoch, and the epoch
-  from which val Dice stays within 0.01 of its best);
+  after which no epoch improves val Dice by more than 0.01);
 * ``--keep DATASET`` keeps a dataset's section of the files already in ``--out`` when its run folder is gone
   (marked as kept, with the date of the run that wrote it);
 * with ``--figures``, the PNG figures of each comparison's ``trustseg report`` page (the page itself, which embeds
@@ -578,7 +578,8 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
 def curve_report(folder: Path) -> tuple[dict[str, Any], list[str]]:
     """Every epoch of the first softmax job of a comparison run only for its learning curve (e.g. LIDC with more
     epochs than the full comparison's budget allows), and where validation Dice stops rising: the first epoch
-    whose val Dice is within ``0.01`` of the best of all later epochs (``plateau_epoch``)."""
+    whose val Dice is within ``0.01`` of the best of all later epochs (``plateau_epoch``: no later epoch improves
+    on it by more than 0.01; a curve cut short by the budget may still rise after it)."""
     run = Run.load(folder)
     name = run.cfg.datasets[0].name
     rows = learning_curve(run)
@@ -594,8 +595,8 @@ def curve_report(folder: Path) -> tuple[dict[str, Any], list[str]]:
     lines = [f"## {name}: learning curve", "",
              f"`{run.folder}`: softmax, seed {run.jobs[0].seed if run.jobs else '–'}, net {net.name} {net.params}, "
              f"{len(rows)} epochs of {run.cfg.train.epochs} (budget "
-             f"{run.cfg.budget_minutes if run.cfg.budget_minutes else '–'} min); val Dice within 0.01 of its best "
-             f"from epoch **{plateau if plateau is not None else '–'}** on.", "",
+             f"{run.cfg.budget_minutes if run.cfg.budget_minutes else '–'} min); no later epoch improves val Dice by "
+             f"more than 0.01 after epoch **{plateau if plateau is not None else '–'}** (of the epochs run).", "",
              "| epoch | train loss | val Dice | minutes (cumulative) |", "|---|---|---|---|"]  # fmt: skip
     total = 0.0
     for r, d, t in zip(rows, dice, secs, strict=True):

@@ -151,7 +151,7 @@ def test_curve_and_kept_sections(claims, real_compare, tmp_path):
     want = next(i + 1 for i, d in enumerate(dice) if max(dice[i:]) - d <= 0.01)
     assert curve["plateau_epoch"] == want and len(curve["curve"]) == len(dice)
     doc = (tmp_path / "seed_claims.md").read_text()
-    assert "## tiny: learning curve" in doc and f"from epoch **{want}** on" in doc
+    assert "## tiny: learning curve" in doc and f"more than 0.01 after epoch **{want}**" in doc
 
     first = doc.split("## tiny\n", 1)[1].split("\n## ", 1)[0]
     for _ in range(2):  # kept twice: one mark, the same body
