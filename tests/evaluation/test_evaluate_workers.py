@@ -172,8 +172,11 @@ def test_a_failing_case_in_a_worker_gives_the_one_process_error(folder, tmp_path
 
 
 def test_ctrl_c_terminates_the_workers(tmp_path):
+    # SIGINT's default handler, explicitly: a process started with SIGINT ignored (SIG_IGN is inherited through
+    # exec, and the full suite's worker can hold it) would otherwise never see the Ctrl-C this test sends
     script = (
-        "import sys; from tests.evaluation.test_evaluate_workers import sleeping_job; "
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from tests.evaluation.test_evaluate_workers import sleeping_job; "
         "from trustseg.evaluation.parallel import run_blocks; run_blocks(sleeping_job, (sys.argv[1],), 2)"
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
@@ -185,7 +188,17 @@ def test_ctrl_c_terminates_the_workers(tmp_path):
         time.sleep(0.2)
     pids = [int(p.read_text()) for p in pid_files]
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # say what was still running before failing
+        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        proc.kill()
+        _, err = proc.communicate()
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+        inherited = signal.getsignal(signal.SIGINT)
+        pytest.fail(f"the parent did not stop within 60 s of SIGINT (this process's SIGINT: {inherited}); "
+                    f"workers alive: {alive}; stderr: {err[-2000:]!r}")  # fmt: skip
     assert proc.returncode != 0 and b"KeyboardInterrupt" in err
     for pid in pids:
         for _ in range(50):

@@ -107,6 +107,12 @@ def check_workers(workers: Any, option: str = "workers") -> int:
     return workers
 
 
+#: Seconds a terminated worker gets to exit before it is killed.
+TERMINATE_GRACE_S = 10.0
+#: Longest wait for the workers before the main thread runs pending signal handlers (Ctrl-C).
+WAIT_S = 0.5
+
+
 def run_blocks(fn: Callable[..., Any], args: tuple, workers: int) -> list[Any]:
     """``[fn(*args, shard=(i, workers)) for i in range(workers)]``, each call in its own ``spawn`` process.
 
@@ -135,17 +141,24 @@ def run_blocks(fn: Callable[..., Any], args: tuple, workers: int) -> list[Any]:
         for i in range(workers):
             mine, theirs = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_child, args=(theirs, fn, args, i, workers, threads), daemon=True)
-            proc.start()
-            theirs.close()
-            procs.append(proc)
+            procs.append(proc)  # tracked before it starts: a Ctrl-C inside start() cannot leave it running
             conns.append(mine)
+            try:
+                proc.start()
+            finally:
+                theirs.close()
         return _collect(procs, conns)
     finally:  # normal end, a failed block, Ctrl-C: no worker outlives the call
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()
         for proc in procs:
-            proc.join()
+            if proc.pid is None:  # never started
+                continue
+            proc.join(timeout=TERMINATE_GRACE_S)
+            if proc.is_alive():  # SIGTERM not honoured in time: SIGKILL
+                proc.kill()
+                proc.join()
         for conn in conns:
             conn.close()
 
@@ -156,7 +169,10 @@ def _collect(procs: list, conns: list) -> list[Any]:
     results: dict[int, Any] = {}
     while len(results) < len(procs):
         waiting = [i for i in range(len(procs)) if i not in results]
-        mp_connection.wait([conns[i] for i in waiting] + [procs[i].sentinel for i in waiting])
+        # a bounded wait: a Ctrl-C delivered to another thread of this process (torch's) does not interrupt the
+        # main thread's select(), so it must come back to the interpreter to run the pending SIGINT handler
+        if not mp_connection.wait([conns[i] for i in waiting] + [procs[i].sentinel for i in waiting], WAIT_S):
+            continue
         failures = []
         for i in waiting:
             if conns[i].poll():

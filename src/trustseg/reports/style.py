@@ -27,7 +27,7 @@ CLASS_COLOURS = (
 
 #: Okabe & Ito (2008), "Color Universal Design", without black (kept for references such as the diagonal).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
-#: Markers and line styles cycle with other periods than the 7 colours (10 and 8), so methods 8, 9, ... (every
+#: Markers and line styles cycle with other periods than the 7 colours (10 and 8), so up to 56 methods (every
 #: recipe compares 9) never repeat an earlier method's colour *and* marker, nor its colour and line style.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (6, 3)))
