@@ -618,9 +618,10 @@ def kept_sections(out: Path, names: Sequence[str]) -> tuple[list[dict[str, Any]]
         raise SystemExit(f"--keep needs {md} and {js} from an earlier run")
     text = md.read_text().splitlines()
     stamp = next((ln for ln in text if ln.startswith("Machine:")), "")
+    entries = json.loads(js.read_text())
     data, lines = [], []
     for name in names:
-        entry = next((d for d in json.loads(js.read_text()) if d.get("dataset") == name and "kind" not in d), None)
+        entry = next((d for d in entries if d.get("dataset") == name and "kind" not in d), None)
         start = next((i for i, ln in enumerate(text) if ln == f"## {name}"), None)
         if entry is None or start is None:
             raise SystemExit(f"--keep {name}: no such section in {md}")
