@@ -46,6 +46,25 @@ def test_both_kinds_recover_a_planted_relation(kind, r2_min):
         assert math.isclose(sum(imp.values()), 1.0) and imp["x1"] > imp["x2"]
 
 
+@pytest.mark.parametrize("n", [6, 10, 12])
+def test_gbr_on_a_table_smaller_than_its_leaf_size_still_splits(n):
+    """With the defaults (leaf 5, subsample 0.8) a 12-row table has 9 rows per subsample: no split leaves 5 on
+    each side, so every tree was a single leaf and the model predicted the mean for every case (found in the
+    seed-claims comparisons: QC Pearson r undefined on 18 validation images). The leaf is lowered to
+    ``n_bag // 2`` and the model follows x0; a table large enough keeps the asked leaf size."""
+    X, y = planted(n, seed=3, noise=0.0)
+    reg = TabularRegressor("gbr").fit(X, y, NAMES)
+    p = reg.predict(X)
+    assert np.ptp(p) > 0.05 and np.corrcoef(p, y)[0, 1] > 0.8
+    assert reg.estimator.min_samples_leaf == max(1, int(0.8 * n) // 2)
+    assert reg.params["min_samples_leaf"] == 5  # the asked parameters are what to_dict records
+    assert np.array_equal(round_trip(reg).predict(X), p)
+    big = TabularRegressor("gbr").fit(*planted(40, seed=3), NAMES)
+    assert big.estimator.min_samples_leaf == 5
+    fraction = TabularRegressor("gbr", min_samples_leaf=0.4).fit(X, y, NAMES)  # a fraction is left as asked
+    assert fraction.estimator.min_samples_leaf == 0.4
+
+
 def test_predictions_are_clipped_to_the_target_range():
     X, y = planted(300, seed=2)
     for kind in ("gbr", "ridge"):

@@ -8,7 +8,8 @@ one did:
   ``ŷ = c₀ + η · Σ_t f_t(x)``: ``c₀`` the initial constant (mean target), ``η`` the learning rate, ``f_t`` the
   value of the leaf of tree ``t`` that ``x`` falls into (``x[feature] ≤ threshold`` goes left). scikit-learn
   compares in float32 (``X`` is cast to float32 before the trees see it); the numpy traversal does the same, so
-  the two agree to rounding (≤ 1e-12).
+  the two agree to rounding (≤ 1e-12). On a table too small for the leaf size (fewer than ``2 · min_samples_leaf``
+  rows in a subsample) the leaf size is lowered to the largest that still allows a split.
 * ``ridge``: standardise each feature (``z = (x − mean) / scale``, scale 1 for constant features) and fit
   ``ŷ = β₀ + zᵀβ`` minimising ``‖y − β₀ − Zβ‖² + α‖β‖²``; ``α`` is chosen by :class:`sklearn.linear_model.RidgeCV`
   (efficient leave-one-out) from ``alphas`` (default ``10^-3 .. 10^3``, 13 values) unless a fixed ``alpha`` is given.
@@ -214,7 +215,8 @@ class TabularRegressor:
             raise DataError(f"quality regressor fit: targets in [{y.min():g}, {y.max():g}] outside y_range {y_range}")
         self.names, self.y_range = names, (lo, hi)
         if self.kind == "gbr":
-            gbr = GradientBoostingRegressor(random_state=self.seed, **self.params).fit(X, y)
+            params = _small_table_params(self.params, len(X))
+            gbr = GradientBoostingRegressor(random_state=self.seed, **params).fit(X, y)
             trees = [
                 {
                     "children_left": est.tree_.children_left.astype(np.int64),
@@ -341,6 +343,21 @@ class TabularRegressor:
         else:
             reg._model = _load_linear(d, F, source)
         return reg
+
+
+def _small_table_params(params: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """``params`` with an integer ``min_samples_leaf`` lowered to ``max(1, n_bag // 2)`` when it forbids every split.
+
+    A tree's split needs ``min_samples_leaf`` rows on each side, counted among the ``n_bag`` rows of its
+    subsample (scikit-learn's ``max(1, int(subsample · n))``; rows left out get weight 0 and do not count). With
+    the defaults (leaf 5, subsample 0.8) fewer than 13 cases made every tree a single leaf, and the model
+    predicted the mean Dice for every case without saying so.
+    """
+    leaf, sub = params.get("min_samples_leaf", 1), float(params.get("subsample", 1.0))
+    n_bag = max(1, int(sub * n)) if sub < 1.0 else n
+    if isinstance(leaf, bool) or not isinstance(leaf, int) or 2 * leaf <= n_bag:
+        return dict(params)
+    return {**params, "min_samples_leaf": max(1, n_bag // 2)}
 
 
 def _array(x: Any, dtype: type, what: str, source: Any) -> np.ndarray:
