@@ -49,6 +49,14 @@ def test_lists(registry, capsys):
 def test_unknown_names_and_bad_options_give_one_line_errors(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "d"), "--cases", "6", "--size", "16"]) == 0
     capsys.readouterr()
+    rc = main(["synth", "--out", str(tmp_path / "e"), "--cases", "6", "--size", "16", "--test-fraction", "0.9"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "test_fraction" in err and not (tmp_path / "e").exists()
+    # 3.5 / 5 / 1.5 cases: whole cases by the midpoint rule
+    rc = main(["synth", "--out", str(tmp_path / "f"), "--cases", "10", "--size", "16", "--val-fraction", "0.5"])
+    splits = json.loads((tmp_path / "f" / "dataset.json").read_text())["splits"]["fixed"]
+    assert rc == 0 and [len(splits[p]) for p in ("train", "val", "test")] == [3, 5, 2]
+    capsys.readouterr()
     rc = main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--method", "mc-droput"])
     err = capsys.readouterr().err
     assert rc == 2 and "did you mean 'mc-dropout'" in err

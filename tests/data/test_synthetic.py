@@ -191,3 +191,22 @@ def test_make_synthetic_dataset_round_trip(tmp_path):
         assert got.case_id == expected.case_id
         np.testing.assert_allclose(got.image, expected.image, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(got.labels, expected.labels)
+
+
+def test_split_fractions_set_the_fixed_split_and_the_defaults_keep_the_old_one(tmp_path):
+    """200 cases at val 0.28 / test 0.30 give 84 / 56 / 60 (each case its own group); the default fractions give
+    exactly the dataset the generator wrote before the option existed (``default_splits`` at 70/15/15)."""
+    from trustseg.data.dataset import default_splits, load_dataset
+
+    cfg = SynthConfig(cases=200, size=16, raters=2, val_fraction=0.28, test_fraction=0.30)
+    assert cfg.split_fractions == pytest.approx((0.42, 0.28, 0.30))
+    ds = load_dataset(make_synthetic_dataset(tmp_path / "big", cfg, ext=".npy"))
+    assert [len(ds.split(p)) for p in ("train", "val", "test")] == [84, 56, 60]
+    small = SynthConfig(cases=40, size=16, raters=2)
+    ds = load_dataset(make_synthetic_dataset(tmp_path / "default", small, ext=".npy"))
+    ids = [f"synth_{i:04d}" for i in range(40)]
+    assert {p: ds.split(p) for p in ("train", "val", "test")} == default_splits(ids, ids, small.seed)["fixed"]
+    with pytest.raises(ConfigError, match="val_fraction"):
+        SynthConfig(val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ConfigError, match="test_fraction"):
+        SynthConfig(test_fraction=-0.1)

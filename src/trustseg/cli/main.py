@@ -72,6 +72,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="image side length in pixels (default 64)")
     p.add_argument("--classes", type=int, default=3, help="classes including background (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of cases in the val split (default 0.15)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="share in the test split (default 0.15)")
     p.add_argument("--ext", default=".nii.gz", help="file format of the written images (default .nii.gz)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier trustseg dataset at --out")
     p.set_defaults(func=cmd_synth)
@@ -351,6 +353,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         num_classes=args.classes,
         seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
     )
     path = make_synthetic_dataset(args.out, cfg, ext=args.ext, progress=True, overwrite=args.overwrite)
     _console().print(f"wrote synthetic dataset: [bold]{path}[/]")

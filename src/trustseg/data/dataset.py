@@ -41,7 +41,7 @@ from trustseg.core.lock import exclusive
 from trustseg.data.case import Case
 from trustseg.data.io import EXTENSIONS, read_image, read_label, write_image, write_label
 from trustseg.data.paths import contained_path
-from trustseg.data.splits import PARTS, fixed_split, kfold_split
+from trustseg.data.splits import DEFAULT_FRACTIONS, PARTS, fixed_split, kfold_split
 from trustseg.data.validate import check_case_id, check_mask, check_names, check_unique_ids, validate_case
 
 FORMAT_VERSION = 1
@@ -81,9 +81,16 @@ def _case_raters(case: Case) -> list[str]:
     return raters
 
 
-def default_splits(ids: Sequence[str], groups: Sequence[str], seed: int = 0, k: int = 5) -> dict[str, Any]:
-    """Fixed 70/15/15 split by group, and ``min(k, groups)``-fold split by group of the non-test cases."""
-    fixed = fixed_split(ids, groups, (0.7, 0.15, 0.15), seed)
+def default_splits(
+    ids: Sequence[str],
+    groups: Sequence[str],
+    seed: int = 0,
+    k: int = 5,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> dict[str, Any]:
+    """Fixed split by group (``fractions`` train/val/test, default 70/15/15), and ``min(k, groups)``-fold split
+    by group of the non-test cases."""
+    fixed = fixed_split(ids, groups, fractions, seed)
     return {"fixed": fixed} | _kfold(ids, groups, fixed, seed, k)
 
 
@@ -166,6 +173,7 @@ def write_dataset(
     ext: str = ".nii.gz",
     splits: dict | None = None,
     seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     progress: bool = False,
     overwrite: bool = False,
 ) -> Path:
@@ -184,6 +192,7 @@ def write_dataset(
         ext: File extension for images and labels (one of :data:`trustseg.data.io.EXTENSIONS`).
         splits: ``{"fixed": {...}, "kfold": {...}}``; a missing entry is computed (:func:`default_splits`).
         seed: Seed of the default splits.
+        fractions: ``(train, val, test)`` fractions of the default fixed split (when ``splits`` has none).
         progress: Show a rich progress bar.
         overwrite: Replace an earlier trustseg dataset at ``out`` (see :func:`check_dataset_out`).
 
@@ -198,7 +207,7 @@ def write_dataset(
     out = Path(out)
     check_dataset_out(out, overwrite)
     with exclusive(writing_lock(out), "dataset"):  # a second synth/import into the same folder fails fast
-        return _write_dataset(cases, out, classes, name, ext, splits, seed, progress, overwrite)
+        return _write_dataset(cases, out, classes, name, ext, splits, seed, fractions, progress, overwrite)
 
 
 def writing_lock(out: Path) -> Path:
@@ -215,6 +224,7 @@ def _write_dataset(
     ext: str,
     splits: dict | None,
     seed: int,
+    fractions: Sequence[float],
     progress: bool,
     overwrite: bool,
 ) -> Path:
@@ -260,7 +270,7 @@ def _write_dataset(
         groups = [r["group"] for r in records]
         splits = dict(splits or {})
         if "fixed" not in splits:
-            splits = default_splits(ids, groups, seed) | splits
+            splits = default_splits(ids, groups, seed, fractions=fractions) | splits
         elif "kfold" not in splits:
             splits |= _kfold(ids, groups, splits["fixed"], seed)
         splits = _check_splits(splits, ids, out)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 PARTS = ("train", "val", "test")
+#: ``(train, val, test)`` fractions of a dataset's default fixed split.
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
 def _group_index(ids: Sequence[str], groups: Sequence[str] | None) -> dict[str, list[str]]:
@@ -41,7 +43,7 @@ def _ordered(ids: Sequence[str], chosen: set[str]) -> list[str]:
 def fixed_split(
     ids: Sequence[str],
     groups: Sequence[str] | None = None,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
 ) -> dict[str, list[str]]:
     """Split cases into train/val/test by group.

@@ -62,6 +62,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "lesion_radius": (0.03, 0.3),
     "contrast_jitter": (0.0, 0.5),
     "disagreement_spread": (0.0, 1.0),
+    "val_fraction": (0.0, 0.9),
+    "test_fraction": (0.0, 0.9),
 }
 
 
@@ -90,6 +92,10 @@ class SynthConfig:
         disagreement_spread: s in [0, 1]: each case draws a disagreement level ℓ ~ U(1 − s, 1 + s) that scales
             its blur, contrast drop and rater shifts (module docstring, step 5); 0 (default) = off, every case
             at level 1, bit-identical to the generator without this option.
+        val_fraction: Share of the cases in the validation part of the dataset's fixed split (default 0.15).
+        test_fraction: Share in its test part (default 0.15); the rest trains. A larger held-out share gives
+            image-level statistics (correlations over test images, a QC model fitted on validation images)
+            more images without training on more.
     """
 
     cases: int = 40
@@ -110,6 +116,8 @@ class SynthConfig:
     lesion_radius: float = 0.12
     contrast_jitter: float = 0.15
     disagreement_spread: float = 0.0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         self.validate()
@@ -143,7 +151,17 @@ class SynthConfig:
             raise ConfigError(
                 f"SynthConfig.lesion_radius ({self.lesion_radius}) must not exceed organ_radius ({self.organ_radius})"
             )
+        if self.val_fraction + self.test_fraction >= 0.95:
+            raise ConfigError(
+                f"SynthConfig.val_fraction + test_fraction must be below 0.95 (some cases must train), got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
         return self
+
+    @property
+    def split_fractions(self) -> tuple[float, float, float]:
+        """``(train, val, test)`` fractions of the fixed split."""
+        return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
 
 
 @dataclass(frozen=True)
@@ -394,7 +412,7 @@ def make_synthetic_dataset(
     progress: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Generate ``cfg.cases`` cases and write them as a trustseg dataset.
+    """Generate ``cfg.cases`` cases and write them as a trustseg dataset, split by ``cfg.split_fractions``.
 
     Args:
         out: Dataset folder to create.
@@ -415,6 +433,7 @@ def make_synthetic_dataset(
         name="synthetic",
         ext=ext,
         seed=cfg.seed,
+        fractions=cfg.split_fractions,
         progress=progress,
         overwrite=overwrite,
     )
