@@ -76,7 +76,25 @@ def run_compare(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
+    created = env_info().enabled and not dist.is_initialized()
     info = _init_ranks()
+    try:
+        return _run_compare(cfg, out, info, workers, overwrite, progress, command)
+    finally:
+        if created and dist.is_initialized():  # a gloo group alive at exit can abort the interpreter (SIGABRT)
+            dist.destroy_process_group()
+
+
+def _run_compare(
+    cfg: CompareConfig,
+    out: Path,
+    info: DistInfo,
+    workers: int,
+    overwrite: bool,
+    progress: bool,
+    command: list[str] | None,
+) -> dict[str, Any] | None:
+    """The body of :func:`run_compare` on this rank (the ranks' group initialised)."""
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     with ExitStack() as stack:
