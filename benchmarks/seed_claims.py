@@ -17,8 +17,9 @@ per dataset:
 * the validation learning curve (Dice by epoch) of the softmax baseline's run, to show whether training flattened;
   ``--curve RUN`` adds a run made only for that curve (softmax with a longer budget: every epoch, and the epoch
   after which no epoch improves val Dice by more than 0.01);
-* ``--keep DATASET`` keeps a dataset's section of the files already in ``--out`` when its run folder is gone
-  (marked as kept, with the date of the run that wrote it);
+* ``--keep DATASET`` keeps a dataset's section (and its learning-curve section) of the files already in ``--out``
+  when its run folder is gone (marked as kept, with the date of the run that wrote it); a section whose heading
+  says ``(written by hand, ...)`` is carried over verbatim by every rewrite;
 * with ``--figures``, the PNG figures of each comparison's ``trustseg report`` page (the page itself, which embeds
   the case gallery, is ~12 MB and is not kept).
 
@@ -622,17 +623,43 @@ def kept_sections(out: Path, names: Sequence[str]) -> tuple[list[dict[str, Any]]
     data, lines = [], []
     for name in names:
         entry = next((d for d in entries if d.get("dataset") == name and "kind" not in d), None)
-        start = next((i for i, ln in enumerate(text) if ln == f"## {name}"), None)
-        if entry is None or start is None:
+        if entry is None or _section(text, f"## {name}") is None:
             raise SystemExit(f"--keep {name}: no such section in {md}")
-        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
-        origin = entry.get("kept_from", stamp)  # kept twice: the run that computed it
-        body = [ln for ln in text[start + 1 : end] if not ln.startswith("*Kept from an earlier run")]
-        data.append({**entry, "kept_from": origin})
-        lines += [text[start], "", f"*Kept from an earlier run of this script ({origin.rstrip('.')}): its comparison "
-                  "folder is not on this machine, so this section was not recomputed, and its verdicts follow the "
-                  "rules of that version.*", *body]  # fmt: skip
+        curve = next((d for d in entries if d.get("dataset") == name and d.get("kind") == "learning_curve"), None)
+        for item, heading in ((curve, f"## {name}: learning curve"), (entry, f"## {name}")):
+            body = _section(text, heading)
+            if item is None or body is None:
+                continue
+            origin = item.get("kept_from", stamp)  # kept twice: the run that computed it
+            body = [ln for ln in body if not ln.startswith("*Kept from an earlier run")]
+            data.append({**item, "kept_from": origin})
+            lines += [heading, "", f"*Kept from an earlier run of this script ({origin.rstrip('.')}): its "
+                      "folder is not on this machine, so this section was not recomputed, and its verdicts follow "
+                      "the rules of that version.*", *body]  # fmt: skip
     return data, lines
+
+
+def _section(text: Sequence[str], heading: str) -> list[str] | None:
+    """The lines after ``heading`` up to the next ``## `` heading, or ``None`` without that heading."""
+    start = next((i for i, ln in enumerate(text) if ln == heading), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+    return list(text[start + 1 : end])
+
+
+def hand_written(out: Path) -> list[str]:
+    """The sections of the ``seed_claims.md`` already in ``out`` whose heading says ``(written by hand...)``:
+    the script does not write them, so every rewrite carries them over verbatim, at the end."""
+    md = out / "seed_claims.md"
+    if not md.is_file():
+        return []
+    text = md.read_text().splitlines()
+    lines: list[str] = []
+    for ln in text:
+        if ln.startswith("## ") and "(written by hand" in ln:
+            lines += [ln, *(_section(text, ln) or [])]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -651,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     kept, kept_lines = kept_sections(args.out, args.keep)
+    by_hand = hand_written(args.out)
     doc = ["# The seeds' claims on trustseg's comparisons (benchmarks/seed_claims.py)", "", markdown(), ""]
     out = []
     for folder in args.runs:
@@ -675,6 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc += lines + [""]
     out += kept
     doc += kept_lines + [""] if kept_lines else []
+    doc += by_hand
     (args.out / "seed_claims.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     (args.out / "seed_claims.md").write_text("\n".join(doc) + "\n")
     print(f"wrote {args.out / 'seed_claims.md'}")

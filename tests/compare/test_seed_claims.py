@@ -138,7 +138,8 @@ def test_image_level_gain_on_six_images_is_inconclusive_not_reproduced(claims, t
 
 def test_curve_and_kept_sections(claims, real_compare, tmp_path):
     """``--curve`` writes every epoch of the softmax run with the plateau epoch computed from its history here;
-    ``--keep`` carries a section whose run folder is gone into the next output, marked, and only once."""
+    ``--keep`` carries a section (and its learning curve) whose run folder is gone into the next output, marked,
+    and only once; a hand-written section survives every rewrite."""
     import csv
 
     out, _ = real_compare
@@ -154,12 +155,17 @@ def test_curve_and_kept_sections(claims, real_compare, tmp_path):
     assert "## tiny: learning curve" in doc and f"more than 0.01 after epoch **{want}**" in doc
 
     first = doc.split("## tiny\n", 1)[1].split("\n## ", 1)[0]
-    for _ in range(2):  # kept twice: one mark, the same body
+    curve_body = doc.split("## tiny: learning curve\n", 1)[1].split("\n## ", 1)[0]
+    note = "## Reading these results (written by hand, today)\n\n- a finding the script cannot write.\n"
+    (tmp_path / "seed_claims.md").write_text(doc + "\n" + note)
+    for _ in range(2):  # kept twice: one mark per section, the same bodies, the hand-written section once
         assert claims.main(["--keep", "tiny", "--out", str(tmp_path)]) == 0
     kept = (tmp_path / "seed_claims.md").read_text()
-    assert kept.count("*Kept from an earlier run") == 1
-    assert first.strip() in kept
+    assert kept.count("*Kept from an earlier run") == 2
+    assert first.strip() in kept and curve_body.strip() in kept
+    assert kept.count(note) == 1 and kept.rstrip().endswith(note.rstrip())
     entry = json.loads((tmp_path / "seed_claims.json").read_text())
-    assert [d["dataset"] for d in entry] == ["tiny"] and "kept_from" in entry[0]
+    assert [(d["dataset"], d.get("kind")) for d in entry] == [("tiny", "learning_curve"), ("tiny", None)]
+    assert all("kept_from" in d for d in entry)
     with pytest.raises(SystemExit, match="no such section"):
         claims.main(["--keep", "nope", "--out", str(tmp_path)])
