@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from trustseg import __version__
 from trustseg.compare.config import CompareConfig, load_compare_config
@@ -42,7 +41,7 @@ from trustseg.core.config import save_config, to_dict
 from trustseg.core.errors import ConfigError, TrainingError, TrustsegError
 from trustseg.core.lock import exclusive
 from trustseg.data.synthetic import make_synthetic_dataset
-from trustseg.engine.distributed import DistInfo, env_info, gather_objects
+from trustseg.engine.distributed import DistInfo, gather_objects, session
 
 COMPARE_YAML = "compare.yaml"
 RUN_CARD = "run_card.json"
@@ -76,28 +75,11 @@ def run_compare(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    created = env_info().enabled and not dist.is_initialized()
-    info = _init_ranks()
-    try:
-        return _run_compare(cfg, out, info, workers, overwrite, progress, command)
-    finally:
-        if created and dist.is_initialized():  # a gloo group alive at exit can abort the interpreter (SIGABRT)
-            dist.destroy_process_group()
-
-
-def _run_compare(
-    cfg: CompareConfig,
-    out: Path,
-    info: DistInfo,
-    workers: int,
-    overwrite: bool,
-    progress: bool,
-    command: list[str] | None,
-) -> dict[str, Any] | None:
-    """The body of :func:`run_compare` on this rank (the ranks' group initialised)."""
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     with ExitStack() as stack:
+        # torchrun: one gloo group for the ranks (long timeout: jobs take hours), destroyed when the block ends
+        info = stack.enter_context(session("cpu", timeout=timedelta(hours=48)))
         error = None
         if info.is_main:
             try:
@@ -123,14 +105,6 @@ def _run_compare(
             write_run_card(out, cfg, started, time.perf_counter() - t0, command, info)
         _agree(info, None)
     return table
-
-
-def _init_ranks() -> DistInfo:
-    """This process's rank; a ``torchrun`` launch initialises a gloo group (long timeout: jobs take hours)."""
-    info = env_info()
-    if info.enabled and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(hours=48))
-    return info
 
 
 def _agree(info: DistInfo, error: TrustsegError | None) -> None:

@@ -63,11 +63,12 @@ def env_info() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def init_distributed(device: torch.device) -> DistInfo:
+def init_distributed(device: torch.device, timeout: timedelta = timedelta(minutes=30)) -> DistInfo:
     """Initialise the default process group when launched by ``torchrun`` (no-op for a single process).
 
     Args:
         device: The training device; CUDA uses NCCL, CPU uses gloo.
+        timeout: How long a collective waits for the other ranks.
 
     Returns:
         This process's :class:`DistInfo`.
@@ -75,7 +76,7 @@ def init_distributed(device: torch.device) -> DistInfo:
     info = env_info()
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=timeout)
     return info
 
 
@@ -121,9 +122,10 @@ def cleanup() -> None:
 
 
 @contextlib.contextmanager
-def session(device: str | torch.device = "cpu") -> Iterator[DistInfo]:
+def session(device: str | torch.device = "cpu", timeout: timedelta = timedelta(minutes=30)) -> Iterator[DistInfo]:
     """This process's :class:`DistInfo` for the block; under ``torchrun`` the process group is initialised
-    (NCCL for a CUDA ``device``, gloo otherwise) and destroyed at the end if this block created it.
+    (NCCL for a CUDA ``device``, gloo otherwise; collectives wait ``timeout``) and destroyed at the end if this
+    block created it (a gloo group left alive at exit can abort the interpreter with SIGABRT).
 
     Example:
         >>> with session("cpu") as info:  # not launched by torchrun: one process, nothing initialised
@@ -137,7 +139,7 @@ def session(device: str | torch.device = "cpu") -> Iterator[DistInfo]:
     created = env_info().enabled and not dist.is_initialized()
     if created and dev.type == "cuda":
         torch.cuda.set_device(env_info().local_rank % torch.cuda.device_count())
-    info = init_distributed(dev)
+    info = init_distributed(dev, timeout)
     try:
         yield info
     finally:
