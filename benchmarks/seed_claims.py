@@ -609,15 +609,15 @@ def curve_report(folder: Path) -> tuple[dict[str, Any], list[str]]:
     return data, lines
 
 
-def kept_sections(out: Path, names: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The sections of datasets ``names`` from the ``seed_claims.md``/``.json`` already in ``out`` (their run
-    folders are gone, so they cannot be recomputed), marked as kept."""
+def kept_sections(out: Path, names: Sequence[str], text: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sections of datasets ``names`` from the ``seed_claims.md`` already in ``out`` (its lines ``text``, empty
+    when there is none) and its ``.json`` (their run folders are gone, so they cannot be recomputed), marked as
+    kept."""
     if not names:
         return [], []
     md, js = out / "seed_claims.md", out / "seed_claims.json"
-    if not md.is_file() or not js.is_file():
+    if not text or not js.is_file():
         raise SystemExit(f"--keep needs {md} and {js} from an earlier run")
-    text = md.read_text().splitlines()
     stamp = next((ln for ln in text if ln.startswith("Machine:")), "")
     entries = json.loads(js.read_text())
     data, lines = [], []
@@ -648,13 +648,9 @@ def _section(text: Sequence[str], heading: str) -> list[str] | None:
     return list(text[start + 1 : end])
 
 
-def hand_written(out: Path) -> list[str]:
-    """The sections of the ``seed_claims.md`` already in ``out`` whose heading says ``(written by hand...)``:
-    the script does not write them, so every rewrite carries them over verbatim, at the end."""
-    md = out / "seed_claims.md"
-    if not md.is_file():
-        return []
-    text = md.read_text().splitlines()
+def hand_written(text: Sequence[str]) -> list[str]:
+    """The sections of an earlier ``seed_claims.md`` (its lines ``text``) whose heading says ``(written by
+    hand...)``: the script does not write them, so every rewrite carries them over verbatim, at the end."""
     lines: list[str] = []
     for ln in text:
         if ln.startswith("## ") and "(written by hand" in ln:
@@ -677,8 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from machine import markdown
 
     args.out.mkdir(parents=True, exist_ok=True)
-    kept, kept_lines = kept_sections(args.out, args.keep)
-    by_hand = hand_written(args.out)
+    earlier = args.out / "seed_claims.md"
+    text = earlier.read_text().splitlines() if earlier.is_file() else []
+    kept, kept_lines = kept_sections(args.out, args.keep, text)
+    by_hand = hand_written(text)
     doc = ["# The seeds' claims on trustseg's comparisons (benchmarks/seed_claims.py)", "", markdown(), ""]
     out = []
     for folder in args.runs:
